@@ -1,0 +1,245 @@
+"""The method without Lightning: fit text embeddings on the source image, locate them in the target.
+
+Every number of the protocol is a named argument of :class:`PromptMatcher` whose default is the
+paper's (see the project's METHOD sheet). Items (one keypoint, one restart) are independent: each has
+its own random stream and its own Adam state, and items are batched through the model up to
+``max_batch`` at a time. Batching changes nothing but speed (up to float rounding).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sdcorr import geometry
+from sdcorr.rng import generator
+from sdcorr.sources.base import FeatureSource
+
+
+@dataclass
+class MatchResult:
+    """What a matcher returns for one pair.
+
+    Attributes:
+        keypoints: ``[N, 2] (x, y)`` predicted points in target-image pixels.
+        heatmaps: ``[N, S, S]`` the score map behind each prediction, at the working size.
+    """
+
+    keypoints: Tensor
+    heatmaps: Tensor
+
+
+class Matcher(ABC):
+    """Given a pair and source keypoints, predict target keypoints. Subclass for other methods."""
+
+    @abstractmethod
+    def match(
+        self, source: FeatureSource, source_image: Tensor, target_image: Tensor, source_keypoints: Tensor, seed: object = 0
+    ) -> MatchResult:
+        """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
+
+        Args:
+            source_image: ``[3, H_s, W_s]`` in [0, 1], any size.
+            target_image: ``[3, H_t, W_t]`` in [0, 1], any size.
+            source_keypoints: ``[N, 2] (x, y)`` in source-image pixels.
+            seed: any printable key; the same seed gives the same result.
+        """
+
+
+class PromptMatcher(Matcher):
+    """The paper's method: optimise one text embedding per keypoint, then find its attention peak.
+
+    Args:
+        restarts: independent random initialisations per keypoint; paper 5.
+        steps: Adam steps per initialisation; paper 129.
+        lr: Adam learning rate; paper 2.3755632e-3.
+        crop_fraction: side of the random square crops as a fraction of the working image; paper 0.9316549.
+        margin_fraction: a keypoint stays this fraction of the crop side inside the crop; paper 0.15.
+        sigma: standard deviation of the Gaussian target in pixels at the 512 scale (scaled with the
+            working size); paper 27.97853.
+        fit_timestep_index: index into the DDIM timesteps (980 ... 0) used while fitting; paper -8 (t=140).
+        locate_timestep_index: index into the DDIM timesteps used on the target; paper -3 (t=40).
+        locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
+        max_batch: most items (keypoint x restart) sent through the model at once; only affects speed and memory.
+    """
+
+    def __init__(
+        self,
+        restarts: int = 5,
+        steps: int = 129,
+        lr: float = 2.3755632e-3,
+        crop_fraction: float = 0.9316549,
+        margin_fraction: float = 0.15,
+        sigma: float = 27.97853,
+        fit_timestep_index: int = -8,
+        locate_timestep_index: int = -3,
+        locate_crops: int = 20,
+        max_batch: int = 10,
+    ) -> None:
+        for name, value in [("restarts", restarts), ("steps", steps), ("locate_crops", locate_crops), ("max_batch", max_batch)]:
+            if value < 1:
+                raise ValueError(f"Expected {name} >= 1 but got {value}")
+        if not 0 < crop_fraction <= 1:
+            raise ValueError(f"Expected crop_fraction in (0, 1] but got {crop_fraction}")
+        self.restarts = restarts
+        self.steps = steps
+        self.lr = lr
+        self.crop_fraction = crop_fraction
+        self.margin_fraction = margin_fraction
+        self.sigma = sigma
+        self.fit_timestep_index = fit_timestep_index
+        self.locate_timestep_index = locate_timestep_index
+        self.locate_crops = locate_crops
+        self.max_batch = max_batch
+
+    def crop_geometry(self, image_size: int) -> tuple[int, int]:
+        """``(side, margin)`` of the crops in pixels: 477 and 71 at 512 for the paper preset."""
+        side = int(image_size * self.crop_fraction)
+        return side, int(self.margin_fraction * side)
+
+    def _chunks(self, num_keypoints: int, restarts: int) -> list[list[tuple[int, int]]]:
+        """All ``(keypoint, restart)`` items, in chunks of at most ``max_batch``."""
+        items = [(k, r) for k in range(num_keypoints) for r in range(restarts)]
+        return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+
+    def fit(self, source: FeatureSource, image: Tensor, keypoints: Tensor, seed: object = 0) -> Tensor:
+        """Optimise embeddings so that the read attention peaks at each keypoint.
+
+        Args:
+            image: ``[3, S, S]`` working image.
+            keypoints: ``[N, 2] (x, y)`` in working pixels.
+
+        Returns:
+            ``[N, R, T, D]`` embeddings (R = restarts).
+        """
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "PromptMatcher optimises text embeddings and cannot run under torch.inference_mode(). "
+                "With Lightning, build the Trainer with inference_mode=False (the sdcorr CLI does this)."
+            )
+        out = {}
+        with torch.enable_grad():
+            for chunk in self._chunks(len(keypoints), self.restarts):
+                for item, embedding in zip(chunk, self._fit_chunk(source, image, keypoints, chunk, seed)):
+                    out[item] = embedding
+        return torch.stack([torch.stack([out[(k, r)] for r in range(self.restarts)]) for k in range(len(keypoints))])
+
+    def _fit_chunk(self, source: FeatureSource, image: Tensor, keypoints: Tensor, items: list, seed: object) -> Tensor:
+        size = source.image_size
+        side, margin = self.crop_geometry(size)
+        sigma = self.sigma * size / 512
+        gens = [generator(seed, "fit", k, r) for k, r in items]
+        points = keypoints[[k for k, _ in items]].float().cpu()
+        embeddings = source.random_embeddings(gens).float().requires_grad_(True)
+        optimizer = torch.optim.Adam([embeddings], lr=self.lr)
+        for _ in range(self.steps):
+            corners = torch.tensor([geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)])
+            with torch.no_grad():
+                latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
+            target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(image.device)
+            maps = source.attention_maps(latents, embeddings, self.fit_timestep_index, gens)
+            # per item: mean over layers of the pixel-wise MSE; summed over items so each item's
+            # gradient is exactly what it would be alone
+            losses = torch.stack(
+                [((geometry.upsample_maps(m[:, None], size)[:, 0] - target) ** 2).mean(dim=(-2, -1)) for m in maps]
+            ).mean(dim=0)
+            loss = losses.sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss ({loss.item()}) while fitting embeddings; with fp16 precision try bf16-mixed or 32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return embeddings.detach()
+
+    @torch.no_grad()
+    def locate(self, source: FeatureSource, image: Tensor, embeddings: Tensor, seed: object = 0) -> MatchResult:
+        """Find each embedding's attention peak in ``image``.
+
+        Args:
+            image: ``[3, S, S]`` working image.
+            embeddings: ``[N, R, T, D]`` from :meth:`fit`.
+
+        Returns:
+            keypoints ``[N, 2]`` in working pixels and the heatmaps ``[N, S, S]`` (softmax over
+            pixels per layer, then the mean over layers).
+        """
+        num_keypoints, restarts = embeddings.shape[:2]
+        size = source.image_size
+        sums = None
+        for chunk in self._chunks(num_keypoints, restarts):
+            maps = self._locate_chunk(source, image, embeddings, chunk, seed)  # [B, L, S, S]
+            if sums is None:
+                sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
+            for (k, _), item_map in zip(chunk, maps):
+                sums[k] += item_map
+        per_layer = (sums / restarts).flatten(-2).softmax(dim=-1).reshape_as(sums)
+        heatmaps = per_layer.mean(dim=1)
+        return MatchResult(keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps)
+
+    def _locate_chunk(self, source: FeatureSource, image: Tensor, embeddings: Tensor, items: list, seed: object) -> Tensor:
+        size = source.image_size
+        side, margin = self.crop_geometry(size)
+        gens = [generator(seed, "locate", k, r) for k, r in items]
+        context = torch.stack([embeddings[k, r] for k, r in items]).to(image.device)
+        canvas = image.new_zeros(len(items), source.num_layers, size, size, dtype=torch.float32)
+        count = image.new_zeros(len(items), size, size, dtype=torch.float32)
+        anchors = geometry.corner_anchors(size)
+        for step in range(self.locate_crops):
+            if step < len(anchors):
+                points = [anchors[step]] * len(items)
+            else:
+                running = geometry.canvas_average(canvas, count).mean(dim=1)
+                points = geometry.argmax_xy(running).tolist()
+            corners = torch.tensor([geometry.sample_crop_corner(p, side, margin, size, g) for p, g in zip(points, gens)])
+            latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
+            maps = source.attention_maps(latents, context, self.locate_timestep_index, gens)
+            crop_maps = torch.cat([geometry.upsample_maps(m[:, None], side) for m in maps], dim=1)
+            geometry.paste_into_canvas(canvas, count, crop_maps.float(), corners)
+        return geometry.canvas_average(canvas, count)
+
+    def match(
+        self, source: FeatureSource, source_image: Tensor, target_image: Tensor, source_keypoints: Tensor, seed: object = 0
+    ) -> MatchResult:
+        """Resize both images to the working size, fit on the source, locate on the target, map back."""
+        size = source.image_size
+        src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
+        source_work = geometry.resize_image(source_image.float(), size)
+        target_work = geometry.resize_image(target_image.float(), size)
+        keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
+        embeddings = self.fit(source, source_work, keypoints, seed)
+        located = self.locate(source, target_work, embeddings, seed)
+        predicted = geometry.scale_keypoints(located.keypoints.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0]))
+        return MatchResult(keypoints=predicted, heatmaps=located.heatmaps)
+
+
+def match(
+    source_image: Tensor,
+    target_image: Tensor,
+    source_keypoints: Tensor,
+    source: FeatureSource | None = None,
+    matcher: Matcher | None = None,
+    seed: object = 0,
+) -> Tensor:
+    """Where do ``source_keypoints`` land in ``target_image``? The one-call API for notebooks.
+
+    Args:
+        source_image: ``[3, H_s, W_s]`` RGB in [0, 1].
+        target_image: ``[3, H_t, W_t]`` RGB in [0, 1].
+        source_keypoints: ``[N, 2] (x, y)`` in source pixels.
+        source: default: Stable Diffusion 1.4 from the hub (move it to a GPU first for speed).
+        matcher: default: the paper preset.
+
+    Returns:
+        ``[N, 2] (x, y)`` in target pixels.
+    """
+    if source is None:
+        from sdcorr.sources.stable_diffusion import StableDiffusionSource
+
+        source = StableDiffusionSource()
+    matcher = matcher if matcher is not None else PromptMatcher()
+    return matcher.match(source, source_image, target_image, source_keypoints, seed).keypoints

@@ -1,0 +1,138 @@
+"""The LightningModule: each ``test_step`` matches its pairs (inner per-keypoint optimisation) and scores them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch import LightningModule
+
+from sdcorr.engine import Matcher, MatchResult, PromptMatcher
+from sdcorr.metrics import PCK, pck_correct
+from sdcorr.sources.base import FeatureSource
+
+INFERENCE_MODE_MESSAGE = (
+    "sdcorr optimises text embeddings inside test_step/predict_step, which is impossible under "
+    "torch.inference_mode(). Run with `--trainer.inference_mode false` (the default of the sdcorr "
+    "CLI) or build the Trainer with `Trainer(inference_mode=False)`."
+)
+
+
+def _points(tensor: torch.Tensor) -> list[list[float]]:
+    return [[round(float(x), 3), round(float(y), 3)] for x, y in tensor.tolist()]
+
+
+class CorrespondenceModule(LightningModule):
+    """Semantic correspondence with a feature source and a matcher, scored with PCK.
+
+    Args:
+        source: the model the maps come from (default: Stable Diffusion 1.4 from the hub).
+        matcher: the method that predicts target keypoints (default: the paper's prompt optimisation).
+        alphas: PCK thresholds as fractions of each pair's reference length; paper 0.05 and 0.1.
+        seed: seed of every random draw; default: the run's ``seed_everything`` value (or 0).
+            Each pair draws from its own stream derived from the seed and its pair id.
+    """
+
+    def __init__(
+        self,
+        source: Optional[FeatureSource] = None,
+        matcher: Optional[Matcher] = None,
+        alphas: Sequence[float] = (0.05, 0.1),
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if source is None:
+            from sdcorr.sources.stable_diffusion import StableDiffusionSource
+
+            source = StableDiffusionSource()
+        self.source = source
+        self.matcher = matcher if matcher is not None else PromptMatcher()
+        self.alphas = list(alphas)
+        self.seed = seed
+        self.pck = PCK(self.alphas)
+        #: the metric table of the last test run (see :class:`sdcorr.metrics.PCK`), set at epoch end
+        self.results: Optional[dict[str, Any]] = None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed in use: ``seed`` or else the one ``seed_everything`` set."""
+        return self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def match_pair(self, sample: dict[str, Any]) -> MatchResult:
+        """Predict the target keypoints of one sample dict (see :mod:`datamodules.base`)."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(INFERENCE_MODE_MESSAGE)
+        return self.matcher.match(
+            self.source,
+            sample["source_image"],
+            sample["target_image"],
+            sample["source_keypoints"],
+            seed=(self.run_seed, sample["pair_id"]),
+        )
+
+    def record(self, sample: dict[str, Any], result: MatchResult) -> dict[str, Any]:
+        """The JSON-ready line of ``predictions.jsonl`` for one pair."""
+        target = sample.get("target_keypoints")
+        threshold = sample.get("threshold")
+        line = {
+            "pair_id": sample["pair_id"],
+            "category": sample["category"],
+            "source_keypoints": _points(sample["source_keypoints"]),
+            "predicted_keypoints": _points(result.keypoints),
+            "target_keypoints": None if target is None else _points(target),
+            "threshold": None if threshold is None else float(threshold),
+            "pck_scale": [float(v) for v in sample["pck_scale"]],
+            "correct": None,
+        }
+        if target is not None and threshold is not None:
+            correct = pck_correct(
+                result.keypoints[None].float(),
+                target[None].float().to(result.keypoints.device),
+                threshold.reshape(1).float().to(result.keypoints.device),
+                self.alphas,
+                sample["pck_scale"].reshape(1, 2).float().to(result.keypoints.device),
+            )[0]
+            line["correct"] = {f"{alpha:g}": correct[:, i].tolist() for i, alpha in enumerate(self.alphas)}
+        return line
+
+    def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
+        records, heatmaps = [], []
+        for sample in batch:
+            result = self.match_pair(sample)
+            records.append(self.record(sample, result))
+            heatmaps.append(result.heatmaps)
+            if not score:
+                continue
+            target, threshold = sample.get("target_keypoints"), sample.get("threshold")
+            if target is None or threshold is None:
+                self.pck.skip()
+                continue
+            self.pck.update(
+                result.keypoints[None],
+                target[None].to(result.keypoints),
+                threshold.reshape(1).to(result.keypoints),
+                categories=[sample["category"]],
+                scale=sample["pck_scale"].reshape(1, 2).to(result.keypoints),
+            )
+        return {"records": records, "heatmaps": heatmaps}
+
+    def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
+        """Match and score every pair of the batch. Returns ``{"records": [...], "heatmaps": [[N, S, S], ...]}``."""
+        return self._step(batch, score=True)
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
+        """Match every pair of the batch (no ground truth needed); same output as :meth:`test_step`."""
+        return self._step(batch, score=False)
+
+    def on_test_epoch_end(self) -> None:
+        results = self.pck.compute()
+        self.results = results
+        for alpha in self.alphas:
+            key = f"pck@{alpha:g}"
+            for kind in ("per_image", "per_point"):
+                self.log(f"{key}/{kind}", results["overall"][key][kind], sync_dist=False)
+            for name, values in results["per_category"].items():
+                self.log(f"{key}/per_image/{name}", values[key]["per_image"], sync_dist=False)
+        self.pck.reset()

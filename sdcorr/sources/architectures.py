@@ -1,0 +1,92 @@
+"""Model configurations that can be built with random weights, without any download.
+
+``sd-v1-4`` is the published Stable Diffusion 1.4 UNet and VAE architecture (for speed and memory
+work); ``tiny`` is a small model with the same block types for tests and CPU runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+ARCHITECTURES: dict[str, dict[str, dict]] = {
+    "sd-v1-4": {
+        "unet": dict(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        ),
+        "vae": dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            norm_num_groups=32,
+            sample_size=512,
+            scaling_factor=0.18215,
+        ),
+    },
+    "tiny": {
+        # cross-attention layers in forward order: down 0, down 1, mid 2, up 3 4, up 5 6
+        "unet": dict(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=8,
+        ),
+        "vae": dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(16, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+            scaling_factor=0.18215,
+        ),
+    },
+}
+
+
+def build_random(architecture: str, seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """Build the UNet and VAE of ``architecture`` with random weights drawn from ``seed``.
+
+    The global random state is left untouched.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Expected architecture in {sorted(ARCHITECTURES)} but got {architecture!r}")
+    config = ARCHITECTURES[architecture]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**config["unet"])
+        vae = AutoencoderKL(**config["vae"])
+    return unet, vae
+
+
+def save_random(architecture: str, folder: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight model as a diffusers folder (``unet/``, ``vae/``) loadable like a checkpoint."""
+    folder = Path(folder)
+    unet, vae = build_random(architecture, seed)
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    return folder

@@ -1,0 +1,49 @@
+"""The interface a feature source implements. Subclass :class:`FeatureSource` to try a new model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class FeatureSource(nn.Module, ABC):
+    """Maps ``(image, text embedding)`` to attention maps; all the prompt matcher needs of a model.
+
+    A source works on square images of side :attr:`image_size` and owns everything model specific
+    (encoder, noise schedule, which layers are read). It is frozen: only embeddings get gradients.
+
+    Contract, for a batch of ``B`` items:
+
+    * :meth:`encode`: images ``[B, 3, S, S]`` in ``[0, 1]`` -> latents ``[B, C, h, w]``.
+    * :meth:`random_embeddings`: one generator per item -> ``[B, T, D]`` initial embeddings.
+    * :meth:`attention_maps`: latents, embeddings ``[B, T, D]``, a timestep index and one noise
+      generator per item -> ``L`` maps ``[B, h_l, w_l]`` (one per read layer, any resolution,
+      float32, differentiable with respect to the embeddings).
+
+    Every random draw takes its generator argument, so results do not depend on batching.
+    """
+
+    #: side of the square working image, in pixels
+    image_size: int
+
+    @abstractmethod
+    def encode(self, images: Tensor) -> Tensor:
+        """``[B, 3, S, S]`` in ``[0, 1]`` -> latents ``[B, C, h, w]``."""
+
+    @abstractmethod
+    def random_embeddings(self, generators: Sequence[torch.Generator]) -> Tensor:
+        """One random embedding per generator: ``[B, T, D]`` on the source's device, float32."""
+
+    @abstractmethod
+    def attention_maps(
+        self, latents: Tensor, embeddings: Tensor, timestep_index: int, generators: Sequence[torch.Generator]
+    ) -> list[Tensor]:
+        """Noise ``latents`` at the indexed timestep and return the read maps, ``L x [B, h_l, w_l]``."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the source's parameters."""
+        return next(self.parameters()).device

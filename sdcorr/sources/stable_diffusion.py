@@ -1,0 +1,186 @@
+"""Stable Diffusion cross-attention as a feature source."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import socket
+from pathlib import Path
+from typing import Literal, Optional
+from urllib.parse import urlparse
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from huggingface_hub import constants as hf_constants
+from torch import Tensor
+
+from sdcorr.attention import install_capture, run_unet
+from sdcorr.sources.architectures import build_random
+from sdcorr.sources.base import FeatureSource
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do instead."""
+
+
+def paper_scheduler(num_inference_steps: int = 50) -> DDIMScheduler:
+    """The DDIM schedule the paper's code builds itself (not the checkpoint's, whose ``steps_offset=1``).
+
+    ``set_timesteps(50)`` gives 980, 960, ..., 0; index -8 is t=140 and index -3 is t=40.
+    """
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=0,
+    )
+    scheduler.set_timesteps(num_inference_steps)
+    return scheduler
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Can a TCP connection to the Hugging Face endpoint be opened? (A quick probe instead of minutes of retries.)"""
+    url = urlparse(hf_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _load(source: str, local_files_only: bool) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_files_only)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=local_files_only)
+    return unet, vae
+
+
+def load_pretrained(pretrained: str, local_files_only: bool = False) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """Load UNet and VAE from a local diffusers folder (with ``unet/`` and ``vae/``) or a hub id.
+
+    A hub id is first looked up in the local cache; the network is only used when the model is not
+    cached, and an unreachable hub fails at once with instructions instead of retrying.
+    """
+    hint = (
+        "Without network access, download the model on another machine (for example "
+        f"`hf download {pretrained} --local-dir DIR`), copy DIR here and pass "
+        "`--model.source.init_args.pretrained DIR`. For a quick run without weights use "
+        "`--config configs/model/tiny.yaml`."
+    )
+    local = Path(pretrained).expanduser()
+    if local.exists():
+        if not (local / "unet").is_dir() or not (local / "vae").is_dir():
+            raise ModelLoadError(f"{local} is not a diffusers model folder: expected subfolders unet/ and vae/")
+        try:
+            return _load(str(local), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"could not load the model folder {local}: {error}") from error
+    try:
+        return _load(pretrained, local_files_only=True)
+    except (OSError, ValueError):
+        pass  # not in the cache
+    if local_files_only or hf_constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(f"{pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}")
+    if not _hub_reachable():
+        raise ModelLoadError(f"cannot reach {hf_constants.ENDPOINT} to download {pretrained!r}.\n{hint}")
+    try:
+        return _load(pretrained, local_files_only=False)
+    except (OSError, ValueError) as error:  # hub errors are OSError subclasses
+        raise ModelLoadError(f"could not load Stable Diffusion from {pretrained!r}: {error}\n{hint}") from error
+
+
+class StableDiffusionSource(FeatureSource):
+    """Cross-attention maps of a Stable Diffusion UNet for one text token.
+
+    Args:
+        pretrained: hub id or local diffusers folder (with ``unet/`` and ``vae/``) to load.
+        architecture: build this architecture with random weights instead of loading
+            (``tiny`` for tests and CPU runs, ``sd-v1-4`` for speed and memory work); no download.
+        init_seed: seed of the random weights when ``architecture`` is set.
+        layers: cross-attention layers to read, numbered in forward order (SD 1.x: 0..15); paper 7, 8, 9, 10.
+        heads: average the ``last_half`` of the heads (the paper's code) or ``all``.
+        token_index: the text token whose attention is supervised; paper 1.
+        num_tokens: length of the optimised text embedding; SD's text length is 77.
+        noise: ``uniform`` in [0, 1) (the paper's code) or ``gaussian`` noise for the latent.
+        num_inference_steps: DDIM steps the timestep indices refer to; paper 50.
+        image_size: side of the square working image in pixels; paper 512.
+        early_exit: stop the UNet after the last read layer (exact: nothing later affects the maps).
+        local_files_only: never contact the hub.
+    """
+
+    def __init__(
+        self,
+        pretrained: str = "CompVis/stable-diffusion-v1-4",
+        architecture: Optional[Literal["tiny", "sd-v1-4"]] = None,
+        init_seed: int = 0,
+        layers: Sequence[int] = (7, 8, 9, 10),
+        heads: Literal["last_half", "all"] = "last_half",
+        token_index: int = 1,
+        num_tokens: int = 77,
+        noise: Literal["uniform", "gaussian"] = "uniform",
+        num_inference_steps: int = 50,
+        image_size: int = 512,
+        early_exit: bool = True,
+        local_files_only: bool = False,
+    ) -> None:
+        super().__init__()
+        if noise not in ("uniform", "gaussian"):
+            raise ValueError(f"Expected noise to be 'uniform' or 'gaussian' but got {noise!r}")
+        if not 0 <= token_index < num_tokens:
+            raise ValueError(f"Expected token_index in 0..{num_tokens - 1} but got {token_index}")
+        if architecture is not None:
+            self.unet, self.vae = build_random(architecture, init_seed)
+        else:
+            self.unet, self.vae = load_pretrained(pretrained, local_files_only)
+        self.requires_grad_(False)
+        self.eval()
+        self.store = install_capture(self.unet, list(layers), token_index, heads, early_exit)
+        self.scheduler = paper_scheduler(num_inference_steps)
+        self.image_size = image_size
+        self.num_tokens = num_tokens
+        self.noise = noise
+
+    @property
+    def num_layers(self) -> int:
+        """Number of maps :meth:`attention_maps` returns."""
+        return len(self.store.layers)
+
+    def timestep(self, index: int) -> int:
+        """Timestep value of an index into the DDIM schedule (``-8`` -> 140 for 50 steps)."""
+        return int(self.scheduler.timesteps[index])
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``[B, 3, S, S]`` in [0, 1] -> the scaled mean of the VAE posterior, ``[B, 4, S/8, S/8]`` for SD."""
+        posterior = self.vae.encode(2 * images.to(self.device) - 1).latent_dist
+        return posterior.mean * self.vae.config.scaling_factor
+
+    def random_embeddings(self, generators: Sequence[torch.Generator]) -> Tensor:
+        """``randn(T, D)`` per generator -> ``[B, T, D]`` float32 on the source's device."""
+        dim = self.unet.config.cross_attention_dim
+        draws = [torch.randn(self.num_tokens, dim, generator=g) for g in generators]
+        return torch.stack(draws).to(self.device)
+
+    def draw_noise(self, shape: Sequence[int], generators: Sequence[torch.Generator]) -> Tensor:
+        """One noise tensor of ``shape`` per generator (drawn on the CPU so every device gets the same)."""
+        draw = torch.rand if self.noise == "uniform" else torch.randn
+        return torch.stack([draw(*shape, generator=g) for g in generators])
+
+    def attention_maps(
+        self, latents: Tensor, embeddings: Tensor, timestep_index: int, generators: Sequence[torch.Generator]
+    ) -> list[Tensor]:
+        """Noise the latents at ``timesteps[timestep_index]`` and read the chosen layers.
+
+        Args:
+            latents: ``[B, 4, h, w]``.
+            embeddings: ``[B, T, D]``.
+
+        Returns:
+            ``L`` float32 maps ``[B, h_l, w_l]``.
+        """
+        t = self.scheduler.timesteps[timestep_index]
+        noise = self.draw_noise(latents.shape[1:], generators).to(latents)
+        noisy = self.scheduler.add_noise(latents, noise, t.reshape(1))
+        maps = run_unet(self.unet, self.store, noisy, t.to(latents.device), embeddings.to(noisy.dtype))
+        return [m.float() for m in maps]
