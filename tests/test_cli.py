@@ -1,0 +1,82 @@
+"""The ``sdcorr`` command end to end, in subprocesses, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from sdcorr.metrics import pck
+from tests.conftest import REPO
+
+
+def sdcorr(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "sdcorr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"sdcorr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(out))
+    return out, result
+
+
+def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
+    out, result = smoke_run
+    results = json.loads((out / "results.json").read_text())
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(line["pair_id"] for line in lines) == ["0_chelsea", "1_astronaut", "2_astronaut"]
+    assert results["overall"]["num_pairs"] == 3 and results["overall"]["num_keypoints"] == 16
+    # the table printed for the user
+    assert "overall" in result.stderr + result.stdout and "PCK@0.1" in result.stderr + result.stdout
+    # recompute PCK from the per-pair lines; it must equal results.json, and each line's flags must agree
+    for alpha in ("0.05", "0.1"):
+        per_image = [sum(line["correct"][alpha]) / len(line["correct"][alpha]) for line in lines]
+        assert results["overall"][f"pck@{alpha}"]["per_image"] == pytest.approx(sum(per_image) / len(per_image))
+    for line in lines:
+        preds, target = torch.tensor([line["predicted_keypoints"]]), torch.tensor([line["target_keypoints"]])
+        again = pck(preds, target, torch.tensor([line["threshold"]]), alphas=[0.05, 0.1])["per_image"]
+        assert again.tolist() == pytest.approx([sum(line["correct"][a]) / len(line["correct"][a]) for a in ("0.05", "0.1")])
+        assert len(line["predicted_keypoints"]) == len(line["source_keypoints"])
+
+
+def test_layered_configs_and_overrides_resolve():
+    result = sdcorr(
+        "test", "--config", "configs/demo.yaml", "--config", "configs/model/tiny.yaml",
+        "--model.matcher.init_args.steps", "7", "--data.root", "/somewhere", "--print_config",
+    )
+    config = yaml.safe_load(result.stdout)
+    source, matcher = config["model"]["source"]["init_args"], config["model"]["matcher"]["init_args"]
+    assert source["architecture"] == "tiny" and source["pretrained"] == "CompVis/stable-diffusion-v1-4"
+    assert matcher["steps"] == 7 and matcher["lr"] == 1.0 and matcher["restarts"] == 5
+    assert config["data"]["init_args"]["root"] == "/somewhere"
+    assert config["trainer"]["inference_mode"] is False
+
+
+def test_forcing_inference_mode_fails_with_a_clear_message(tmp_path):
+    result = sdcorr(
+        "test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.inference_mode", "true", check=False,
+    )
+    assert result.returncode != 0
+    assert "inference_mode" in result.stderr and "--trainer.inference_mode false" in result.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_predict_needs_no_ground_truth(tmp_path):
+    pairs = json.loads((REPO / "datamodules/demo_pairs/pairs.json").read_text())["pairs"][:1]
+    pairs[0] = {k: v for k, v in pairs[0].items() if k != "target_keypoints"}
+    pairs[0]["source"] = str(REPO / "datamodules/demo_pairs" / pairs[0]["source"])
+    pairs[0]["target"] = str(REPO / "datamodules/demo_pairs" / pairs[0]["target"])
+    (tmp_path / "pairs.json").write_text(json.dumps({"pairs": pairs}))
+    sdcorr("predict", "--config", "configs/smoke.yaml", "--data.root", str(tmp_path),
+           "--trainer.default_root_dir", str(tmp_path / "out"))
+    (line,) = [json.loads(x) for x in (tmp_path / "out/predictions.jsonl").read_text().splitlines()]
+    assert line["target_keypoints"] is None and len(line["predicted_keypoints"]) == 5

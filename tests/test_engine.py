@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from datamodules.base import load_image
+from sdcorr import geometry
+from sdcorr.engine import PromptMatcher, match
+from tests.conftest import DEMO
+
+# the tiny-model protocol of configs/smoke.yaml
+FAST = dict(lr=1.0, crop_fraction=0.75, restarts=2, steps=30, locate_crops=6)
+
+
+@pytest.fixture(scope="module")
+def window_pair():
+    """A 200 px window of a real photo and the same-size window shifted by (40, 30)."""
+    photo = load_image(DEMO / "0_chelsea_target.jpg")  # [3, 240, 320]
+    source, target = photo[:, 0:200, 0:200], photo[:, 30:230, 40:240]
+    keypoints = torch.tensor([[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0], [130.0, 160.0]])
+    return source, target, keypoints, keypoints - torch.tensor([40.0, 30.0])
+
+
+def test_translated_window_is_matched_far_above_identity(source, window_pair):
+    src, trg, kps, truth = window_pair
+    predicted = PromptMatcher(**FAST).match(source, src, trg, kps, seed=0).keypoints
+    threshold = 0.1 * 200
+    pck = ((predicted - truth).norm(dim=-1) <= threshold).float().mean()
+    identity = ((kps - truth).norm(dim=-1) <= threshold).float().mean()
+    assert identity == 0.0
+    assert pck >= 0.6, f"PCK@0.1 {pck:.2f}; errors {(predicted - truth).norm(dim=-1).round().tolist()}"
+
+
+def test_batching_does_not_change_results(source, window_pair):
+    """Same draws per item whatever the batch; batched fp32 kernels only round differently (~1e-5)."""
+    src, _, kps, _ = window_pair
+    image = geometry.resize_image(src, source.image_size)
+    points = geometry.scale_keypoints(kps[:3], (200, 200), (source.image_size,) * 2)
+    options = dict(FAST, steps=2, locate_crops=5)
+    one = PromptMatcher(**options, max_batch=1)
+    many = PromptMatcher(**options, max_batch=4)
+    emb_one, emb_many = one.fit(source, image, points, seed=3), many.fit(source, image, points, seed=3)
+    assert emb_one.shape == (3, 2, 77, 32)
+    assert torch.allclose(emb_one, emb_many, atol=1e-4)
+    loc_one, loc_many = one.locate(source, image, emb_one, seed=3), many.locate(source, image, emb_one, seed=3)
+    assert torch.allclose(loc_one.heatmaps, loc_many.heatmaps, atol=1e-6)
+    assert torch.equal(loc_one.keypoints, loc_many.keypoints)
+
+
+def test_same_seed_same_result_other_seed_other_draws(source, window_pair):
+    src, trg, kps, _ = window_pair
+    matcher = PromptMatcher(**dict(FAST, steps=3, locate_crops=5))
+    a = matcher.match(source, src, trg, kps[:2], seed=("run", 1))
+    b = matcher.match(source, src, trg, kps[:2], seed=("run", 1))
+    c = matcher.match(source, src, trg, kps[:2], seed=("run", 2))
+    assert torch.equal(a.keypoints, b.keypoints) and torch.equal(a.heatmaps, b.heatmaps)
+    assert not torch.equal(a.heatmaps, c.heatmaps)
+
+
+def test_outputs_are_in_target_pixels_and_heatmaps_are_distributions(source):
+    src, trg = torch.rand(3, 90, 120), torch.rand(3, 300, 100)
+    result = PromptMatcher(**dict(FAST, steps=2, locate_crops=4)).match(source, src, trg, torch.tensor([[60.0, 45.0]]))
+    x, y = result.keypoints[0].tolist()
+    assert 0 <= x <= 100 and 0 <= y <= 300
+    assert result.heatmaps.shape == (1, 48, 48)
+    assert torch.allclose(result.heatmaps.sum(dim=(-2, -1)), torch.ones(1), atol=1e-4)
+    # the prediction is the heatmap's argmax pixel + 0.5, scaled to the target size
+    expected = geometry.scale_keypoints(geometry.argmax_xy(result.heatmaps, 0.5), (48, 48), (100, 300))
+    assert torch.allclose(result.keypoints, expected)
+
+
+def test_match_api_and_inference_mode_guard(source):
+    points = match(torch.rand(3, 40, 40), torch.rand(3, 40, 40), torch.tensor([[20.0, 20.0]]), source=source,
+                   matcher=PromptMatcher(**dict(FAST, steps=1, restarts=1, locate_crops=4)))
+    assert points.shape == (1, 2)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode=False"):
+        PromptMatcher(steps=1).fit(source, torch.rand(3, 48, 48), torch.tensor([[20.0, 20.0]]))
+
+
+def test_paper_defaults():
+    m = PromptMatcher()
+    assert (m.restarts, m.steps, m.lr, m.locate_crops) == (5, 129, 2.3755632e-3, 20)
+    assert (m.fit_timestep_index, m.locate_timestep_index, m.sigma) == (-8, -3, 27.97853)
+    assert m.crop_geometry(512) == (477, 71)
+    with pytest.raises(ValueError, match="restarts"):
+        PromptMatcher(restarts=0)

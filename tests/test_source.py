@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from sdcorr.sources import stable_diffusion
+from sdcorr.sources.architectures import save_random
+from sdcorr.sources.stable_diffusion import ModelLoadError, StableDiffusionSource, paper_scheduler
+from tests.conftest import tiny_source
+
+
+def maps_of(source, seed=0):
+    g = [torch.Generator().manual_seed(seed)]
+    images = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return source.attention_maps(source.encode(images), source.random_embeddings(g), -8, g)
+
+
+def test_paper_schedule_timesteps():
+    timesteps = paper_scheduler().timesteps
+    assert int(timesteps[0]) == 980 and int(timesteps[-8]) == 140 and int(timesteps[-3]) == 40
+
+
+def test_saved_folder_loads_through_the_checkpoint_path(tmp_path):
+    folder = save_random("tiny", tmp_path / "tiny-sd")
+    loaded = StableDiffusionSource(pretrained=str(folder), layers=[0, 1], image_size=48)
+    built = tiny_source()
+    for a, b in zip(maps_of(loaded), maps_of(built)):
+        assert torch.equal(a, b)
+
+
+def test_folder_without_subfolders_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="unet/ and vae/"):
+        StableDiffusionSource(pretrained=str(tmp_path))
+
+
+def test_unreachable_hub_fails_at_once_with_instructions(monkeypatch):
+    monkeypatch.setattr(stable_diffusion, "_hub_reachable", lambda timeout=5.0: False)
+    with pytest.raises(ModelLoadError, match="pretrained DIR"):
+        StableDiffusionSource(pretrained="sdcorr-tests/no-such-model")
+
+
+def test_maps_are_probabilities_of_the_latent_grid(source):
+    maps = maps_of(source)
+    assert [tuple(m.shape) for m in maps] == [(1, 24, 24), (1, 12, 12)]  # down 0 at the latent size, down 1 at half
+    assert all(m.dtype == torch.float32 and (m >= 0).all() and (m <= 1).all() for m in maps)
+
+
+def test_noise_kinds_and_bad_options():
+    assert torch.all(tiny_source(noise="uniform").draw_noise((4, 2, 2), [torch.Generator().manual_seed(0)]) >= 0)
+    assert (tiny_source(noise="gaussian").draw_noise((4, 8, 8), [torch.Generator().manual_seed(0)]) < 0).any()
+    with pytest.raises(ValueError, match="noise"):
+        tiny_source(noise="pink")
+    with pytest.raises(ValueError, match="token_index"):
+        tiny_source(token_index=77)
