@@ -9,6 +9,7 @@ from typing import IO, Any, Optional
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from sdcorr.errors import OutputError
 from sdcorr.results import format_table
 
 
@@ -43,7 +44,9 @@ class PredictionWriter(Callback):
                 (folder / "results.json").unlink(missing_ok=True)
             self._file = open(folder / name, "w")
         except OSError as error:
-            raise OSError(f"{folder}: cannot write the output folder ({error}); set --trainer.default_root_dir") from error
+            raise OutputError(
+                f"{folder}: cannot write the output folder ({error}); set --trainer.default_root_dir"
+            ) from error
 
     def _write(self, outputs: Any) -> None:
         if self._file is None or not outputs:

@@ -32,9 +32,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from sdcorr.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and the field."""
+__all__ = ["DataError", "PairDataModule", "collate_pairs", "image_size", "load_image"]
 
 
 def load_image(path: str | Path) -> Tensor:
@@ -97,7 +97,11 @@ class PairDataModule(LightningDataModule):
 
     def _loader(self) -> DataLoader:
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate_pairs
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_pairs,
         )
 
     def test_dataloader(self) -> DataLoader:

@@ -64,7 +64,7 @@ class PairsDataset(Dataset):
             raise DataError(f"{self.file}: not valid JSON ({error})") from error
         entries = content.get("pairs") if isinstance(content, dict) else content
         if not isinstance(entries, list) or not entries:
-            raise DataError(f"{self.file}: expected {{\"pairs\": [...]}} with at least one pair")
+            raise DataError(f'{self.file}: expected {{"pairs": [...]}} with at least one pair')
         self.pairs = [self._parse(i, entry) for i, entry in enumerate(entries)]
         ids = [pair["pair_id"] for pair in self.pairs]
         if len(set(ids)) != len(ids):

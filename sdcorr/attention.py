@@ -66,7 +66,9 @@ class AttentionStore:
         h = round(math.sqrt(n * lat_h / lat_w))
         w = n // h
         if h * w != n:
-            raise RuntimeError(f"cannot reshape {n} attention positions of layer {name} to the latent aspect {lat_h}x{lat_w}")
+            raise RuntimeError(
+                f"cannot reshape {n} attention positions of layer {name} to the latent aspect {lat_h}x{lat_w}"
+            )
         self.maps[name] = token_map.reshape(token_map.shape[0], h, w)
         if self.early_exit and name == self.layers[-1]:
             raise _StopForward
@@ -106,7 +108,9 @@ class CaptureProcessor:
         **kwargs,
     ) -> Tensor:
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        self.store.record(self.name, self.token_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask))
+        self.store.record(
+            self.name, self.token_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask)
+        )
         return out
 
     def token_probabilities(
@@ -139,7 +143,9 @@ def head_slice(heads: str, num_heads: int) -> slice:
     raise ValueError(f"Expected heads to be 'last_half' or 'all' but got {heads!r}")
 
 
-def install_capture(unet: nn.Module, layer_indices: Sequence[int], token_index: int, heads: str, early_exit: bool) -> AttentionStore:
+def install_capture(
+    unet: nn.Module, layer_indices: Sequence[int], token_index: int, heads: str, early_exit: bool
+) -> AttentionStore:
     """Put capture processors on the chosen cross-attention layers and SDPA on every other layer.
 
     Args:
@@ -152,7 +158,10 @@ def install_capture(unet: nn.Module, layer_indices: Sequence[int], token_index: 
     layers = cross_attention_layers(unet)
     bad = [i for i in layer_indices if not 0 <= i < len(layers)]
     if bad or not layer_indices:
-        raise ValueError(f"Expected layer indices in 0..{len(layers) - 1} (this UNet has {len(layers)} cross-attention layers) but got {list(layer_indices)}")
+        raise ValueError(
+            f"Expected layer indices in 0..{len(layers) - 1} (this UNet has {len(layers)} cross-attention layers) "
+            f"but got {list(layer_indices)}"
+        )
     chosen = [layers[i] for i in sorted(set(layer_indices))]
     store = AttentionStore(chosen, early_exit=early_exit)
     modules = dict(unet.named_modules())
@@ -167,7 +176,9 @@ def install_capture(unet: nn.Module, layer_indices: Sequence[int], token_index: 
     return store
 
 
-def run_unet(unet: nn.Module, store: AttentionStore, latents: Tensor, timestep: Tensor | int, context: Tensor) -> list[Tensor]:
+def run_unet(
+    unet: nn.Module, store: AttentionStore, latents: Tensor, timestep: Tensor | int, context: Tensor
+) -> list[Tensor]:
     """One UNet forward that returns the read layers' maps, ``L`` tensors ``[B, h_l, w_l]``."""
     store.reset(tuple(latents.shape[-2:]))
     try:

@@ -7,12 +7,14 @@ layered YAML files and command-line overrides; ``--print_config`` shows the reso
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.predictions import PredictionWriter
 from datamodules.base import PairDataModule
+from sdcorr.errors import SdcorrError
 from sdcorr.module import CorrespondenceModule
 
 
@@ -28,7 +30,15 @@ class SdcorrCLI(LightningCLI):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of the ``sdcorr`` console script."""
+    """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
+    try:
+        _run(args)
+    except SdcorrError as error:
+        print(f"sdcorr: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(args: Optional[list[str]]) -> None:
     SdcorrCLI(
         CorrespondenceModule,
         PairDataModule,

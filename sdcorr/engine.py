@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sdcorr import geometry
+from sdcorr.errors import InferenceModeError
 from sdcorr.rng import generator
 from sdcorr.sources.base import FeatureSource
 
@@ -37,7 +38,12 @@ class Matcher(ABC):
 
     @abstractmethod
     def match(
-        self, source: FeatureSource, source_image: Tensor, target_image: Tensor, source_keypoints: Tensor, seed: object = 0
+        self,
+        source: FeatureSource,
+        source_image: Tensor,
+        target_image: Tensor,
+        source_keypoints: Tensor,
+        seed: object = 0,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -79,7 +85,12 @@ class PromptMatcher(Matcher):
         locate_crops: int = 20,
         max_batch: int = 10,
     ) -> None:
-        for name, value in [("restarts", restarts), ("steps", steps), ("locate_crops", locate_crops), ("max_batch", max_batch)]:
+        for name, value in [
+            ("restarts", restarts),
+            ("steps", steps),
+            ("locate_crops", locate_crops),
+            ("max_batch", max_batch),
+        ]:
             if value < 1:
                 raise ValueError(f"Expected {name} >= 1 but got {value}")
         if not 0 < crop_fraction <= 1:
@@ -116,7 +127,7 @@ class PromptMatcher(Matcher):
             ``[N, R, T, D]`` embeddings (R = restarts).
         """
         if torch.is_inference_mode_enabled():
-            raise RuntimeError(
+            raise InferenceModeError(
                 "PromptMatcher optimises text embeddings and cannot run under torch.inference_mode(). "
                 "With Lightning, build the Trainer with inference_mode=False (the sdcorr CLI does this)."
             )
@@ -136,7 +147,9 @@ class PromptMatcher(Matcher):
         embeddings = source.random_embeddings(gens).float().requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.lr)
         for _ in range(self.steps):
-            corners = torch.tensor([geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)])
+            corners = torch.tensor(
+                [geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)]
+            )
             with torch.no_grad():
                 latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
             target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(image.device)
@@ -149,7 +162,8 @@ class PromptMatcher(Matcher):
             loss = losses.sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"non-finite loss ({loss.item()}) while fitting embeddings; with fp16 precision try bf16-mixed or 32"
+                    f"non-finite loss ({loss.item()}) while fitting embeddings; "
+                    "with fp16 precision try bf16-mixed or 32"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +195,9 @@ class PromptMatcher(Matcher):
         heatmaps = per_layer.mean(dim=1)
         return MatchResult(keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps)
 
-    def _locate_chunk(self, source: FeatureSource, image: Tensor, embeddings: Tensor, items: list, seed: object) -> Tensor:
+    def _locate_chunk(
+        self, source: FeatureSource, image: Tensor, embeddings: Tensor, items: list, seed: object
+    ) -> Tensor:
         size = source.image_size
         side, margin = self.crop_geometry(size)
         gens = [generator(seed, "locate", k, r) for k, r in items]
@@ -195,7 +211,9 @@ class PromptMatcher(Matcher):
             else:
                 running = geometry.canvas_average(canvas, count).mean(dim=1)
                 points = geometry.argmax_xy(running).tolist()
-            corners = torch.tensor([geometry.sample_crop_corner(p, side, margin, size, g) for p, g in zip(points, gens)])
+            corners = torch.tensor(
+                [geometry.sample_crop_corner(p, side, margin, size, g) for p, g in zip(points, gens)]
+            )
             latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
             maps = source.attention_maps(latents, context, self.locate_timestep_index, gens)
             crop_maps = torch.cat([geometry.upsample_maps(m[:, None], side) for m in maps], dim=1)
@@ -203,7 +221,12 @@ class PromptMatcher(Matcher):
         return geometry.canvas_average(canvas, count)
 
     def match(
-        self, source: FeatureSource, source_image: Tensor, target_image: Tensor, source_keypoints: Tensor, seed: object = 0
+        self,
+        source: FeatureSource,
+        source_image: Tensor,
+        target_image: Tensor,
+        source_keypoints: Tensor,
+        seed: object = 0,
     ) -> MatchResult:
         """Resize both images to the working size, fit on the source, locate on the target, map back."""
         size = source.image_size
@@ -213,7 +236,9 @@ class PromptMatcher(Matcher):
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
         embeddings = self.fit(source, source_work, keypoints, seed)
         located = self.locate(source, target_work, embeddings, seed)
-        predicted = geometry.scale_keypoints(located.keypoints.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0]))
+        predicted = geometry.scale_keypoints(
+            located.keypoints.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0])
+        )
         return MatchResult(keypoints=predicted, heatmaps=located.heatmaps)
 
 

@@ -38,7 +38,9 @@ def scale_keypoints(keypoints: Tensor, from_size: Sequence[float], to_size: Sequ
     return keypoints * scale
 
 
-def crop_corner_range(keypoint: Sequence[float], side: int, margin: int, image_size: int) -> tuple[list[int], list[int]]:
+def crop_corner_range(
+    keypoint: Sequence[float], side: int, margin: int, image_size: int
+) -> tuple[list[int], list[int]]:
     """Inclusive integer range of crop top-left corners that keep ``keypoint`` ``margin`` px inside.
 
     For each axis the corner ``c`` must satisfy ``c <= k - margin`` and ``c + side - k >= margin``;

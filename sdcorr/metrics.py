@@ -26,7 +26,9 @@ from torchmetrics.utilities import dim_zero_cat
 
 def _check_inputs(preds: Tensor, target: Tensor, threshold: Tensor, mask: Tensor) -> None:
     if preds.shape != target.shape or preds.dim() != 3 or preds.shape[-1] != 2:
-        raise ValueError(f"Expected preds and target of shape [B, N, 2] but got {tuple(preds.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"Expected preds and target of shape [B, N, 2] but got {tuple(preds.shape)} and {tuple(target.shape)}"
+        )
     if threshold.shape != preds.shape[:1]:
         raise ValueError(f"Expected threshold of shape [B] = [{preds.shape[0]}] but got {tuple(threshold.shape)}")
     if mask.shape != preds.shape[:2]:
@@ -55,7 +57,8 @@ def pck_correct(
         ``[B, N, A]`` bool.
 
     Example:
-        >>> pck_correct(torch.tensor([[[0.0, 0.0], [3.0, 4.0]]]), torch.zeros(1, 2, 2), torch.tensor([50.0]), [0.05, 0.1])
+        >>> preds = torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])
+        >>> pck_correct(preds, torch.zeros(1, 2, 2), torch.tensor([50.0]), [0.05, 0.1])
         tensor([[[ True,  True],
                  [False,  True]]])
     """
@@ -198,9 +201,17 @@ class PCK(Metric):
         """The nested results dict described in the class docstring."""
         names = self._names()
         if isinstance(self.correct, list) and not self.correct:
-            correct, total, category = torch.zeros(0, len(self.alphas)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+            correct, total, category = (
+                torch.zeros(0, len(self.alphas)),
+                torch.zeros(0),
+                torch.zeros(0, dtype=torch.long),
+            )
         else:
-            correct, total, category = (dim_zero_cat(self.correct), dim_zero_cat(self.total), dim_zero_cat(self.category))
+            correct, total, category = (
+                dim_zero_cat(self.correct),
+                dim_zero_cat(self.total),
+                dim_zero_cat(self.category),
+            )
         per_category = {}
         for cid in sorted(set(category.tolist()), key=lambda c: names.get(c, str(c))):
             keep = category == cid

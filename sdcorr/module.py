@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
+from sdcorr.errors import InferenceModeError
 from sdcorr.metrics import PCK, pck_correct
 from sdcorr.sources.base import FeatureSource
 
@@ -63,7 +64,7 @@ class CorrespondenceModule(LightningModule):
     def match_pair(self, sample: dict[str, Any]) -> MatchResult:
         """Predict the target keypoints of one sample dict (see :mod:`datamodules.base`)."""
         if torch.is_inference_mode_enabled():
-            raise RuntimeError(INFERENCE_MODE_MESSAGE)
+            raise InferenceModeError(INFERENCE_MODE_MESSAGE)
         return self.matcher.match(
             self.source,
             sample["source_image"],

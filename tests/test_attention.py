@@ -63,7 +63,9 @@ def test_token_probabilities_match_a_hand_computed_softmax(heads):
     store = install_capture(unet, [4], token_index=1, heads=heads, early_exit=True)
     attn = unet.get_submodule(cross_attention_layers(unet)[4])
     seen = {}
-    attn.register_forward_pre_hook(lambda m, args, kwargs: seen.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    attn.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+    )
     with torch.no_grad():
         (got,) = run_unet(unet, store, latents, 10, context)
     h = seen["h"]

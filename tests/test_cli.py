@@ -43,14 +43,24 @@ def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
     for line in lines:
         preds, target = torch.tensor([line["predicted_keypoints"]]), torch.tensor([line["target_keypoints"]])
         again = pck(preds, target, torch.tensor([line["threshold"]]), alphas=[0.05, 0.1])["per_image"]
-        assert again.tolist() == pytest.approx([sum(line["correct"][a]) / len(line["correct"][a]) for a in ("0.05", "0.1")])
+        assert again.tolist() == pytest.approx(
+            [sum(line["correct"][a]) / len(line["correct"][a]) for a in ("0.05", "0.1")]
+        )
         assert len(line["predicted_keypoints"]) == len(line["source_keypoints"])
 
 
 def test_layered_configs_and_overrides_resolve():
     result = sdcorr(
-        "test", "--config", "configs/demo.yaml", "--config", "configs/model/tiny.yaml",
-        "--model.matcher.init_args.steps", "7", "--data.root", "/somewhere", "--print_config",
+        "test",
+        "--config",
+        "configs/demo.yaml",
+        "--config",
+        "configs/model/tiny.yaml",
+        "--model.matcher.init_args.steps",
+        "7",
+        "--data.root",
+        "/somewhere",
+        "--print_config",
     )
     config = yaml.safe_load(result.stdout)
     source, matcher = config["model"]["source"]["init_args"], config["model"]["matcher"]["init_args"]
@@ -62,8 +72,14 @@ def test_layered_configs_and_overrides_resolve():
 
 def test_forcing_inference_mode_fails_with_a_clear_message(tmp_path):
     result = sdcorr(
-        "test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.inference_mode", "true", check=False,
+        "test",
+        "--config",
+        "configs/smoke.yaml",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.inference_mode",
+        "true",
+        check=False,
     )
     assert result.returncode != 0
     assert "inference_mode" in result.stderr and "--trainer.inference_mode false" in result.stderr
@@ -76,7 +92,31 @@ def test_predict_needs_no_ground_truth(tmp_path):
     pairs[0]["source"] = str(REPO / "datamodules/demo_pairs" / pairs[0]["source"])
     pairs[0]["target"] = str(REPO / "datamodules/demo_pairs" / pairs[0]["target"])
     (tmp_path / "pairs.json").write_text(json.dumps({"pairs": pairs}))
-    sdcorr("predict", "--config", "configs/smoke.yaml", "--data.root", str(tmp_path),
-           "--trainer.default_root_dir", str(tmp_path / "out"))
+    sdcorr(
+        "predict",
+        "--config",
+        "configs/smoke.yaml",
+        "--data.root",
+        str(tmp_path),
+        "--trainer.default_root_dir",
+        str(tmp_path / "out"),
+    )
     (line,) = [json.loads(x) for x in (tmp_path / "out/predictions.jsonl").read_text().splitlines()]
     assert line["target_keypoints"] is None and len(line["predicted_keypoints"]) == 5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--data.root", "/nonexistent/pairs"], "/nonexistent/pairs: dataset folder not found"),
+        (["--trainer.default_root_dir", "{file}"], "cannot write the output folder"),
+    ],
+)
+def test_bad_input_is_one_message_without_traceback(tmp_path, override, message):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    args = [arg.replace("{file}", str(blocker)) for arg in override]
+    result = sdcorr("test", "--config", "configs/smoke.yaml", *args, check=False)
+    assert result.returncode == 1
+    assert "sdcorr: error: " in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr

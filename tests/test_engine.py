@@ -15,7 +15,9 @@ def window_pair():
     """A 200 px window of a real photo and the same-size window shifted by (40, 30)."""
     photo = load_image(DEMO / "0_chelsea_target.jpg")  # [3, 240, 320]
     source, target = photo[:, 0:200, 0:200], photo[:, 30:230, 40:240]
-    keypoints = torch.tensor([[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0], [130.0, 160.0]])
+    keypoints = torch.tensor(
+        [[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0], [130.0, 160.0]]
+    )
     return source, target, keypoints, keypoints - torch.tensor([40.0, 30.0])
 
 
@@ -68,8 +70,13 @@ def test_outputs_are_in_target_pixels_and_heatmaps_are_distributions(source):
 
 
 def test_match_api_and_inference_mode_guard(source):
-    points = match(torch.rand(3, 40, 40), torch.rand(3, 40, 40), torch.tensor([[20.0, 20.0]]), source=source,
-                   matcher=PromptMatcher(**dict(FAST, steps=1, restarts=1, locate_crops=4)))
+    points = match(
+        torch.rand(3, 40, 40),
+        torch.rand(3, 40, 40),
+        torch.tensor([[20.0, 20.0]]),
+        source=source,
+        matcher=PromptMatcher(**dict(FAST, steps=1, restarts=1, locate_crops=4)),
+    )
     assert points.shape == (1, 2)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode=False"):
         PromptMatcher(steps=1).fit(source, torch.rand(3, 48, 48), torch.tensor([[20.0, 20.0]]))

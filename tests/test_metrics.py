@@ -56,7 +56,11 @@ def test_naive_loop_reference():
     for a, alpha in enumerate([0.1, 0.2]):
         per_image, hits, count = [], 0, 0
         for b in range(5):
-            ok = [float(torch.dist(preds[b, n], target[b, n])) <= alpha * float(threshold[b]) for n in range(7) if mask[b, n]]
+            ok = [
+                float(torch.dist(preds[b, n], target[b, n])) <= alpha * float(threshold[b])
+                for n in range(7)
+                if mask[b, n]
+            ]
             per_image.append(sum(ok) / len(ok))
             hits, count = hits + sum(ok), count + len(ok)
         assert float(out["per_image"][a]) == pytest.approx(sum(per_image) / 5)
@@ -65,7 +69,9 @@ def test_naive_loop_reference():
 
 def test_scale_maps_offsets_into_the_threshold_space():
     # an x offset of 8 px scaled by 0.5 is 4 <= 0.05 * 100
-    correct = pck_correct(torch.tensor([[[8.0, 0.0]]]), torch.zeros(1, 1, 2), torch.tensor([100.0]), [0.05], torch.tensor([[0.5, 1.0]]))
+    correct = pck_correct(
+        torch.tensor([[[8.0, 0.0]]]), torch.zeros(1, 1, 2), torch.tensor([100.0]), [0.05], torch.tensor([[0.5, 1.0]])
+    )
     assert correct.tolist() == [[[True]]]
 
 

@@ -17,7 +17,11 @@ def write_pairs(folder, pairs):
 
 
 def pair(**overrides):
-    entry = {"source": "0_chelsea_source.jpg", "target": "0_chelsea_target.jpg", "source_keypoints": [[10, 20], [100, 50]]}
+    entry = {
+        "source": "0_chelsea_source.jpg",
+        "target": "0_chelsea_target.jpg",
+        "source_keypoints": [[10, 20], [100, 50]],
+    }
     entry.update(overrides)
     return entry
 
@@ -35,7 +39,10 @@ def test_demo_pairs_load_with_thresholds_from_target_keypoints():
 
 
 def test_bbox_threshold_defaults_and_unscored_pairs(tmp_path):
-    file = write_pairs(tmp_path, [pair(target_keypoints=[[5, 5], [50, 30]], target_bbox=[0, 0, 40, 90], id="a", category="cat"), pair()])
+    file = write_pairs(
+        tmp_path,
+        [pair(target_keypoints=[[5, 5], [50, 30]], target_bbox=[0, 0, 40, 90], id="a", category="cat"), pair()],
+    )
     data = PairsDataset(file)
     assert float(data[0]["threshold"]) == 90.0 and data[0]["category"] == "cat"
     assert data[1]["target_keypoints"] is None and data[1]["threshold"] is None and data[1]["pair_id"] == "1"
@@ -44,7 +51,10 @@ def test_bbox_threshold_defaults_and_unscored_pairs(tmp_path):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        (pair(source_keypoints=[[10, 20], [400, 50]]), r"pairs\[0\]\.source_keypoints\[1\] = \[400\.0, 50\.0\] lies outside the 300x200"),
+        (
+            pair(source_keypoints=[[10, 20], [400, 50]]),
+            r"pairs\[0\]\.source_keypoints\[1\] = \[400\.0, 50\.0\] lies outside the 300x200",
+        ),
         (pair(target_keypoints=[[1, 1]]), "2 source_keypoints but 1 target_keypoints"),
         ({"source": "0_chelsea_source.jpg", "source_keypoints": [[1, 1]]}, "missing field 'target'"),
         (pair(source="missing.jpg"), "missing.jpg: image file not found"),

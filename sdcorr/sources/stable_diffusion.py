@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Optional
 from urllib.parse import urlparse
@@ -14,12 +14,9 @@ from huggingface_hub import constants as hf_constants
 from torch import Tensor
 
 from sdcorr.attention import install_capture, run_unet
+from sdcorr.errors import ModelLoadError
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.base import FeatureSource
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do instead."""
 
 
 def paper_scheduler(num_inference_steps: int = 50) -> DDIMScheduler:
@@ -82,7 +79,9 @@ def load_pretrained(pretrained: str, local_files_only: bool = False) -> tuple[UN
     except (OSError, ValueError):
         pass  # not in the cache
     if local_files_only or hf_constants.HF_HUB_OFFLINE:
-        raise ModelLoadError(f"{pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}")
+        raise ModelLoadError(
+            f"{pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}"
+        )
     if not _hub_reachable():
         raise ModelLoadError(f"cannot reach {hf_constants.ENDPOINT} to download {pretrained!r}.\n{hint}")
     try:
