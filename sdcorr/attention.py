@@ -107,11 +107,12 @@ class CaptureProcessor:
         temb: Tensor | None = None,
         **kwargs,
     ) -> Tensor:
-        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        # record first: after the last read layer the store stops the forward (early exit), so that
+        # layer's attention output is never computed
         self.store.record(
             self.name, self.token_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask)
         )
-        return out
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
     def token_probabilities(
         self, attn: Attention, hidden_states: Tensor, context: Tensor | None, attention_mask: Tensor | None

@@ -2,19 +2,24 @@
 
 Every number of the protocol is a named argument of :class:`PromptMatcher` whose default is the
 paper's (see the project's METHOD sheet). Items (one keypoint, one restart) are independent: each has
-its own random stream and its own Adam state, and items are batched through the model up to
-``max_batch`` at a time. Batching changes nothing but speed (up to float rounding).
+its own random stream and its own Adam state (one Adam over the stacked embeddings is elementwise,
+and the loss is a sum of per-item losses, so each item's update is exactly its own), and items are
+batched through the model up to ``max_batch`` at a time. Batching changes nothing but speed (up to
+float rounding); ``mode="reference"`` runs the original one-at-a-time structure for comparison.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from sdcorr import geometry
+from sdcorr.crops import CropEncoder
 from sdcorr.errors import InferenceModeError
 from sdcorr.rng import generator
 from sdcorr.sources.base import FeatureSource
@@ -70,6 +75,15 @@ class PromptMatcher(Matcher):
         locate_timestep_index: index into the DDIM timesteps used on the target; paper -3 (t=40).
         locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
         max_batch: most items (keypoint x restart) sent through the model at once; only affects speed and memory.
+        mode: ``fast`` batches items and lets the source stop early; ``reference`` keeps the original
+            structure (one item and one crop at a time, the whole model, float32) for comparison.
+            Both give the same results up to float rounding.
+        crop_cache: most crop latents remembered per image (exact: crops repeat because the corner
+            range is small, see :mod:`sdcorr.crops`); about 64 KiB each at 512 px; 0 disables.
+            Not used in reference mode, which encodes every crop.
+        crop_pool: APPROXIMATION, off (0) by default: encode this many random crops per item once and
+            draw each step's crop from that pool instead of encoding a fresh crop every step. Saves
+            most of the VAE work; its effect on accuracy is not measured on real data.
     """
 
     def __init__(
@@ -84,6 +98,9 @@ class PromptMatcher(Matcher):
         locate_timestep_index: int = -3,
         locate_crops: int = 20,
         max_batch: int = 10,
+        mode: Literal["fast", "reference"] = "fast",
+        crop_cache: int = 2048,
+        crop_pool: int = 0,
     ) -> None:
         for name, value in [
             ("restarts", restarts),
@@ -93,6 +110,10 @@ class PromptMatcher(Matcher):
         ]:
             if value < 1:
                 raise ValueError(f"Expected {name} >= 1 but got {value}")
+        if mode not in ("fast", "reference"):
+            raise ValueError(f"Expected mode 'fast' or 'reference' but got {mode!r}")
+        if crop_pool < 0 or crop_cache < 0:
+            raise ValueError(f"Expected crop_pool and crop_cache >= 0 but got {crop_pool} and {crop_cache}")
         if not 0 < crop_fraction <= 1:
             raise ValueError(f"Expected crop_fraction in (0, 1] but got {crop_fraction}")
         self.restarts = restarts
@@ -105,6 +126,9 @@ class PromptMatcher(Matcher):
         self.locate_timestep_index = locate_timestep_index
         self.locate_crops = locate_crops
         self.max_batch = max_batch
+        self.mode = mode
+        self.crop_cache = crop_cache
+        self.crop_pool = crop_pool
 
     def crop_geometry(self, image_size: int) -> tuple[int, int]:
         """``(side, margin)`` of the crops in pixels: 477 and 71 at 512 for the paper preset."""
@@ -112,9 +136,24 @@ class PromptMatcher(Matcher):
         return side, int(self.margin_fraction * side)
 
     def _chunks(self, num_keypoints: int, restarts: int) -> list[list[tuple[int, int]]]:
-        """All ``(keypoint, restart)`` items, in chunks of at most ``max_batch``."""
+        """All ``(keypoint, restart)`` items, in chunks of at most ``max_batch`` (1 in reference mode)."""
         items = [(k, r) for k in range(num_keypoints) for r in range(restarts)]
-        return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+        size = 1 if self.mode == "reference" else self.max_batch
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    def _mode_context(self, source: FeatureSource, device: torch.device) -> ExitStack:
+        """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
+        stack = ExitStack()
+        if self.mode == "reference":
+            stack.enter_context(source.full_forward())
+            stack.enter_context(torch.autocast(device.type, enabled=False))
+        return stack
+
+    def crop_encoder(self, source: FeatureSource, image: Tensor) -> CropEncoder:
+        """Encodes crops of ``image``; remembers latents in fast mode."""
+        side, _ = self.crop_geometry(source.image_size)
+        capacity = 0 if self.mode == "reference" else self.crop_cache
+        return CropEncoder(source, image, side, capacity, self.max_batch)
 
     def fit(self, source: FeatureSource, image: Tensor, keypoints: Tensor, seed: object = 0) -> Tensor:
         """Optimise embeddings so that the read attention peaks at each keypoint.
@@ -132,27 +171,36 @@ class PromptMatcher(Matcher):
                 "With Lightning, build the Trainer with inference_mode=False (the sdcorr CLI does this)."
             )
         out = {}
-        with torch.enable_grad():
+        encoder = self.crop_encoder(source, image)
+        with torch.enable_grad(), self._mode_context(source, image.device):
             for chunk in self._chunks(len(keypoints), self.restarts):
-                for item, embedding in zip(chunk, self._fit_chunk(source, image, keypoints, chunk, seed)):
+                for item, embedding in zip(chunk, self._fit_chunk(source, encoder, keypoints, chunk, seed)):
                     out[item] = embedding
         return torch.stack([torch.stack([out[(k, r)] for r in range(self.restarts)]) for k in range(len(keypoints))])
 
-    def _fit_chunk(self, source: FeatureSource, image: Tensor, keypoints: Tensor, items: list, seed: object) -> Tensor:
-        size = source.image_size
+    def _fit_chunk(
+        self, source: FeatureSource, encoder: CropEncoder, keypoints: Tensor, items: list, seed: object
+    ) -> Tensor:
+        size, device = source.image_size, encoder.image.device
         side, margin = self.crop_geometry(size)
         sigma = self.sigma * size / 512
         gens = [generator(seed, "fit", k, r) for k, r in items]
         points = keypoints[[k for k, _ in items]].float().cpu()
         embeddings = source.random_embeddings(gens).float().requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.lr)
+        if self.crop_pool:  # the approximation: each item draws from its own few crops
+            pool = [[geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for _ in range(self.crop_pool)]
+                    for p, g in zip(points, gens)]  # fmt: skip
         for _ in range(self.steps):
-            corners = torch.tensor(
-                [geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)]
-            )
-            with torch.no_grad():
-                latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
-            target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(image.device)
+            if self.crop_pool:
+                corners = torch.tensor([pool[i][int(torch.randint(self.crop_pool, (1,), generator=g))]
+                                        for i, g in enumerate(gens)])  # fmt: skip
+            else:
+                corners = torch.tensor(
+                    [geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)]
+                )
+            latents = encoder(corners)
+            target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(device)
             maps = source.attention_maps(latents, embeddings, self.fit_timestep_index, gens)
             # per item: mean over layers of the pixel-wise MSE; summed over items so each item's
             # gradient is exactly what it would be alone
@@ -185,39 +233,41 @@ class PromptMatcher(Matcher):
         num_keypoints, restarts = embeddings.shape[:2]
         size = source.image_size
         sums = None
-        for chunk in self._chunks(num_keypoints, restarts):
-            maps = self._locate_chunk(source, image, embeddings, chunk, seed)  # [B, L, S, S]
-            if sums is None:
-                sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
-            for (k, _), item_map in zip(chunk, maps):
-                sums[k] += item_map
+        encoder = self.crop_encoder(source, image)
+        with self._mode_context(source, image.device):
+            for chunk in self._chunks(num_keypoints, restarts):
+                maps = self._locate_chunk(source, encoder, embeddings, chunk, seed)  # [B, L, S, S]
+                if sums is None:
+                    sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
+                for (k, _), item_map in zip(chunk, maps):
+                    sums[k] += item_map
         per_layer = (sums / restarts).flatten(-2).softmax(dim=-1).reshape_as(sums)
         heatmaps = per_layer.mean(dim=1)
         return MatchResult(keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps)
 
     def _locate_chunk(
-        self, source: FeatureSource, image: Tensor, embeddings: Tensor, items: list, seed: object
+        self, source: FeatureSource, encoder: CropEncoder, embeddings: Tensor, items: list, seed: object
     ) -> Tensor:
-        size = source.image_size
+        size, device = source.image_size, encoder.image.device
         side, margin = self.crop_geometry(size)
         gens = [generator(seed, "locate", k, r) for k, r in items]
-        context = torch.stack([embeddings[k, r] for k, r in items]).to(image.device)
-        canvas = image.new_zeros(len(items), source.num_layers, size, size, dtype=torch.float32)
-        count = image.new_zeros(len(items), size, size, dtype=torch.float32)
+        context = torch.stack([embeddings[k, r] for k, r in items]).to(device)
+        canvas = count = None
         anchors = geometry.corner_anchors(size)
         for step in range(self.locate_crops):
             if step < len(anchors):
                 points = [anchors[step]] * len(items)
             else:
-                running = geometry.canvas_average(canvas, count).mean(dim=1)
-                points = geometry.argmax_xy(running).tolist()
+                points = geometry.argmax_xy(geometry.canvas_average(canvas, count).mean(dim=1)).tolist()
             corners = torch.tensor(
                 [geometry.sample_crop_corner(p, side, margin, size, g) for p, g in zip(points, gens)]
             )
-            latents = source.encode(geometry.crop_resize(image, corners.to(image.device), side, size))
-            maps = source.attention_maps(latents, context, self.locate_timestep_index, gens)
-            crop_maps = torch.cat([geometry.upsample_maps(m[:, None], side) for m in maps], dim=1)
-            geometry.paste_into_canvas(canvas, count, crop_maps.float(), corners)
+            maps = source.attention_maps(encoder(corners), context, self.locate_timestep_index, gens)
+            crop_maps = torch.cat([geometry.upsample_maps(m[:, None], side) for m in maps], dim=1).float()
+            if canvas is None:
+                canvas = torch.zeros(len(items), len(maps), size, size, device=device)
+                count = torch.zeros(len(items), size, size, device=device)
+            geometry.paste_into_canvas(canvas, count, crop_maps, corners)
         return geometry.canvas_average(canvas, count)
 
     def match(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,11 @@ class FeatureSource(nn.Module, ABC):
         self, latents: Tensor, embeddings: Tensor, timestep_index: int, generators: Sequence[torch.Generator]
     ) -> list[Tensor]:
         """Noise ``latents`` at the indexed timestep and return the read maps, ``L x [B, h_l, w_l]``."""
+
+    @contextmanager
+    def full_forward(self) -> Iterator[None]:
+        """Inside this block run the whole model (no early exit); the engine's reference mode uses it."""
+        yield
 
     @property
     def device(self) -> torch.device:

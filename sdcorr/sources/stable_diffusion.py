@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
 from urllib.parse import urlparse
@@ -145,6 +146,15 @@ class StableDiffusionSource(FeatureSource):
     def num_layers(self) -> int:
         """Number of maps :meth:`attention_maps` returns."""
         return len(self.store.layers)
+
+    @contextmanager
+    def full_forward(self) -> Iterator[None]:
+        """Run the whole UNet inside this block, whatever ``early_exit`` says."""
+        previous, self.store.early_exit = self.store.early_exit, False
+        try:
+            yield
+        finally:
+            self.store.early_exit = previous
 
     def timestep(self, index: int) -> int:
         """Timestep value of an index into the DDIM schedule (``-8`` -> 140 for 50 steps)."""
