@@ -108,6 +108,7 @@ class StableDiffusionSource(FeatureSource):
         image_size: side of the square working image in pixels; paper 512.
         early_exit: stop the UNet after the last read layer (exact: nothing later affects the maps).
         local_files_only: never contact the hub.
+        compile: ``torch.compile`` the UNet and the VAE encoder (the first calls are slow while compiling).
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class StableDiffusionSource(FeatureSource):
         image_size: int = 512,
         early_exit: bool = True,
         local_files_only: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if noise not in ("uniform", "gaussian"):
@@ -137,6 +139,9 @@ class StableDiffusionSource(FeatureSource):
         self.requires_grad_(False)
         self.eval()
         self.store = install_capture(self.unet, list(layers), token_index, heads, early_exit)
+        if compile:
+            self.unet = torch.compile(self.unet)
+            self.vae.encoder = torch.compile(self.vae.encoder)
         self.scheduler = paper_scheduler(num_inference_steps)
         self.image_size = image_size
         self.num_tokens = num_tokens
