@@ -20,7 +20,7 @@ from torch import Tensor
 
 from sdcorr import geometry
 from sdcorr.crops import CropEncoder
-from sdcorr.errors import InferenceModeError
+from sdcorr.errors import InferenceModeError, NumericalError
 from sdcorr.rng import generator
 from sdcorr.sources.base import FeatureSource
 
@@ -188,17 +188,18 @@ class PromptMatcher(Matcher):
         points = keypoints[[k for k, _ in items]].float().cpu()
         embeddings = source.random_embeddings(gens).float().requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.lr)
-        if self.crop_pool:  # the approximation: each item draws from its own few crops
-            pool = [[geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for _ in range(self.crop_pool)]
-                    for p, g in zip(points, gens)]  # fmt: skip
+        draw = [
+            lambda p=p.tolist(), g=g: geometry.sample_crop_corner(p, side, margin, size, g)
+            for p, g in zip(points, gens)
+        ]
+        if self.crop_pool:  # the approximation: each item draws its crops from its own few
+            pools = [[d() for _ in range(self.crop_pool)] for d in draw]
+            draw = [
+                lambda pool=pool, g=g: pool[int(torch.randint(len(pool), (1,), generator=g))]
+                for pool, g in zip(pools, gens)
+            ]
         for _ in range(self.steps):
-            if self.crop_pool:
-                corners = torch.tensor([pool[i][int(torch.randint(self.crop_pool, (1,), generator=g))]
-                                        for i, g in enumerate(gens)])  # fmt: skip
-            else:
-                corners = torch.tensor(
-                    [geometry.sample_crop_corner(p.tolist(), side, margin, size, g) for p, g in zip(points, gens)]
-                )
+            corners = torch.tensor([d() for d in draw])
             latents = encoder(corners)
             target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(device)
             maps = source.attention_maps(latents, embeddings, self.fit_timestep_index, gens)
@@ -209,7 +210,7 @@ class PromptMatcher(Matcher):
             ).mean(dim=0)
             loss = losses.sum()
             if not torch.isfinite(loss):
-                raise FloatingPointError(
+                raise NumericalError(
                     f"non-finite loss ({loss.item()}) while fitting embeddings; "
                     "with fp16 precision try bf16-mixed or 32"
                 )

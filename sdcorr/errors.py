@@ -17,5 +17,9 @@ class InferenceModeError(SdcorrError, RuntimeError):
     """The method needs autograd but runs under ``torch.inference_mode()``."""
 
 
+class NumericalError(SdcorrError, FloatingPointError):
+    """A loss or map became NaN or infinite (for example fp16 overflow)."""
+
+
 class OutputError(SdcorrError, OSError):
     """The output folder cannot be written."""

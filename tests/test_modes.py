@@ -5,6 +5,7 @@ import torch
 
 from sdcorr import geometry
 from sdcorr.engine import PromptMatcher
+from sdcorr.errors import NumericalError
 from tests.test_engine import FAST
 
 
@@ -100,3 +101,11 @@ def test_bad_mode_and_pool_are_refused():
         PromptMatcher(crop_pool=-1)
     with pytest.raises(ValueError, match="crop_cache"):
         PromptMatcher(crop_cache=-1)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(source, problem, monkeypatch):
+    image, points = problem
+    original = source.attention_maps
+    monkeypatch.setattr(source, "attention_maps", lambda *args: [m * float("nan") for m in original(*args)])
+    with pytest.raises(NumericalError, match="non-finite loss"):
+        PromptMatcher(**dict(FAST, steps=1)).fit(source, image, points[:1])
