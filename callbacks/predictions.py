@@ -71,6 +71,7 @@ class PredictionWriter(Callback):
             "seed": pl_module.run_seed,
             "source": type(pl_module.source).__name__,
             "matcher": {"class": type(pl_module.matcher).__name__, **vars(pl_module.matcher)},
+            "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None,
             **results,
         }
         path = self.folder(trainer) / "results.json"

@@ -15,6 +15,8 @@ threshold           scalar float or None        PCK reference length (see ``pck_
 pck_scale           ``[2]`` float               per-axis factor from target pixels to the
                                                 threshold's space; ones when the threshold is in
                                                 target pixels
+groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
+                                                ``{"occlusion": "1", ...}``
 ==================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
@@ -22,8 +24,10 @@ Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -34,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sdcorr.errors import DataError
 
-__all__ = ["DataError", "PairDataModule", "collate_pairs", "image_size", "load_image"]
+__all__ = ["DataError", "PairDataModule", "PairListDataset", "collate_pairs", "image_size", "load_image"]
 
 
 def load_image(path: str | Path) -> Tensor:
@@ -67,33 +71,113 @@ def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
 
-class PairDataModule(LightningDataModule):
-    """Shared behaviour: builds the dataset in ``setup`` and serves it for ``test`` and ``predict``.
+class PairListDataset(Dataset):
+    """Lightweight pair records, turned into sample dicts (images loaded) on access."""
 
-    Subclasses implement :meth:`build_dataset`.
+    def __init__(self, pairs: list[dict[str, Any]], load: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.pairs, self.load = pairs, load
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.load(self.pairs[index])
+
+
+class PairDataModule(LightningDataModule):
+    """Shared behaviour of every datamodule: reading, filtering, subsampling and sharding pairs.
+
+    A subclass implements :meth:`read_pairs` (cheap records, no image decoding: ``pair_id``,
+    ``category``, ``num_keypoints`` and whatever :meth:`load_sample` needs) and :meth:`load_sample`
+    (record -> sample dict, see the module docstring). ``setup`` then keeps the chosen categories,
+    handles pairs without keypoints, draws the seeded subsample and finally takes this shard, in
+    that order: shards of a subsample partition it.
 
     Args:
         root: dataset folder.
+        categories: keep only these categories (default: all).
+        subsample: keep this many pairs, drawn at random with ``subsample_seed`` (default: all).
+        subsample_seed: seed of the subsample draw.
+        shard_index: which shard this run evaluates, ``0 <= shard_index < num_shards``.
+        num_shards: split the pairs into this many disjoint shards (pair ``i`` goes to shard ``i % num_shards``).
+        empty_pairs: pairs with no keypoint (e.g. no part visible in both images): ``skip`` them and
+            count them in results.json, or stop with an ``error``.
         batch_size: pairs per ``test_step`` call.
         num_workers: DataLoader worker processes that read images.
     """
 
-    def __init__(self, root: str, batch_size: int = 1, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        root: str,
+        categories: Optional[list[str]] = None,
+        subsample: Optional[int] = None,
+        subsample_seed: int = 0,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        empty_pairs: Literal["skip", "error"] = "skip",
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__()
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"Expected 0 <= shard_index < num_shards but got {shard_index} and {num_shards}")
+        if subsample is not None and subsample < 1:
+            raise ValueError(f"Expected subsample >= 1 but got {subsample}")
         self.root = root
+        self.categories = list(categories) if categories else None
+        self.subsample = subsample
+        self.subsample_seed = subsample_seed
+        self.shard_index = shard_index
+        self.num_shards = num_shards
+        self.empty_pairs = empty_pairs
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.dataset: Dataset | None = None
+        self.dataset: Optional[PairListDataset] = None
+        self.skipped: dict[str, int] = {}
 
-    def build_dataset(self) -> Dataset:
-        """The dataset of sample dicts; may raise :class:`DataError`."""
+    def read_pairs(self) -> list[dict[str, Any]]:
+        """All pair records of the dataset, in a fixed order; may raise :class:`DataError`."""
         raise NotImplementedError
+
+    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
+        """The sample dict of one record (reads the images); may raise :class:`DataError`."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What results.json records about the data: class, root, selection and skipped pairs."""
+        return {
+            "datamodule": type(self).__name__,
+            "root": str(self.root),
+            "categories": self.categories,
+            "subsample": self.subsample,
+            "shard": [self.shard_index, self.num_shards],
+            "num_pairs": None if self.dataset is None else len(self.dataset),
+            "skipped": dict(self.skipped),
+        }
+
+    def select(self, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Category filter, empty-pair policy, subsample, shard (see the class docstring)."""
+        if self.categories is not None:
+            known = sorted({p["category"] for p in pairs})
+            unknown = [c for c in self.categories if c not in known]
+            if unknown:
+                raise DataError(f"{self.root}: unknown categories {unknown}; this dataset has {known}")
+            pairs = [p for p in pairs if p["category"] in self.categories]
+        empty = [p for p in pairs if p["num_keypoints"] == 0]
+        if empty and self.empty_pairs == "error":
+            raise DataError(f"{self.root}: pair {empty[0]['pair_id']} has no keypoint (set empty_pairs: skip)")
+        self.skipped = {"no_keypoints": len(empty)} if empty else {}
+        pairs = [p for p in pairs if p["num_keypoints"] > 0]
+        if self.subsample is not None and self.subsample < len(pairs):
+            chosen = sorted(random.Random(self.subsample_seed).sample(range(len(pairs)), self.subsample))
+            pairs = [pairs[i] for i in chosen]
+        return pairs[self.shard_index :: self.num_shards]
 
     def setup(self, stage: str) -> None:
         if self.dataset is None:
             if not Path(self.root).exists():
                 raise DataError(f"{self.root}: dataset folder not found (set --data.root)")
-            self.dataset = self.build_dataset()
+            self.dataset = PairListDataset(self.select(self.read_pairs()), self.load_sample)
 
     def _loader(self) -> DataLoader:
         return DataLoader(

@@ -104,14 +104,20 @@ class PairsDataset(Dataset):
             threshold = float(extent.max())
             if threshold <= 0:
                 raise DataError(f"{where}: target keypoints span no extent; give target_bbox for the PCK threshold")
-        pair.update(source_keypoints=source_kps, target_keypoints=target_kps, threshold=threshold)
+        pair.update(
+            source_keypoints=source_kps, target_keypoints=target_kps, threshold=threshold, num_keypoints=len(source_kps)
+        )
         return pair
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        pair = self.pairs[index]
+        return self.load(self.pairs[index])
+
+    @staticmethod
+    def load(pair: dict[str, Any]) -> dict[str, Any]:
+        """The sample dict of one parsed pair (reads both images)."""
         return {
             "pair_id": pair["pair_id"],
             "category": pair["category"],
@@ -130,13 +136,15 @@ class PairsDataModule(PairDataModule):
     Args:
         root: folder holding the pairs file; image paths in it are relative to the file.
         pairs_file: name of the JSON file inside ``root``.
-        batch_size: pairs per ``test_step`` call.
-        num_workers: DataLoader worker processes that read images.
+        **kwargs: selection and loading options of :class:`~datamodules.base.PairDataModule`.
     """
 
-    def __init__(self, root: str, pairs_file: str = "pairs.json", batch_size: int = 1, num_workers: int = 0) -> None:
-        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers)
+    def __init__(self, root: str, pairs_file: str = "pairs.json", **kwargs) -> None:
+        super().__init__(root=root, **kwargs)
         self.pairs_file = pairs_file
 
-    def build_dataset(self) -> PairsDataset:
-        return PairsDataset(Path(self.root) / self.pairs_file)
+    def read_pairs(self) -> list[dict[str, Any]]:
+        return PairsDataset(Path(self.root) / self.pairs_file).pairs
+
+    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
+        return PairsDataset.load(pair)

@@ -53,6 +53,8 @@ class CorrespondenceModule(LightningModule):
         self.alphas = list(alphas)
         self.seed = seed
         self.pck = PCK(self.alphas)
+        # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
+        self.pck_groups = PCK(self.alphas)
         #: the metric table of the last test run (see :class:`sdcorr.metrics.PCK`), set at epoch end
         self.results: Optional[dict[str, Any]] = None
 
@@ -110,13 +112,15 @@ class CorrespondenceModule(LightningModule):
             if target is None or threshold is None:
                 self.pck.skip()
                 continue
-            self.pck.update(
+            args = (
                 result.keypoints[None],
                 target[None].to(result.keypoints),
                 threshold.reshape(1).to(result.keypoints),
-                categories=[sample["category"]],
-                scale=sample["pck_scale"].reshape(1, 2).to(result.keypoints),
             )
+            scale = sample["pck_scale"].reshape(1, 2).to(result.keypoints)
+            self.pck.update(*args, categories=[sample["category"]], scale=scale)
+            for key, value in (sample.get("groups") or {}).items():
+                self.pck_groups.update(*args, categories=[f"{key}={value}"], scale=scale)
         return {"records": records, "heatmaps": heatmaps}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
@@ -129,6 +133,7 @@ class CorrespondenceModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self.pck.compute()
+        results["per_group"] = self.pck_groups.compute()["per_category"]
         self.results = results
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
@@ -137,3 +142,4 @@ class CorrespondenceModule(LightningModule):
             for name, values in results["per_category"].items():
                 self.log(f"{key}/per_image/{name}", values[key]["per_image"], sync_dist=False)
         self.pck.reset()
+        self.pck_groups.reset()
