@@ -90,3 +90,18 @@ def test_offline_says_where_to_put_the_files(server, tmp_path, where):
     with pytest.raises(DataError, match="(?s)could not download .*extract it so that its Data/ folder is"):
         fetch(Archive(url, "data.tar.gz", "Data"), tmp_path / "d" / "Data")
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_spair_prepare_data_downloads_the_official_layout(server, tmp_path, monkeypatch):
+    from datamodules import spair
+    from tests.fixtures_spair import write_spair
+
+    www, url, _ = server
+    write_spair(tmp_path / "made" / "SPair-71k")
+    with tarfile.open(www / "SPair-71k.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "made" / "SPair-71k", arcname="SPair-71k")
+    monkeypatch.setattr(spair, "SPAIR_ARCHIVE", Archive(f"{url}/SPair-71k.tar.gz", "SPair-71k.tar.gz", "SPair-71k"))
+    module = spair.SPairDataModule(root=str(tmp_path / "data" / "SPair-71k"))
+    module.prepare_data()
+    module.setup("test")
+    assert len(module.dataset) > 0 and module.dataset[0]["source_image"].shape[0] == 3
