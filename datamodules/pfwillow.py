@@ -1,0 +1,217 @@
+"""PF-Willow: 900 test pairs of 10 sub-classes with 10 keypoints each.
+
+Layout (``root`` is the ``PF-WILLOW`` folder)::
+
+    PF-WILLOW/test_pairs.csv          header row, then one pair per row
+    PF-WILLOW/<sub-class>/<name>.png  e.g. car(G)/Cars_006a.png
+
+CSV columns: 0 source path, 1 target path (like ``PF-dataset/car(G)/Cars_006a.png``; the first path
+component is dropped to find the file under ``root``), 2..21 source ``x1..x10`` then ``y1..y10``,
+22..41 target ``x1..x10`` then ``y1..y10``, in pixels. The category is the sub-folder name.
+
+PCK thresholds (``threshold``):
+
+* ``kps-trg`` (default, the correct form): the max side of the bounding box of the target
+  keypoints, ``max(x_max - x_min, y_max - y_min)``, in original target pixels; ``pck_scale = (1, 1)``.
+* ``kps-trg-paper``: the paper code's quirk (it pads the keypoints with -1 before taking the min):
+  ``max(x_max, y_max) + 1`` of the target keypoints resized to 512 x 512, with distances measured at
+  that scale too: ``pck_scale = (512 / W_t, 512 / H_t)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from datamodules.base import DataError, PairDataModule, image_size, load_image
+from datamodules.download import Archive, fetch
+
+__all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
+
+PF_WILLOW_ARCHIVE = Archive(
+    url="https://www.di.ens.fr/willow/research/proposalflow/dataset/PF-dataset.zip",
+    filename="PF-dataset.zip",
+    folder="PF-dataset",
+)
+PAIRS_FILE = "test_pairs.csv"
+NUM_KEYPOINTS = 10
+NUM_COLUMNS = 2 + 4 * NUM_KEYPOINTS
+PAPER_SIZE = 512
+THRESHOLDS = ("kps-trg", "kps-trg-paper")
+
+
+def _csv_hint(root: Path) -> str:
+    return (
+        f"place the benchmark's {PAIRS_FILE} (900 pairs; columns: source path, target path, "
+        f"source x1..x10, y1..y10, target x1..x10, y1..y10) into {root}"
+    )
+
+
+def _relative_path(value: str, where: str) -> PurePosixPath:
+    """``PF-dataset/car(G)/Cars_006a.png`` -> ``car(G)/Cars_006a.png`` (first component dropped)."""
+    parts = PurePosixPath(value.strip().replace("\\", "/")).parts
+    if len(parts) < 3:
+        raise DataError(f"{where}: expected a path like 'PF-dataset/<sub-class>/<image>', got {value!r}")
+    return PurePosixPath(*parts[1:])
+
+
+def _numbers(row: list[str], first: int, line: int, file: Path) -> Tensor:
+    """Columns ``first .. first + 19`` (``x1..x10, y1..y10``) as ``[10, 2] (x, y)``."""
+    values = []
+    for column in range(first, first + 2 * NUM_KEYPOINTS):
+        try:
+            value = float(row[column])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{file}: row {line}, column {column}: expected a finite number, got {row[column]!r}")
+        values.append(value)
+    return torch.tensor(values, dtype=torch.float32).view(2, NUM_KEYPOINTS).t().contiguous()
+
+
+def _check_inside(points: Tensor, size: tuple[int, int], where: str) -> None:
+    """Raise :class:`DataError` unless every ``(x, y)`` of ``[N, 2]`` lies in ``[0, W] x [0, H]``."""
+    w, h = size
+    outside = ((points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)).nonzero().flatten()
+    if len(outside):
+        i = int(outside[0])
+        raise DataError(f"{where}: keypoint {i + 1} = {points[i].tolist()} lies outside the {w}x{h} image")
+
+
+def read_pfwillow_csv(root: Path) -> list[dict[str, Any]]:
+    """Parse ``root/test_pairs.csv`` into rows (no image access).
+
+    Returns:
+        One dict per data row: ``line`` (1-based row of the file, the header is row 1), ``index``
+        (0-based data row), ``source_path``, ``target_path`` (absolute), ``category``,
+        ``source_keypoints`` and ``target_keypoints`` ``[10, 2] (x, y)`` in pixels.
+    """
+    file = root / PAIRS_FILE
+    if not file.is_file():
+        raise DataError(f"{file}: pairs file not found; {_csv_hint(root)}")
+    with open(file, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise DataError(f"{file}: expected a header row and at least one pair row, got {len(rows)} rows")
+    records = []
+    for index, row in enumerate(rows[1:]):
+        line = index + 2
+        if len(row) != NUM_COLUMNS:
+            raise DataError(f"{file}: row {line}: expected {NUM_COLUMNS} columns, got {len(row)}")
+        source = _relative_path(row[0], f"{file}: row {line}, column 0")
+        target = _relative_path(row[1], f"{file}: row {line}, column 1")
+        if source.parent != target.parent:
+            raise DataError(f"{file}: row {line}: source {row[0]!r} and target {row[1]!r} are in different sub-classes")
+        records.append(
+            {
+                "line": line,
+                "index": index,
+                "source_path": root / source,
+                "target_path": root / target,
+                "category": source.parent.name,
+                "source_keypoints": _numbers(row, 2, line, file),
+                "target_keypoints": _numbers(row, 2 + 2 * NUM_KEYPOINTS, line, file),
+            }
+        )
+    return records
+
+
+def keypoint_threshold(target_keypoints: Tensor, target_size: tuple[int, int], mode: str) -> tuple[float, Tensor]:
+    """PCK threshold and ``pck_scale`` of one pair (see the module docstring).
+
+    Args:
+        target_keypoints: ``[N, 2] (x, y)`` in target pixels.
+        target_size: ``(W_t, H_t)``.
+        mode: ``kps-trg`` or ``kps-trg-paper``.
+
+    Returns:
+        ``(threshold, pck_scale [2])``.
+    """
+    if mode == "kps-trg":
+        extent = target_keypoints.max(dim=0).values - target_keypoints.min(dim=0).values
+        return float(extent.max()), torch.ones(2)
+    w, h = target_size
+    scale = torch.tensor([PAPER_SIZE / w, PAPER_SIZE / h], dtype=torch.float32)
+    resized_max = (target_keypoints * scale).max(dim=0).values  # [2] (x_max, y_max) at 512 scale
+    return float(resized_max.max()) + 1.0, scale
+
+
+class PFWillowDataModule(PairDataModule):
+    """PF-Willow test pairs (see :mod:`datamodules.pfwillow` for the layout and thresholds).
+
+    Args:
+        root: the ``PF-WILLOW`` folder holding ``test_pairs.csv`` and the sub-class image folders.
+        threshold: ``kps-trg`` (target-keypoint box, original pixels) or ``kps-trg-paper`` (the paper code's quirk).
+        download: in ``prepare_data``, fetch the Proposal Flow images when ``root`` does not exist.
+        **kwargs: selection and loading options of :class:`~datamodules.base.PairDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        threshold: Literal["kps-trg", "kps-trg-paper"] = "kps-trg",
+        download: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(root=root, **kwargs)
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"Expected threshold in {THRESHOLDS} but got {threshold!r}")
+        self.threshold = threshold
+        self.download = download
+
+    def prepare_data(self) -> None:
+        root = Path(self.root)
+        if self.download and not root.exists():
+            fetch(PF_WILLOW_ARCHIVE, root)
+            if not (root / PAIRS_FILE).is_file():
+                raise DataError(f"{root / PAIRS_FILE}: not part of the image archive; {_csv_hint(root)}")
+
+    def read_pairs(self) -> list[dict[str, Any]]:
+        root = Path(self.root)
+        file = root / PAIRS_FILE
+        sizes: dict[Path, tuple[int, int]] = {}
+        pairs = []
+        for row in read_pfwillow_csv(root):
+            for side in ("source", "target"):
+                path = row[f"{side}_path"]
+                if path not in sizes:
+                    sizes[path] = image_size(path)
+                where = f"{file}: row {row['line']}, {side} keypoints of {path.name}"
+                _check_inside(row[f"{side}_keypoints"], sizes[path], where)
+            threshold, scale = keypoint_threshold(row["target_keypoints"], sizes[row["target_path"]], self.threshold)
+            if threshold <= 0:
+                raise DataError(f"{file}: row {row['line']}: target keypoints span no extent (PCK threshold 0)")
+            pairs.append(
+                {
+                    "pair_id": f"{row['index']:04d}:{row['source_path'].stem}-{row['target_path'].stem}",
+                    "category": row["category"],
+                    "source_path": row["source_path"],
+                    "target_path": row["target_path"],
+                    "source_keypoints": row["source_keypoints"],
+                    "target_keypoints": row["target_keypoints"],
+                    "threshold": threshold,
+                    "pck_scale": scale,
+                    "num_keypoints": NUM_KEYPOINTS,
+                }
+            )
+        return pairs
+
+    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "pair_id": pair["pair_id"],
+            "category": pair["category"],
+            "source_image": load_image(pair["source_path"]),
+            "target_image": load_image(pair["target_path"]),
+            "source_keypoints": pair["source_keypoints"],
+            "target_keypoints": pair["target_keypoints"],
+            "threshold": torch.tensor(pair["threshold"]),
+            "pck_scale": pair["pck_scale"],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "threshold_mode": self.threshold}
