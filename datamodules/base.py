@@ -38,7 +38,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from sdcorr.errors import DataError
 
-__all__ = ["DataError", "PairDataModule", "PairListDataset", "collate_pairs", "image_size", "load_image"]
+__all__ = [
+    "DataError",
+    "PairDataModule",
+    "PairListDataset",
+    "collate_pairs",
+    "image_size",
+    "load_image",
+    "sample_from_record",
+]
 
 
 def load_image(path: str | Path) -> Tensor:
@@ -64,6 +72,25 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return image.size
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(f"{path}: cannot decode image ({error})") from error
+
+
+def sample_from_record(
+    pair: dict[str, Any], source_image: Optional[Tensor] = None, target_image: Optional[Tensor] = None
+) -> dict[str, Any]:
+    """The sample dict (see the module docstring) of a standard pair record; reads the images not given."""
+    sample = {
+        "pair_id": pair["pair_id"],
+        "category": pair["category"],
+        "source_image": load_image(pair["source_path"]) if source_image is None else source_image,
+        "target_image": load_image(pair["target_path"]) if target_image is None else target_image,
+        "source_keypoints": pair["source_keypoints"],
+        "target_keypoints": pair["target_keypoints"],
+        "threshold": None if pair["threshold"] is None else torch.tensor(float(pair["threshold"])),
+        "pck_scale": torch.as_tensor(pair.get("pck_scale", (1.0, 1.0)), dtype=torch.float32),
+    }
+    if pair.get("groups"):
+        sample["groups"] = dict(pair["groups"])
+    return sample
 
 
 def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,8 +167,12 @@ class PairDataModule(LightningDataModule):
         raise NotImplementedError
 
     def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
-        """The sample dict of one record (reads the images); may raise :class:`DataError`."""
-        raise NotImplementedError
+        """The sample dict of one record (reads the images); may raise :class:`DataError`.
+
+        The default reads a standard record: ``source_path``/``target_path``, keypoints, ``threshold``
+        (float or None), optional ``pck_scale`` (default ones) and ``groups``.
+        """
+        return sample_from_record(pair)
 
     def describe(self) -> dict[str, Any]:
         """What results.json records about the data: class, root, selection and skipped pairs."""

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, image_size, load_image
+from datamodules.base import DataError, PairDataModule, image_size
 
 __all__ = ["CUBDataModule", "CUB_FILES", "NUM_PARTS"]
 
@@ -223,18 +223,6 @@ class CUBDataModule(PairDataModule):
                 infos.append({**info, "points": points, "visible": visible})
             pairs.extend(_pair(source, target) for source, target in combinations(infos, 2))
         return pairs
-
-    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "pair_id": pair["pair_id"],
-            "category": pair["category"],
-            "source_image": load_image(pair["source_path"]),
-            "target_image": load_image(pair["target_path"]),
-            "source_keypoints": pair["source_keypoints"],
-            "target_keypoints": pair["target_keypoints"],
-            "threshold": torch.tensor(pair["threshold"]),
-            "pck_scale": pair["pck_scale"],
-        }
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DataError, PairDataModule, image_size, load_image
+from datamodules.base import DataError, PairDataModule, image_size, sample_from_record
 
 
 def _points(value: Any, where: str) -> torch.Tensor:
@@ -118,16 +118,7 @@ class PairsDataset(Dataset):
     @staticmethod
     def load(pair: dict[str, Any]) -> dict[str, Any]:
         """The sample dict of one parsed pair (reads both images)."""
-        return {
-            "pair_id": pair["pair_id"],
-            "category": pair["category"],
-            "source_image": load_image(pair["source_path"]),
-            "target_image": load_image(pair["target_path"]),
-            "source_keypoints": pair["source_keypoints"],
-            "target_keypoints": pair["target_keypoints"],
-            "threshold": None if pair["threshold"] is None else torch.tensor(pair["threshold"]),
-            "pck_scale": torch.ones(2),
-        }
+        return sample_from_record(pair)
 
 
 class PairsDataModule(PairDataModule):
@@ -145,6 +136,3 @@ class PairsDataModule(PairDataModule):
 
     def read_pairs(self) -> list[dict[str, Any]]:
         return PairsDataset(Path(self.root) / self.pairs_file).pairs
-
-    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
-        return PairsDataset.load(pair)

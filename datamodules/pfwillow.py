@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, image_size, load_image
+from datamodules.base import DataError, PairDataModule, image_size
 from datamodules.download import Archive, fetch
 
 __all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
@@ -200,18 +200,6 @@ class PFWillowDataModule(PairDataModule):
                 }
             )
         return pairs
-
-    def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "pair_id": pair["pair_id"],
-            "category": pair["category"],
-            "source_image": load_image(pair["source_path"]),
-            "target_image": load_image(pair["target_path"]),
-            "source_keypoints": pair["source_keypoints"],
-            "target_keypoints": pair["target_keypoints"],
-            "threshold": torch.tensor(pair["threshold"]),
-            "pck_scale": pair["pck_scale"],
-        }
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "threshold_mode": self.threshold}

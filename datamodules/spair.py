@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, load_image
+from datamodules.base import DataError, PairDataModule, load_image, sample_from_record
 from datamodules.download import Archive, fetch
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
@@ -268,17 +268,7 @@ class SPairDataModule(PairDataModule):
                     f"{pair['annotation']} declares '{key}' {w}x{h}"
                 )
             images[side] = image
-        return {
-            "pair_id": pair["pair_id"],
-            "category": pair["category"],
-            "source_image": images["source"],
-            "target_image": images["target"],
-            "source_keypoints": pair["source_keypoints"],
-            "target_keypoints": pair["target_keypoints"],
-            "threshold": torch.tensor(pair["threshold"], dtype=torch.float32),
-            "pck_scale": torch.tensor(pair["pck_scale"], dtype=torch.float32),
-            "groups": dict(pair["groups"]),
-        }
+        return sample_from_record(pair, images["source"], images["target"])
 
     def describe(self) -> dict[str, Any]:
         """The base description plus the split, the layout and the threshold mode."""
