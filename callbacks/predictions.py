@@ -76,7 +76,9 @@ class PredictionWriter(Callback):
         }
         path = self.folder(trainer) / "results.json"
         path.write_text(json.dumps(payload, indent=2) + "\n")
-        rank_zero_info(f"\n{format_table(results, alphas)}\nresults: {path}")
+        skipped = (payload["data"] or {}).get("skipped")
+        note = f"\nskipped pairs (not scored): {skipped}" if skipped else ""
+        rank_zero_info(f"\n{format_table(results, alphas)}{note}\nresults: {path}")
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._file is not None:

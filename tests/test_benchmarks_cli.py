@@ -22,7 +22,7 @@ def test_benchmark_config_runs_end_to_end(tmp_path, name):
     root = writer(tmp_path / "data")
     out = tmp_path / "out"
     extra = ["--data.classes", "[1, 2]"] if name == "cub" else []
-    sdcorr(
+    run = sdcorr(
         "test", "--config", f"configs/{name}.yaml", "--config", "configs/model/tiny.yaml",
         "--config", "configs/protocol/quick.yaml", "--data.root", str(root), "--trainer.default_root_dir", str(out),
         "--trainer.logger", "false", *extra,
@@ -37,4 +37,5 @@ def test_benchmark_config_runs_end_to_end(tmp_path, name):
         keys = {group.split("=")[0] for group in results["per_group"]}
         assert keys == {"viewpoint_variation", "scale_variation", "truncation", "occlusion"}
     if name == "cub":
-        assert results["data"]["skipped"].get("no_keypoints", 0) >= 1
+        assert results["data"]["skipped"]["no_keypoints"] >= 1
+        assert "skipped pairs (not scored): {'no_keypoints'" in run.stdout + run.stderr
