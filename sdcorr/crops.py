@@ -1,7 +1,7 @@
 """Encoding crops of one image, remembering each crop's latent.
 
 Crops repeat a lot: at 512 px the paper's 477 px crops have only 36 x 36 possible corners, and for
-every keypoint more than 71 px from the border the margin rule allows all of them. A pair with 10
+every keypoint at least 106 px from the border the margin rule allows all of them. A pair with 10
 keypoints draws 6,450 fitting crops from those 1,296 corners, so most VAE encodes can be looked up
 instead of recomputed. This is exact: a crop's latent does not depend on when it is drawn.
 """
