@@ -31,10 +31,11 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sdcorr.errors import DataError
 
@@ -109,6 +110,26 @@ class PairListDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.load(self.pairs[index])
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets pairs ``rank, rank + num_replicas, ...``: each pair exactly once.
+
+    Lightning's default distributed sampler pads the dataset by repeating pairs so every process gets
+    the same number, which would score some pairs twice. Being a ``DistributedSampler``, this one is
+    left in place by Lightning.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class PairDataModule(LightningDataModule):
@@ -211,9 +232,13 @@ class PairDataModule(LightningDataModule):
             self.dataset = PairListDataset(self.select(self.read_pairs()), self.load_sample)
 
     def _loader(self) -> DataLoader:
+        sampler = None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sampler = UnpaddedDistributedSampler(self.dataset, dist.get_world_size(), dist.get_rank())
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
+            sampler=sampler,
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_pairs,

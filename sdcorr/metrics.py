@@ -200,18 +200,12 @@ class PCK(Metric):
     def compute(self) -> dict:
         """The nested results dict described in the class docstring."""
         names = self._names()
+        # states are lists before a sync and tensors after; an empty sync gives 1-D empty tensors
+        states = [self.correct, self.total, self.category]
         if isinstance(self.correct, list) and not self.correct:
-            correct, total, category = (
-                torch.zeros(0, len(self.alphas)),
-                torch.zeros(0),
-                torch.zeros(0, dtype=torch.long),
-            )
-        else:
-            correct, total, category = (
-                dim_zero_cat(self.correct),
-                dim_zero_cat(self.total),
-                dim_zero_cat(self.category),
-            )
+            states = [torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long)]
+        correct, total, category = (dim_zero_cat(state) for state in states)
+        correct = correct.reshape(-1, len(self.alphas))
         per_category = {}
         for cid in sorted(set(category.tolist()), key=lambda c: names.get(c, str(c))):
             keep = category == cid

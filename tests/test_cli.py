@@ -120,3 +120,25 @@ def test_bad_input_is_one_message_without_traceback(tmp_path, override, message)
     assert result.returncode == 1
     assert "sdcorr: error: " in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
+    """3 demo pairs on 2 CPU processes (gloo): no pair padded in twice, the same table as 1 process."""
+    single, _ = smoke_run
+    sdcorr(
+        "test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
+    )  # fmt: skip
+    ranks = sorted(tmp_path.glob("predictions.rank*.jsonl"))
+    assert [p.name for p in ranks] == ["predictions.rank0.jsonl", "predictions.rank1.jsonl"]
+    lines = [json.loads(line) for p in ranks for line in p.read_text().splitlines()]
+    expected = [json.loads(line) for line in (single / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(line["pair_id"] for line in lines) == sorted(line["pair_id"] for line in expected)
+    by_id = {line["pair_id"]: line for line in expected}
+    assert all(line["predicted_keypoints"] == by_id[line["pair_id"]]["predicted_keypoints"] for line in lines)
+    got, want = (json.loads((d / "results.json").read_text()) for d in (tmp_path, single))
+    assert got["overall"]["num_pairs"] == want["overall"]["num_pairs"] == 3
+    for alpha in ("pck@0.05", "pck@0.1"):
+        for kind in ("per_image", "per_point"):
+            assert got["overall"][alpha][kind] == pytest.approx(want["overall"][alpha][kind])
+    assert got["per_category"].keys() == want["per_category"].keys()
