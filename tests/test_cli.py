@@ -49,6 +49,13 @@ def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
         assert len(line["predicted_keypoints"]) == len(line["source_keypoints"])
 
 
+def test_mixed_precision_run(tmp_path):
+    result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.precision", "bf16-mixed",
+                    "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert json.loads((tmp_path / "results.json").read_text())["overall"]["num_pairs"] == 3
+    assert "was called before the ``update``" not in result.stderr
+
+
 def test_layered_configs_and_overrides_resolve():
     result = sdcorr(
         "test",
