@@ -129,8 +129,11 @@ class CorrespondenceModule(LightningModule):
         return self._step(batch, score=True)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match every pair of the batch (no ground truth needed); same output as :meth:`test_step`."""
-        return self._step(batch, score=False)
+        """Match every pair of the batch (no ground truth needed). Returns ``{"records": [...]}``.
+
+        Heatmaps are left out: Lightning keeps every ``predict_step`` output in memory until the end.
+        """
+        return {"records": self._step(batch, score=False)["records"]}
 
     def on_test_epoch_end(self) -> None:
         results = self.pck.compute()
