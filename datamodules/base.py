@@ -44,6 +44,7 @@ __all__ = [
     "PairDataModule",
     "PairListDataset",
     "collate_pairs",
+    "first_outside",
     "image_size",
     "load_image",
     "sample_from_record",
@@ -73,6 +74,19 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return image.size
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(f"{path}: cannot decode image ({error})") from error
+
+
+def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] = None) -> Optional[int]:
+    """Index of the first ``[N, 2] (x, y)`` point outside ``[0, W] x [0, H]`` of ``size = (W, H)`` (or None).
+
+    Only points where ``mask`` ``[N]`` is true are checked.
+    """
+    w, h = size
+    outside = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
+    if mask is not None:
+        outside &= mask
+    hits = outside.nonzero().flatten()
+    return int(hits[0]) if len(hits) else None
 
 
 def sample_from_record(

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, image_size
+from datamodules.base import DataError, PairDataModule, first_outside, image_size
 
 __all__ = ["CUBDataModule", "CUB_FILES", "NUM_PARTS"]
 
@@ -111,9 +111,8 @@ def _read_parts(file: Path, image_ids: set[int]) -> dict[int, tuple[Tensor, Tens
 def _check_inside(points: Tensor, visible: Tensor, lines: list[int], size: tuple[int, int], file: Path) -> None:
     """Raise :class:`DataError` naming the line of the first visible part outside ``[0, W] x [0, H]``."""
     w, h = size
-    outside = visible & ((points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h))
-    if outside.any():
-        i = int(outside.nonzero()[0])
+    i = first_outside(points, (w, h), visible)
+    if i is not None:
         raise DataError(f"{file}: line {lines[i]}: part {i + 1} = {points[i].tolist()} lies outside the {w}x{h} image")
 
 

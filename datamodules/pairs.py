@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DataError, PairDataModule, image_size, sample_from_record
+from datamodules.base import DataError, PairDataModule, first_outside, image_size, sample_from_record
 
 
 def _points(value: Any, where: str) -> torch.Tensor:
@@ -41,9 +41,8 @@ def _points(value: Any, where: str) -> torch.Tensor:
 
 def _inside(points: torch.Tensor, size: tuple[int, int], where: str) -> None:
     w, h = size
-    outside = ((points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)).nonzero().flatten()
-    if len(outside):
-        i = int(outside[0])
+    i = first_outside(points, (w, h))
+    if i is not None:
         raise DataError(f"{where}[{i}] = {points[i].tolist()} lies outside the {w}x{h} image")
 
 

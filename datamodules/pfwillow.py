@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, image_size
+from datamodules.base import DataError, PairDataModule, first_outside, image_size
 from datamodules.download import Archive, fetch
 
 __all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
@@ -77,9 +77,8 @@ def _numbers(row: list[str], first: int, line: int, file: Path) -> Tensor:
 def _check_inside(points: Tensor, size: tuple[int, int], where: str) -> None:
     """Raise :class:`DataError` unless every ``(x, y)`` of ``[N, 2]`` lies in ``[0, W] x [0, H]``."""
     w, h = size
-    outside = ((points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)).nonzero().flatten()
-    if len(outside):
-        i = int(outside[0])
+    i = first_outside(points, (w, h))
+    if i is not None:
         raise DataError(f"{where}: keypoint {i + 1} = {points[i].tolist()} lies outside the {w}x{h} image")
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, load_image, sample_from_record
+from datamodules.base import DataError, PairDataModule, first_outside, load_image, sample_from_record
 from datamodules.download import Archive, fetch
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
@@ -109,9 +109,8 @@ def _keypoints(content: dict[str, Any], key: str, file: Path, size: tuple[int, i
             raise DataError(f"{file}: field '{key}[{i}]' must be [x, y] numbers, got {point!r}")
     points = torch.tensor(value, dtype=torch.float32).reshape(-1, 2)
     w, h = size
-    outside = ((points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)).nonzero().flatten()
-    if len(outside):
-        i = int(outside[0])
+    i = first_outside(points, (w, h))
+    if i is not None:
         raise DataError(f"{file}: field '{key}[{i}]' = {points[i].tolist()} lies outside the {w}x{h} image")
     return points
 
