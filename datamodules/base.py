@@ -25,7 +25,8 @@ Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -51,29 +52,30 @@ __all__ = [
 ]
 
 
-def load_image(path: str | Path) -> Tensor:
-    """Read an image file as ``[3, H, W]`` float RGB in [0, 1]."""
+@contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` whose failures become a :class:`DataError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            yield image
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(f"{path}: cannot decode image ({error})") from error
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Read an image file as ``[3, H, W]`` float RGB in [0, 1]."""
+    with _open_image(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(W, H)`` of an image file, reading only its header."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataError(f"{path}: cannot decode image ({error})") from error
+    with _open_image(path) as image:
+        return image.size
 
 
 def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] = None) -> Optional[int]:

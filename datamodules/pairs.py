@@ -112,12 +112,7 @@ class PairsDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.load(self.pairs[index])
-
-    @staticmethod
-    def load(pair: dict[str, Any]) -> dict[str, Any]:
-        """The sample dict of one parsed pair (reads both images)."""
-        return sample_from_record(pair)
+        return sample_from_record(self.pairs[index])
 
 
 class PairsDataModule(PairDataModule):

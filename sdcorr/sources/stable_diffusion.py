@@ -147,11 +147,6 @@ class StableDiffusionSource(FeatureSource):
         self.num_tokens = num_tokens
         self.noise = noise
 
-    @property
-    def num_layers(self) -> int:
-        """Number of maps :meth:`attention_maps` returns."""
-        return len(self.store.layers)
-
     @contextmanager
     def full_forward(self) -> Iterator[None]:
         """Run the whole UNet inside this block, whatever ``early_exit`` says."""
@@ -160,10 +155,6 @@ class StableDiffusionSource(FeatureSource):
             yield
         finally:
             self.store.early_exit = previous
-
-    def timestep(self, index: int) -> int:
-        """Timestep value of an index into the DDIM schedule (``-8`` -> 140 for 50 steps)."""
-        return int(self.scheduler.timesteps[index])
 
     def encode(self, images: Tensor) -> Tensor:
         """``[B, 3, S, S]`` in [0, 1] -> the scaled mean of the VAE posterior, ``[B, 4, S/8, S/8]`` for SD."""
