@@ -3,7 +3,7 @@
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher, match
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
-from sdcorr.sources import FeatureSource, StableDiffusionSource
+from sdcorr.sources import FeatureSource, Source, StableDiffusionSource
 
 __all__ = [
     "PCK",
@@ -12,6 +12,7 @@ __all__ = [
     "MatchResult",
     "Matcher",
     "PromptMatcher",
+    "Source",
     "StableDiffusionSource",
     "match",
     "pck",

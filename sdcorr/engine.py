@@ -11,9 +11,10 @@ float rounding); ``mode="reference"`` runs the original one-at-a-time structure 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -32,14 +33,48 @@ class MatchResult:
     Attributes:
         keypoints: ``[N, 2] (x, y)`` predicted points in target-image pixels.
         heatmaps: ``[N, S, S]`` the score map behind each prediction, at the working size.
+        layer_keypoints: ``[L, N, 2] (x, y)`` in target-image pixels: the prediction of each read
+            layer alone (argmax of that layer's map), for per-layer PCK; None if not applicable.
+        embeddings: what was fitted on the source, e.g. ``[N, R, T, D]`` prompt embeddings; None if
+            the method has none.
     """
 
     keypoints: Tensor
     heatmaps: Tensor
+    layer_keypoints: Optional[Tensor] = None
+    embeddings: Optional[Tensor] = None
+
+
+#: ``progress(done, total, stage)``: ``done`` of ``total`` item-passes through the model, ``stage`` "fit"/"locate"
+Progress = Callable[[int, int, str], None]
 
 
 class Matcher(ABC):
-    """Given a pair and source keypoints, predict target keypoints. Subclass for other methods."""
+    """Given a pair and source keypoints, predict target keypoints. Subclass for other methods.
+
+    Attributes:
+        progress: called as work advances inside one pair (see :data:`Progress`); set by the
+            progress callback, None otherwise.
+    """
+
+    progress: Optional[Progress] = None
+    _work: Optional[list[int]] = None  # [done, total] of the pair in progress
+
+    def cost(self, num_keypoints: int) -> int:
+        """Item-passes through the model for a pair with ``num_keypoints`` keypoints (for estimates)."""
+        return num_keypoints
+
+    def _start(self, total: int) -> None:
+        """Begin counting the work of one pair (``total`` item-passes)."""
+        self._work = [0, total]
+        self._advance(0, "start")
+
+    def _advance(self, passes: int, stage: str) -> None:
+        """Count ``passes`` item-passes as done and tell :attr:`progress`."""
+        if self._work is None or self.progress is None:
+            return
+        self._work[0] = min(self._work[0] + passes, self._work[1])
+        self.progress(self._work[0], self._work[1], stage)
 
     @abstractmethod
     def match(
@@ -135,6 +170,10 @@ class PromptMatcher(Matcher):
         side = int(image_size * self.crop_fraction)
         return side, int(self.margin_fraction * side)
 
+    def cost(self, num_keypoints: int) -> int:
+        """UNet passes per pair: ``N x restarts x (steps + locate_crops)`` (a pass = one item, one crop)."""
+        return num_keypoints * self.restarts * (self.steps + self.locate_crops)
+
     def _chunks(self, num_keypoints: int, restarts: int) -> list[list[tuple[int, int]]]:
         """All ``(keypoint, restart)`` items, in chunks of at most ``max_batch`` (1 in reference mode)."""
         items = [(k, r) for k in range(num_keypoints) for r in range(restarts)]
@@ -217,6 +256,7 @@ class PromptMatcher(Matcher):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            self._advance(len(items), "fit")
         return embeddings.detach()
 
     @torch.no_grad()
@@ -228,8 +268,8 @@ class PromptMatcher(Matcher):
             embeddings: ``[N, R, T, D]`` from :meth:`fit`.
 
         Returns:
-            keypoints ``[N, 2]`` in working pixels and the heatmaps ``[N, S, S]`` (softmax over
-            pixels per layer, then the mean over layers).
+            keypoints ``[N, 2]`` in working pixels, the heatmaps ``[N, S, S]`` (softmax over
+            pixels per layer, then the mean over layers) and each layer's own argmax ``[L, N, 2]``.
         """
         num_keypoints, restarts = embeddings.shape[:2]
         size = source.image_size
@@ -244,7 +284,10 @@ class PromptMatcher(Matcher):
                     sums[k] += item_map
         per_layer = (sums / restarts).flatten(-2).softmax(dim=-1).reshape_as(sums)
         heatmaps = per_layer.mean(dim=1)
-        return MatchResult(keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps)
+        layer_keypoints = geometry.argmax_xy(per_layer.transpose(0, 1), offset=0.5)
+        return MatchResult(
+            keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps, layer_keypoints=layer_keypoints
+        )
 
     def _locate_chunk(
         self, source: FeatureSource, encoder: CropEncoder, embeddings: Tensor, items: list, seed: object
@@ -269,6 +312,7 @@ class PromptMatcher(Matcher):
                 canvas = torch.zeros(len(items), len(maps), size, size, device=device)
                 count = torch.zeros(len(items), size, size, device=device)
             geometry.paste_into_canvas(canvas, count, crop_maps, corners)
+            self._advance(len(items), "locate")
         return geometry.canvas_average(canvas, count)
 
     def match(
@@ -285,12 +329,22 @@ class PromptMatcher(Matcher):
         source_work = geometry.resize_image(source_image.float(), size)
         target_work = geometry.resize_image(target_image.float(), size)
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
-        embeddings = self.fit(source, source_work, keypoints, seed)
-        located = self.locate(source, target_work, embeddings, seed)
-        predicted = geometry.scale_keypoints(
-            located.keypoints.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0])
+        self._start(self.cost(len(keypoints)))
+        try:
+            embeddings = self.fit(source, source_work, keypoints, seed)
+            located = self.locate(source, target_work, embeddings, seed)
+        finally:
+            self._work = None
+
+        def to_target(points: Tensor) -> Tensor:
+            return geometry.scale_keypoints(points.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0]))
+
+        return MatchResult(
+            keypoints=to_target(located.keypoints),
+            heatmaps=located.heatmaps,
+            layer_keypoints=to_target(located.layer_keypoints),
+            embeddings=embeddings,
         )
-        return MatchResult(keypoints=predicted, heatmaps=located.heatmaps)
 
 
 def match(

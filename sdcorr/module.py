@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
 from sdcorr.errors import InferenceModeError
 from sdcorr.metrics import PCK, pck_correct
-from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.base import Source
 
 INFERENCE_MODE_MESSAGE = (
     "sdcorr optimises text embeddings inside test_step/predict_step, which is impossible under "
@@ -23,7 +23,8 @@ INFERENCE_MODE_MESSAGE = (
 
 
 def _points(tensor: torch.Tensor) -> list[list[float]]:
-    return [[round(float(x), 3), round(float(y), 3)] for x, y in tensor.tolist()]
+    """``[N, 2]`` float32 -> JSON lists; exact (a float32 survives the round trip through JSON)."""
+    return tensor.float().tolist()
 
 
 class CorrespondenceModule(LightningModule):
@@ -39,7 +40,7 @@ class CorrespondenceModule(LightningModule):
 
     def __init__(
         self,
-        source: Optional[FeatureSource] = None,
+        source: Optional[Source] = None,
         matcher: Optional[Matcher] = None,
         alphas: Sequence[float] = (0.05, 0.1),
         seed: Optional[int] = None,
@@ -88,6 +89,9 @@ class CorrespondenceModule(LightningModule):
             "target_keypoints": None if target is None else _points(target),
             "threshold": None if threshold is None else float(threshold),
             "pck_scale": [float(v) for v in sample["pck_scale"]],
+            "groups": dict(sample.get("groups") or {}),
+            "references": sample.get("references") or {},
+            "layer_predictions": None if result.layer_keypoints is None else list(map(_points, result.layer_keypoints)),
             "correct": None,
         }
         if target is not None and threshold is not None:
@@ -102,11 +106,11 @@ class CorrespondenceModule(LightningModule):
         return line
 
     def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
-        records, heatmaps = [], []
+        records, results = [], []
         for sample in batch:
             result = self.match_pair(sample)
             records.append(self.record(sample, result))
-            heatmaps.append(result.heatmaps)
+            results.append(result)
             if not score:
                 continue
             target, threshold = sample.get("target_keypoints"), sample.get("threshold")
@@ -122,10 +126,14 @@ class CorrespondenceModule(LightningModule):
             self.pck.update(*args, categories=[sample["category"]], scale=scale)
             for key, value in (sample.get("groups") or {}).items():
                 self.pck_groups.update(*args, categories=[f"{key}={value}"], scale=scale)
-        return {"records": records, "heatmaps": heatmaps}
+        return {"records": records, "results": results}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match and score every pair of the batch. Returns ``{"records": [...], "heatmaps": [[N, S, S], ...]}``."""
+        """Match and score every pair of the batch.
+
+        Returns ``{"records": [...], "results": [MatchResult, ...]}``, one of each per pair: the
+        ``predictions.jsonl`` lines and what the matcher returned (heatmaps, per-layer points, embeddings).
+        """
         return self._step(batch, score=True)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:

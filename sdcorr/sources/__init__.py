@@ -1,6 +1,6 @@
 """Feature sources: what maps (image, embedding) to attention maps."""
 
-from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.base import FeatureSource, Source
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
-__all__ = ["FeatureSource", "StableDiffusionSource"]
+__all__ = ["FeatureSource", "Source", "StableDiffusionSource"]

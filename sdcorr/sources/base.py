@@ -1,4 +1,8 @@
-"""The interface a feature source implements. Subclass :class:`FeatureSource` to try a new model."""
+"""The interfaces a feature source implements. Subclass :class:`FeatureSource` to try a new model.
+
+:class:`Source` is what every model wrapper shares (the module accepts any); each matcher says which
+kind it needs: the prompt matcher needs a :class:`FeatureSource` (attention maps for an embedding).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,19 @@ import torch
 from torch import Tensor, nn
 
 
-class FeatureSource(nn.Module, ABC):
+class Source(nn.Module):
+    """A frozen model that works on square images of side :attr:`image_size`; the base of every source."""
+
+    #: side of the square working image, in pixels
+    image_size: int
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the source's parameters."""
+        return next(self.parameters()).device
+
+
+class FeatureSource(Source, ABC):
     """Maps ``(image, text embedding)`` to attention maps; all the prompt matcher needs of a model.
 
     A source works on square images of side :attr:`image_size` and owns everything model specific
@@ -26,9 +42,6 @@ class FeatureSource(nn.Module, ABC):
 
     Every random draw takes its generator argument, so results do not depend on batching.
     """
-
-    #: side of the square working image, in pixels
-    image_size: int
 
     @abstractmethod
     def encode(self, images: Tensor) -> Tensor:
@@ -48,8 +61,3 @@ class FeatureSource(nn.Module, ABC):
     def full_forward(self) -> Iterator[None]:
         """Inside this block run the whole model (no early exit); the engine's reference mode uses it."""
         yield
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the source's parameters."""
-        return next(self.parameters()).device
