@@ -28,6 +28,10 @@ class SdcorrCLI(LightningCLI):
             "predict": {"model", "dataloaders", "datamodule"},
         }
 
+    def add_arguments_to_parser(self, parser) -> None:
+        """Callbacks configured in their own config sections (``output:``, ...), always present."""
+        parser.add_lightning_class_args(PredictionWriter, "output")
+
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
@@ -44,7 +48,7 @@ def _run(args: Optional[list[str]]) -> None:
         PairDataModule,
         subclass_mode_data=True,
         # the inner optimisation needs autograd: never run test/predict under inference_mode
-        trainer_defaults={"inference_mode": False, "callbacks": [PredictionWriter()]},
+        trainer_defaults={"inference_mode": False},
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,

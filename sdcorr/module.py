@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch import LightningModule
 
+from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
 from sdcorr.errors import InferenceModeError
 from sdcorr.metrics import PCK, pck_correct
@@ -76,6 +77,21 @@ class CorrespondenceModule(LightningModule):
             sample["source_keypoints"],
             seed=(self.run_seed, sample["pair_id"]),
         )
+
+    @torch.no_grad()
+    def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:
+        """``[N, S, S]``: where the fitted embeddings of ``result`` attend in the *source* image (for pictures).
+
+        The prompt matcher's locate step run on the source image with its own random stream (an extra
+        ``N x restarts x locate_crops`` passes, so callbacks ask for it only for the pairs they draw).
+        None for matchers without embeddings.
+        """
+        if result.embeddings is None or not hasattr(self.matcher, "locate"):
+            return None
+        image = geometry.resize_image(sample["source_image"].float().to(self.device), self.source.image_size)
+        return self.matcher.locate(
+            self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
+        ).heatmaps
 
     def record(self, sample: dict[str, Any], result: MatchResult) -> dict[str, Any]:
         """The JSON-ready line of ``predictions.jsonl`` for one pair."""
