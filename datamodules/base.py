@@ -15,6 +15,9 @@ threshold           scalar float or None        PCK reference length (see ``pck_
 pck_scale           ``[2]`` float               per-axis factor from target pixels to the
                                                 threshold's space; ones when the threshold is in
                                                 target pixels
+references          dict, optional              every threshold mode the dataset defines,
+                                                ``{mode: {"threshold", "pck_scale"}}``, so
+                                                ``sdcorr evaluate`` can switch modes afterwards
 groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
                                                 ``{"occlusion": "1", ...}``
 ==================  ==========================  ==============================================
@@ -107,6 +110,11 @@ def sample_from_record(
     }
     if pair.get("groups"):
         sample["groups"] = dict(pair["groups"])
+    if pair.get("references"):
+        sample["references"] = {
+            mode: {"threshold": float(entry["threshold"]), "pck_scale": [float(v) for v in entry["pck_scale"]]}
+            for mode, entry in pair["references"].items()
+        }
     return sample
 
 
@@ -197,6 +205,8 @@ class PairDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.dataset: Optional[PairListDataset] = None
+        #: the pair records this run is responsible for (after selection and sharding), set by ``setup``
+        self.selected: Optional[list[dict[str, Any]]] = None
         self.skipped: dict[str, int] = {}
 
     def read_pairs(self) -> list[dict[str, Any]]:
@@ -219,7 +229,7 @@ class PairDataModule(LightningDataModule):
             "categories": self.categories,
             "subsample": self.subsample,
             "shard": [self.shard_index, self.num_shards],
-            "num_pairs": None if self.dataset is None else len(self.dataset),
+            "num_pairs": None if self.selected is None else len(self.selected),
             "skipped": dict(self.skipped),
         }
 
@@ -245,7 +255,12 @@ class PairDataModule(LightningDataModule):
         if self.dataset is None:
             if not Path(self.root).exists():
                 raise DataError(f"{self.root}: dataset folder not found (set --data.root)")
-            self.dataset = PairListDataset(self.select(self.read_pairs()), self.load_sample)
+            self.selected = self.select(self.read_pairs())
+            self.dataset = PairListDataset(self.selected, self.load_sample)
+
+    def exclude(self, pair_ids: set[str]) -> None:
+        """Leave out pairs already done (a resumed run); they stay in :attr:`selected` and ``describe``."""
+        self.dataset = PairListDataset([p for p in self.selected if p["pair_id"] not in pair_ids], self.load_sample)
 
     def _loader(self) -> DataLoader:
         sampler = None

@@ -182,7 +182,9 @@ class PFWillowDataModule(PairDataModule):
                     sizes[path] = image_size(path)
                 where = f"{file}: row {row['line']}, {side} keypoints of {path.name}"
                 _check_inside(row[f"{side}_keypoints"], sizes[path], where)
-            threshold, scale = keypoint_threshold(row["target_keypoints"], sizes[row["target_path"]], self.threshold)
+            target_size = sizes[row["target_path"]]
+            references = {mode: keypoint_threshold(row["target_keypoints"], target_size, mode) for mode in THRESHOLDS}
+            threshold, scale = references[self.threshold]
             if threshold <= 0:
                 raise DataError(f"{file}: row {row['line']}: target keypoints span no extent (PCK threshold 0)")
             pairs.append(
@@ -195,6 +197,7 @@ class PFWillowDataModule(PairDataModule):
                     "target_keypoints": row["target_keypoints"],
                     "threshold": threshold,
                     "pck_scale": scale,
+                    "references": {m: {"threshold": t, "pck_scale": s.tolist()} for m, (t, s) in references.items()},
                     "num_keypoints": NUM_KEYPOINTS,
                 }
             )

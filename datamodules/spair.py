@@ -234,7 +234,10 @@ class SPairDataModule(PairDataModule):
             raise DataError(
                 f"{file}: field 'kps_ids' must list one id per keypoint ({len(source_kps)}), got {kps_ids!r}"
             )
-        threshold, pck_scale = threshold_of(self.threshold_mode, source_bbox, source_size, target_bbox, target_size)
+        references = {
+            mode: threshold_of(mode, source_bbox, source_size, target_bbox, target_size) for mode in THRESHOLDS
+        }
+        threshold, pck_scale = references[self.threshold_mode]
         return {
             "pair_id": line,
             "category": category,
@@ -253,6 +256,7 @@ class SPairDataModule(PairDataModule):
             "mirror": content.get("mirror"),
             "threshold": threshold,
             "pck_scale": pck_scale,
+            "references": {m: {"threshold": t, "pck_scale": list(s)} for m, (t, s) in references.items()},
         }
 
     def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:

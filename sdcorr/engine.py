@@ -58,6 +58,8 @@ class Matcher(ABC):
     """
 
     progress: Optional[Progress] = None
+    #: attributes that change only speed or memory, not results (left out of the run fingerprint)
+    speed_options: tuple[str, ...] = ()
     _work: Optional[list[int]] = None  # [done, total] of the pair in progress
 
     def cost(self, num_keypoints: int) -> int:
@@ -120,6 +122,8 @@ class PromptMatcher(Matcher):
             draw each step's crop from that pool instead of encoding a fresh crop every step. Saves
             most of the VAE work; its effect on accuracy is not measured on real data.
     """
+
+    speed_options = ("max_batch", "mode", "crop_cache")
 
     def __init__(
         self,

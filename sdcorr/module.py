@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
 from sdcorr.errors import InferenceModeError
+from sdcorr.evaluate import accumulate
 from sdcorr.metrics import PCK, pck_correct
 from sdcorr.sources.base import Source
 
@@ -127,21 +128,8 @@ class CorrespondenceModule(LightningModule):
             result = self.match_pair(sample)
             records.append(self.record(sample, result))
             results.append(result)
-            if not score:
-                continue
-            target, threshold = sample.get("target_keypoints"), sample.get("threshold")
-            if target is None or threshold is None:
-                self.pck.skip()
-                continue
-            args = (
-                result.keypoints[None],
-                target[None].to(result.keypoints),
-                threshold.reshape(1).to(result.keypoints),
-            )
-            scale = sample["pck_scale"].reshape(1, 2).to(result.keypoints)
-            self.pck.update(*args, categories=[sample["category"]], scale=scale)
-            for key, value in (sample.get("groups") or {}).items():
-                self.pck_groups.update(*args, categories=[f"{key}={value}"], scale=scale)
+        if score:  # from the records, exactly as results.json and `sdcorr evaluate` score them
+            accumulate(records, self.pck, self.pck_groups)
         return {"records": records, "results": results}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:

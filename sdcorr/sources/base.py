@@ -11,14 +11,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
 
-class Source(nn.Module):
-    """A frozen model that works on square images of side :attr:`image_size`; the base of every source."""
+class Source(HyperparametersMixin, nn.Module):
+    """A frozen model that works on square images of side :attr:`image_size`; the base of every source.
+
+    Subclasses call ``self.save_hyperparameters()`` in ``__init__``: the saved arguments identify the
+    source in ``run.json`` (a resumed run must use the same source), less :attr:`speed_options`.
+    """
 
     #: side of the square working image, in pixels
     image_size: int
+    #: init arguments that change only speed or loading, not results (left out of the run fingerprint)
+    speed_options: tuple[str, ...] = ()
 
     @property
     def device(self) -> torch.device:

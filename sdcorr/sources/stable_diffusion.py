@@ -111,6 +111,8 @@ class StableDiffusionSource(FeatureSource):
         compile: ``torch.compile`` the UNet and the VAE encoder (the first calls are slow while compiling).
     """
 
+    speed_options = ("early_exit", "local_files_only", "compile")
+
     def __init__(
         self,
         pretrained: str = "CompVis/stable-diffusion-v1-4",
@@ -128,6 +130,7 @@ class StableDiffusionSource(FeatureSource):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
         if noise not in ("uniform", "gaussian"):
             raise ValueError(f"Expected noise to be 'uniform' or 'gaussian' but got {noise!r}")
         if not 0 <= token_index < num_tokens:
