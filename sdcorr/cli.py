@@ -12,8 +12,10 @@ from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
 
+from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter
 from datamodules.base import PairDataModule
+from sdcorr import commands
 from sdcorr.errors import SdcorrError
 from sdcorr.module import CorrespondenceModule
 
@@ -31,12 +33,21 @@ class SdcorrCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         """Callbacks configured in their own config sections (``output:``, ...), always present."""
         parser.add_lightning_class_args(PredictionWriter, "output")
+        parser.add_lightning_class_args(PictureCallback, "pictures")
+
+
+#: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
+FOLDER_COMMANDS = ("merge", "evaluate")
 
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
+    args = sys.argv[1:] if args is None else list(args)
     try:
-        _run(args)
+        if args and args[0] in FOLDER_COMMANDS:
+            commands.main(args)
+        else:
+            _run(args)
     except SdcorrError as error:
         print(f"sdcorr: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

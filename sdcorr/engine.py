@@ -326,16 +326,25 @@ class PromptMatcher(Matcher):
         target_image: Tensor,
         source_keypoints: Tensor,
         seed: object = 0,
+        embeddings: Optional[Tensor] = None,
     ) -> MatchResult:
-        """Resize both images to the working size, fit on the source, locate on the target, map back."""
+        """Resize both images to the working size, fit on the source, locate on the target, map back.
+
+        ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
+        fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
+        """
         size = source.image_size
         src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
         source_work = geometry.resize_image(source_image.float(), size)
         target_work = geometry.resize_image(target_image.float(), size)
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
+        if embeddings is not None and embeddings.shape[0] != len(keypoints):
+            raise ValueError(f"Expected embeddings for {len(keypoints)} keypoints but got {embeddings.shape[0]}")
         self._start(self.cost(len(keypoints)))
         try:
-            embeddings = self.fit(source, source_work, keypoints, seed)
+            if embeddings is None:
+                embeddings = self.fit(source, source_work, keypoints, seed)
+            embeddings = embeddings.to(target_work.device)
             located = self.locate(source, target_work, embeddings, seed)
         finally:
             self._work = None

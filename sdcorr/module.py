@@ -12,9 +12,10 @@ from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
-from sdcorr.errors import InferenceModeError
+from sdcorr.errors import DataError, InferenceModeError
 from sdcorr.evaluate import accumulate
 from sdcorr.metrics import PCK, pck_correct
+from sdcorr.runfolder import embedding_file
 from sdcorr.sources.base import Source
 
 INFERENCE_MODE_MESSAGE = (
@@ -38,6 +39,8 @@ class CorrespondenceModule(LightningModule):
         alphas: PCK thresholds as fractions of each pair's reference length; paper 0.05 and 0.1.
         seed: seed of every random draw; default: the run's ``seed_everything`` value (or 0).
             Each pair draws from its own stream derived from the seed and its pair id.
+        embeddings: run folder of an earlier run made with ``--output.save_embeddings true``: reuse its
+            fitted embeddings and only locate them in the targets (prompt matcher only).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class CorrespondenceModule(LightningModule):
         matcher: Optional[Matcher] = None,
         alphas: Sequence[float] = (0.05, 0.1),
         seed: Optional[int] = None,
+        embeddings: Optional[str] = None,
     ) -> None:
         super().__init__()
         if source is None:
@@ -56,6 +60,9 @@ class CorrespondenceModule(LightningModule):
         self.matcher = matcher if matcher is not None else PromptMatcher()
         self.alphas = list(alphas)
         self.seed = seed
+        if embeddings is not None and not isinstance(self.matcher, PromptMatcher):
+            raise ValueError(f"model.embeddings works with PromptMatcher only, not {type(self.matcher).__name__}")
+        self.embeddings = embeddings
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
         self.pck_groups = PCK(self.alphas)
@@ -71,13 +78,14 @@ class CorrespondenceModule(LightningModule):
         """Predict the target keypoints of one sample dict (see :mod:`datamodules.base`)."""
         if torch.is_inference_mode_enabled():
             raise InferenceModeError(INFERENCE_MODE_MESSAGE)
-        return self.matcher.match(
-            self.source,
-            sample["source_image"],
-            sample["target_image"],
-            sample["source_keypoints"],
-            seed=(self.run_seed, sample["pair_id"]),
-        )
+        args = (self.source, sample["source_image"], sample["target_image"], sample["source_keypoints"])
+        seed = (self.run_seed, sample["pair_id"])
+        if self.embeddings is None:
+            return self.matcher.match(*args, seed=seed)
+        path = embedding_file(self.embeddings, sample["pair_id"])
+        if not path.is_file():
+            raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
+        return self.matcher.match(*args, seed=seed, embeddings=torch.load(path, map_location=self.device))
 
     @torch.no_grad()
     def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:

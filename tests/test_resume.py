@@ -1,0 +1,158 @@
+"""Long runs: killed runs resume to the same results, shards merge to the unsharded run, re-evaluation."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_cli import sdcorr
+
+# the smoke run, shortened: these tests are about bookkeeping, not accuracy
+QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
+         "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
+PAIRS = ["0_chelsea", "1_astronaut", "2_astronaut"]
+
+
+def run(out, *extra, check=True):
+    return sdcorr("test", *QUICK, "--trainer.default_root_dir", str(out), *extra, check=check)
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """An uninterrupted run: the reference every other run must reproduce."""
+    out = tmp_path_factory.mktemp("whole")
+    run(out)
+    return out
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_results(whole, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--trainer.default_root_dir", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    predictions = out / "predictions.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if predictions.exists() and predictions.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(lines(predictions))
+    assert process.returncode == -signal.SIGKILL and 1 <= done_before < 3, "killed too late to test resuming"
+    assert not (out / "results.json").exists()
+
+    result = run(out)
+    assert f"{done_before} pairs already done are skipped" in result.stderr + result.stdout
+    assert sorted(r["pair_id"] for r in lines(predictions)) == PAIRS  # each pair exactly once
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_a_line_cut_short_by_a_crash_is_redone(whole, tmp_path):
+    out = tmp_path / "cut"
+    shutil.copytree(whole, out)
+    text = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (out / "predictions.jsonl").write_text(text[0] + text[1][:40])  # the crash hit mid-write
+    (out / "results.json").unlink()
+    run(out)
+    assert sorted(r["pair_id"] for r in lines(out / "predictions.jsonl")) == PAIRS
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_a_finished_run_rerun_rewrites_the_same_results(whole, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(whole, out)
+    (out / "results.json").unlink()
+    run(out)
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+    assert len(lines(out / "predictions.jsonl")) == 3
+
+
+def test_a_folder_of_another_run_is_refused_unless_overwritten(whole, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(whole, out)
+    before = (out / "predictions.jsonl").read_text()
+    result = run(out, "--model.matcher.init_args.restarts", "1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "was made by a different run" in result.stderr and "matcher.restarts: 2 -> 1" in result.stderr
+    assert (out / "predictions.jsonl").read_text() == before
+    # options that change only speed are not a different run
+    result = run(out, "--model.matcher.init_args.max_batch", "3")
+    assert "3 pairs already done" in result.stderr + result.stdout
+    run(out, "--model.matcher.init_args.restarts", "1", "--output.overwrite", "true")
+    assert json.loads((out / "run.json").read_text())["fingerprint"]["matcher"]["restarts"] == 1
+    assert len(lines(out / "predictions.jsonl")) == 3
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    for index in range(3):
+        run(root / str(index), "--data.init_args.shard_index", str(index), "--data.init_args.num_shards", "3")
+    return root
+
+
+def test_merged_shards_equal_the_unsharded_run(whole, shards, tmp_path):
+    for index in range(3):
+        assert len(lines(shards / str(index) / "predictions.jsonl")) == 1
+    sdcorr("merge", str(tmp_path / "merged"), *(str(shards / str(i)) for i in range(3)))
+    merged, reference = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "merged", whole))
+    assert merged == reference
+    assert lines(tmp_path / "merged/predictions.jsonl") == lines(whole / "predictions.jsonl")
+
+
+def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
+    result = sdcorr("merge", str(tmp_path / "a"), str(shards / "0"), str(shards / "0"), check=False)
+    assert result.returncode == 1 and "shard 0/3 is also" in result.stderr
+    # a folder claiming to be shard 1 but holding shard 0's pair: the overlap is found by pair
+    fake = tmp_path / "fake1"
+    shutil.copytree(shards / "0", fake)
+    manifest = json.loads((fake / "run.json").read_text())
+    manifest["fingerprint"]["data"]["shard"] = [1, 3]
+    (fake / "run.json").write_text(json.dumps(manifest))
+    result = sdcorr("merge", str(tmp_path / "b"), str(shards / "0"), str(fake), check=False)
+    assert result.returncode == 1 and "'0_chelsea' is also predicted in" in result.stderr
+    result = sdcorr("merge", str(tmp_path / "c"), str(shards / "0"), str(shards / "1"), check=False)
+    assert result.returncode == 1 and "shards [2] of 3 were not given" in result.stderr
+    assert not (tmp_path / "c").exists()
+    sdcorr("merge", str(tmp_path / "d"), str(shards / "0"), str(shards / "1"), "--allow_missing", "true")
+    partial = json.loads((tmp_path / "d/results.json").read_text())
+    assert partial["incomplete"] is True and partial["missing_shards"] == [2]
+    assert partial["overall"]["num_pairs"] == 2
+
+
+def test_evaluate_recomputes_with_other_alphas(whole, tmp_path):
+    output = tmp_path / "evaluation.json"
+    sdcorr("evaluate", str(whole), "--alphas", "[0.1, 1000]", "--output", str(output))
+    again, original = json.loads(output.read_text()), json.loads((whole / "results.json").read_text())
+    assert again["overall"]["pck@0.1"] == original["overall"]["pck@0.1"]
+    assert again["overall"]["pck@1000"] == {"per_image": 1.0, "per_point": 1.0}  # everything is within 1000x
+    assert "pck@0.05" not in again["overall"]
+    result = sdcorr("evaluate", str(whole), "--threshold", "bbox-trg", check=False)
+    assert result.returncode == 1 and "no threshold 'bbox-trg' recorded" in result.stderr
+
+
+def test_saved_embeddings_rerun_only_the_target_side(whole, tmp_path):
+    first = tmp_path / "first"
+    run(first, "--output.save_embeddings", "true")
+    saved = sorted((first / "embeddings").glob("*.pt"))
+    assert len(saved) == 3
+    assert lines(first / "predictions.jsonl") == lines(whole / "predictions.jsonl")
+    # the same locate settings on the saved embeddings reproduce the predictions without fitting
+    retest = tmp_path / "retest"
+    run(retest, "--model.embeddings", str(first), "--model.matcher.init_args.steps", "1")
+    assert [r["predicted_keypoints"] for r in lines(retest / "predictions.jsonl")] == [
+        r["predicted_keypoints"] for r in lines(whole / "predictions.jsonl")
+    ]
+    os.remove(saved[0])
+    result = run(tmp_path / "broken", "--model.embeddings", str(first), check=False)
+    assert result.returncode == 1 and "no saved embeddings for pair" in result.stderr
