@@ -1,4 +1,4 @@
-"""The ``sdcorr`` command: LightningCLI with the ``test`` and ``predict`` subcommands.
+"""The ``sdcorr`` command: LightningCLI with ``test``, ``predict`` and ``match``; ``merge``, ``evaluate`` on folders.
 
 ``sdcorr test --config configs/demo.yaml`` builds the Trainer, the datamodule (``data:``, any
 ``PairDataModule`` subclass by class_path) and :class:`~sdcorr.module.CorrespondenceModule` from
@@ -14,10 +14,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter
+from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
 from sdcorr.errors import SdcorrError
 from sdcorr.module import CorrespondenceModule
+from sdcorr.trainer import SdcorrTrainer
 
 
 class SdcorrCLI(LightningCLI):
@@ -28,12 +30,14 @@ class SdcorrCLI(LightningCLI):
         return {
             "test": {"model", "dataloaders", "datamodule"},
             "predict": {"model", "dataloaders", "datamodule"},
+            "match": {"model", "datamodule"},
         }
 
     def add_arguments_to_parser(self, parser) -> None:
         """Callbacks configured in their own config sections (``output:``, ...), always present."""
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PictureCallback, "pictures")
+        parser.add_lightning_class_args(RunProgress, "progress")
 
 
 #: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
@@ -42,10 +46,16 @@ FOLDER_COMMANDS = ("merge", "evaluate")
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
-    args = sys.argv[1:] if args is None else list(args)
+    from_command_line = args is None
+    args = sys.argv[1:] if from_command_line else list(args)
+    if len(args) >= 3 and args[0] == "match" and not args[1].startswith("-") and not args[2].startswith("-"):
+        args = ["match", "--source", args[1], "--target", args[2], *args[3:]]  # SOURCE TARGET as positionals
     try:
         if args and args[0] in FOLDER_COMMANDS:
             commands.main(args)
+        elif from_command_line:  # LightningCLI reads sys.argv itself (and warns when given both)
+            sys.argv[1:] = args
+            _run(None)
         else:
             _run(args)
     except SdcorrError as error:
@@ -58,8 +68,10 @@ def _run(args: Optional[list[str]]) -> None:
         CorrespondenceModule,
         PairDataModule,
         subclass_mode_data=True,
+        trainer_class=SdcorrTrainer,
         # the inner optimisation needs autograd: never run test/predict under inference_mode
-        trainer_defaults={"inference_mode": False},
+        # progress bars only on a terminal: in a pipe or a log file they are noise
+        trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,

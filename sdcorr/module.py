@@ -66,6 +66,8 @@ class CorrespondenceModule(LightningModule):
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
         self.pck_groups = PCK(self.alphas)
+        #: predict_step also returns the MatchResults (heatmaps...); off because Lightning keeps predict outputs
+        self.return_results = False
         #: the metric table of the last test run (see :class:`sdcorr.metrics.PCK`), set at epoch end
         self.results: Optional[dict[str, Any]] = None
 
@@ -151,9 +153,11 @@ class CorrespondenceModule(LightningModule):
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
         """Match every pair of the batch (no ground truth needed). Returns ``{"records": [...]}``.
 
-        Heatmaps are left out: Lightning keeps every ``predict_step`` output in memory until the end.
+        The MatchResults (heatmaps...) are added only when :attr:`return_results` is set: Lightning keeps
+        every ``predict_step`` output in memory until the end.
         """
-        return {"records": self._step(batch, score=False)["records"]}
+        outputs = self._step(batch, score=False)
+        return outputs if self.return_results else {"records": outputs["records"]}
 
     def on_test_epoch_end(self) -> None:
         results = self.pck.compute()

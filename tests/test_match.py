@@ -1,0 +1,76 @@
+"""``sdcorr match`` on a bundled pair, and progress output on a terminal and in a pipe."""
+
+import json
+import os
+import pty
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import DEMO, REPO
+from tests.test_cli import sdcorr
+
+QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
+         "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
+SOURCE, TARGET = str(DEMO / "0_chelsea_source.jpg"), str(DEMO / "0_chelsea_target.jpg")  # 300 x 200
+
+
+def test_match_writes_points_and_a_picture(tmp_path):
+    result = sdcorr("match", SOURCE, TARGET, "--points", "114,75 211.5, 90", *QUICK, "--output_dir", str(tmp_path))
+    payload = json.loads((tmp_path / "match.json").read_text())
+    assert payload["source_keypoints"] == [[114.0, 75.0], [211.5, 90.0]]
+    assert len(payload["predicted_keypoints"]) == 2
+    for x, y in payload["predicted_keypoints"]:
+        assert 0 <= x <= 300 and 0 <= y <= 200
+        assert f"{x:8.1f}, {y:8.1f}" in result.stdout  # printed for the user
+    picture = np.asarray(Image.open(tmp_path / "match.png").convert("RGB"), dtype=np.float32)
+    assert picture.shape[0] > 200 and picture.shape[1] > 2 * 300
+    assert picture.std() > 20  # not blank: photos and heatmaps
+
+
+def test_bad_points_are_refused(tmp_path):
+    for points, message in [
+        ("114,75 311,90", "point 2 (311, 90) is outside"),
+        ("114;75", "cannot read '114'"),
+        ("", "no point given"),
+    ]:
+        result = sdcorr("match", SOURCE, TARGET, "--points", points, *QUICK, "--output_dir", str(tmp_path),
+                        check=False)  # fmt: skip
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "match.json").exists()
+
+
+def run_on_terminal(args, cwd):
+    """Run a command with stdout and stderr on a pseudo-terminal; returns everything it printed."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(args, cwd=cwd, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert process.wait(timeout=600) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
+    args = ["test", *QUICK, "--data.init_args.subsample", "2"]
+    piped = sdcorr(*args, "--trainer.default_root_dir", str(tmp_path / "piped"))
+    text = piped.stdout + piped.stderr
+    assert "to do: 2 pairs, 11 keypoints, 264 model passes" in text  # 11 x 2 restarts x (8 + 4)
+    assert "estimated time for the run" in text
+    assert "passes in pair" not in text and "Testing" not in text  # no bars in a pipe
+    shown = run_on_terminal(
+        [sys.executable, "-m", "sdcorr.cli", *args, "--trainer.default_root_dir", str(tmp_path / "tty")], REPO
+    )
+    assert "passes in pair" in shown and "Testing" in shown
+    assert "estimated time for the run" in shown
