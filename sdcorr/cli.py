@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.pictures import PictureCallback
@@ -44,6 +45,17 @@ class SdcorrCLI(LightningCLI):
 FOLDER_COMMANDS = ("merge", "evaluate")
 
 
+def _known_error(error: BaseException) -> Optional[SdcorrError]:
+    """The :class:`SdcorrError` behind ``error`` (itself or a cause), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SdcorrError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
     from_command_line = args is None
@@ -58,8 +70,15 @@ def main(args: Optional[list[str]] = None) -> None:
             _run(None)
         else:
             _run(args)
-    except SdcorrError as error:
-        print(f"sdcorr: error: {error}", file=sys.stderr)
+    except ArgumentError as error:
+        command = args[0] if args and args[0] in SdcorrCLI.subcommands() else ""
+        print(f"sdcorr: error: {error}\n(options: sdcorr {command} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as error:  # known errors may arrive wrapped (jsonargparse instantiation)
+        known = _known_error(error)
+        if known is None:
+            raise
+        print(f"sdcorr: error: {known}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -73,6 +92,9 @@ def _run(args: Optional[list[str]]) -> None:
         # progress bars only on a terminal: in a pipe or a log file they are noise
         trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
         save_config_kwargs={"overwrite": True},
+        # a bad option or config key raises (main prints one message) instead of printing the whole usage
+        parser_kwargs={name: {"exit_on_error": False} for name in ("test", "predict", "match")}
+        | {"exit_on_error": False},
         args=args,
         auto_configure_optimizers=False,
     )

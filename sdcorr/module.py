@@ -12,7 +12,7 @@ from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
-from sdcorr.errors import DataError, InferenceModeError
+from sdcorr.errors import DataError, InferenceModeError, NumericalError
 from sdcorr.evaluate import accumulate
 from sdcorr.metrics import PCK, pck_correct
 from sdcorr.runfolder import embedding_file
@@ -82,12 +82,16 @@ class CorrespondenceModule(LightningModule):
             raise InferenceModeError(INFERENCE_MODE_MESSAGE)
         args = (self.source, sample["source_image"], sample["target_image"], sample["source_keypoints"])
         seed = (self.run_seed, sample["pair_id"])
-        if self.embeddings is None:
-            return self.matcher.match(*args, seed=seed)
-        path = embedding_file(self.embeddings, sample["pair_id"])
-        if not path.is_file():
-            raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
-        return self.matcher.match(*args, seed=seed, embeddings=torch.load(path, map_location=self.device))
+        options = {}
+        if self.embeddings is not None:
+            path = embedding_file(self.embeddings, sample["pair_id"])
+            if not path.is_file():
+                raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
+            options["embeddings"] = torch.load(path, map_location=self.device)
+        try:
+            return self.matcher.match(*args, seed=seed, **options)
+        except NumericalError as error:
+            raise NumericalError(f"pair {sample['pair_id']!r}: {error}") from error
 
     @torch.no_grad()
     def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:

@@ -112,23 +112,6 @@ def test_predict_needs_no_ground_truth(tmp_path):
     assert line["target_keypoints"] is None and len(line["predicted_keypoints"]) == 5
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        (["--data.root", "/nonexistent/pairs"], "/nonexistent/pairs: dataset folder not found"),
-        (["--trainer.default_root_dir", "{file}"], "cannot write the output folder"),
-    ],
-)
-def test_bad_input_is_one_message_without_traceback(tmp_path, override, message):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    args = [arg.replace("{file}", str(blocker)) for arg in override]
-    result = sdcorr("test", "--config", "configs/smoke.yaml", *args, check=False)
-    assert result.returncode == 1
-    assert "sdcorr: error: " in result.stderr and message in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     """3 demo pairs on 2 CPU processes (gloo): no pair padded in twice, the same table as 1 process."""
     single, _ = smoke_run
@@ -143,9 +126,5 @@ def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     assert sorted(line["pair_id"] for line in lines) == sorted(line["pair_id"] for line in expected)
     by_id = {line["pair_id"]: line for line in expected}
     assert all(line["predicted_keypoints"] == by_id[line["pair_id"]]["predicted_keypoints"] for line in lines)
-    got, want = (json.loads((d / "results.json").read_text()) for d in (tmp_path, single))
-    assert got["overall"]["num_pairs"] == want["overall"]["num_pairs"] == 3
-    for alpha in ("pck@0.05", "pck@0.1"):
-        for kind in ("per_image", "per_point"):
-            assert got["overall"][alpha][kind] == pytest.approx(want["overall"][alpha][kind])
-    assert got["per_category"].keys() == want["per_category"].keys()
+    # scored from the same records in pair_id order: not approximately, but byte for byte the same
+    assert (tmp_path / "results.json").read_text() == (single / "results.json").read_text()
