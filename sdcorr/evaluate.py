@@ -140,7 +140,7 @@ def per_layer(
     names = [str(n) for n in layer_names] if layer_names and len(layer_names) == num_layers else None
     out = {}
     for index in range(num_layers):
-        metric = PCK(alphas)
+        metric = PCK(alphas, sync_on_compute=False)
         for record in scored:
             *args, scale = _scoring_args(record, record["layer_predictions"][index], threshold_mode, "cpu")
             metric.update(*args, categories=[record["category"]], scale=scale)
@@ -163,7 +163,8 @@ def evaluate(
         ``histogram`` (see :func:`histogram`) and ``threshold_mode`` (None: as each pair was run).
     """
     records = sorted(records, key=lambda r: r["pair_id"])
-    pck, groups = PCK(alphas), PCK(alphas)
+    # local: these see every record already (under DDP, rank 0 scores the files of all ranks)
+    pck, groups = PCK(alphas, sync_on_compute=False), PCK(alphas, sync_on_compute=False)
     accumulate(records, pck, groups, threshold_mode)
     results = pck.compute()
     results["per_group"] = groups.compute()["per_category"] if groups.total else {}
