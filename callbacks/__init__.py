@@ -1,5 +1,7 @@
-"""Lightning callbacks: per-pair predictions and the results file."""
+"""Lightning callbacks: per-pair predictions and the results file, pictures, and a W&B logger default."""
 
+from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter
+from callbacks.wandb_logger import AutoWandbLogger
 
-__all__ = ["PredictionWriter"]
+__all__ = ["AutoWandbLogger", "PictureCallback", "PredictionWriter"]

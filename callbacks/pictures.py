@@ -1,0 +1,248 @@
+"""Pictures of what the model sees during ``sdcorr test``: on W&B, as PNG files and in ``index.html``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+
+from callbacks.predictions import PredictionWriter
+from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
+from sdcorr.report import HISTOGRAM_FILE, PICTURES, histogram_of, layer_rows, picture_name, summary_rows, write_report
+
+
+class PictureCallback(Callback):
+    """Draw the first pairs of a test run and summarise the run, like the paper's supplementary figures.
+
+    Per drawn pair (see :mod:`sdcorr.plots`): a correspondence plot (a line from each source keypoint
+    to its prediction, blue when correct at PCK@``alpha``, orange when wrong), the target attention
+    heatmaps (ground truth: yellow star; prediction: white ring) and, with ``source_maps``, where the
+    fitted embeddings attend in the source image. At the end of the test run: the PCK tables of
+    ``results.json`` (per category, per group, per layer) and the histogram of pairs by the fraction
+    of their keypoints that are correct.
+
+    Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
+    ``log_image``, tables with ``log_table``, a bar chart of the histogram); into the output folder
+    (``pictures/*.png`` and a self-contained ``index.html``, see :mod:`sdcorr.report`) when no
+    WandbLogger is configured or ``WANDB_MODE=disabled`` (``files: auto``), or always (``files: always``).
+
+    Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
+
+    Args:
+        enabled: draw anything at all; false costs nothing.
+        num_pairs: draw the first this many pairs of the run.
+        pair_ids: draw these pairs instead of the first ``num_pairs``.
+        keypoints: at most this many keypoints (the first ones) get heatmap panels; None: all.
+            Correspondence plots always show every keypoint.
+        alpha: PCK threshold of the colours and the histogram; one of the model's ``alphas``.
+        source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair).
+        files: write pictures/*.png and index.html: auto (only without a WandbLogger), always or never.
+        height: height in pixels of the correspondence plots.
+        panel_size: longest side in pixels of each heatmap panel.
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        num_pairs: int = 8,
+        pair_ids: Optional[list[str]] = None,
+        keypoints: Optional[int] = 8,
+        alpha: float = 0.1,
+        source_maps: bool = True,
+        files: Literal["auto", "always", "never"] = "auto",
+        height: int = 320,
+        panel_size: int = 192,
+    ) -> None:
+        if num_pairs < 0 or (keypoints is not None and keypoints < 1):
+            raise ValueError(f"Expected num_pairs >= 0 and keypoints >= 1 but got {num_pairs} and {keypoints}")
+        if files not in ("auto", "always", "never"):
+            raise ValueError(f"Expected files in ('auto', 'always', 'never') but got {files!r}")
+        self.enabled = enabled
+        self.num_pairs = num_pairs
+        self.pair_ids = None if pair_ids is None else list(pair_ids)
+        self.keypoints = keypoints
+        self.alpha = alpha
+        self.source_maps = source_maps
+        self.files = files
+        self.height = height
+        self.panel_size = panel_size
+        self._drawn = 0
+        self._rows: list[list[Any]] = []
+
+    # where things go
+    @staticmethod
+    def wandb_logger(trainer: Trainer) -> Optional[WandbLogger]:
+        """The first WandbLogger among the Trainer's loggers; None if there is none or ``WANDB_MODE=disabled``."""
+        if os.environ.get("WANDB_MODE") == "disabled":  # W&B would drop everything: write files instead
+            return None
+        return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+
+    def writes_files(self, trainer: Trainer) -> bool:
+        """Whether PNGs and index.html go to the output folder."""
+        return self.files == "always" or (self.files == "auto" and self.wandb_logger(trainer) is None)
+
+    @staticmethod
+    def folder(trainer: Trainer) -> Path:
+        """The output folder: the PredictionWriter's, else the Trainer's ``default_root_dir``."""
+        writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        return writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
+
+    def _active(self, trainer: Trainer) -> bool:
+        """Enabled, rank 0, and somewhere to put the pictures (files or W&B)."""
+        if not self.enabled or not trainer.is_global_zero:
+            return False
+        return self.writes_files(trainer) or self.wandb_logger(trainer) is not None
+
+    # hooks
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.enabled or stage != "test":
+            return
+        alphas = [f"{a:g}" for a in getattr(pl_module, "alphas", [])]
+        if f"{self.alpha:g}" not in alphas:
+            raise ValueError(f"Expected pictures.alpha among the model's alphas {alphas} but got {self.alpha:g}")
+        self._drawn, self._rows = 0, []
+
+    def _wanted(self, pair_id: str) -> bool:
+        if self.pair_ids is not None:
+            return pair_id in self.pair_ids
+        return self._drawn < self.num_pairs
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self._active(trainer) or not outputs:
+            return
+        results = outputs.get("results") or [None] * len(outputs["records"])
+        for sample, record, result in zip(batch, outputs["records"], results):
+            if self._wanted(record["pair_id"]):
+                self._drawn += 1
+                self._publish(trainer, record, self.draw(pl_module, sample, record, result))
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        folder = self.folder(trainer)
+        logger = self.wandb_logger(trainer)
+        if logger is not None:
+            if self._rows:
+                columns = ["pair_id", "category", f"pck@{self.alpha:g}", *self._kinds()]
+                logger.log_table("pictures/pairs", columns=columns, data=self._rows, step=trainer.global_step)
+            results = _read_json(folder / "results.json")
+            if results is not None:
+                self._log_summary(logger, trainer, folder, results)
+        if self.writes_files(trainer):
+            counts = histogram_of(folder, self.alpha) if (folder / "results.json").exists() else None
+            if counts is not None:
+                (folder / PICTURES).mkdir(parents=True, exist_ok=True)
+                self._histogram_picture(counts).save(folder / PICTURES / HISTOGRAM_FILE)
+            write_report(folder, self.alpha)
+
+    # drawing
+    def _kinds(self) -> list[str]:
+        return ["correspondence", "target-heatmaps"] + (["source-heatmaps"] if self.source_maps else [])
+
+    def draw(self, pl_module: LightningModule, sample: dict, record: dict, result: Any) -> dict[str, Image.Image]:
+        """The pictures of one pair: ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``.
+
+        Args:
+            sample: the sample dict (images, see :mod:`datamodules.base`).
+            record: its ``predictions.jsonl`` line (points, ``correct``).
+            result: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, embeddings), or None.
+        """
+        correct = (record.get("correct") or {}).get(f"{self.alpha:g}")
+        target = record.get("target_keypoints")
+        score = f"PCK@{self.alpha:g} {sum(correct)}/{len(correct)}" if correct is not None else "no ground truth"
+        pictures = {
+            "correspondence": correspondence_plot(
+                sample["source_image"],
+                sample["target_image"],
+                record["source_keypoints"],
+                record["predicted_keypoints"],
+                correct,
+                target,
+                height=self.height,
+                caption=f"{record['pair_id']} ({record['category']})  {score}",
+            )
+        }
+        if result is None:
+            return pictures
+        k = len(record["source_keypoints"]) if self.keypoints is None else self.keypoints
+        flags = correct if correct is not None else [None] * len(record["source_keypoints"])
+        labels = [f"#{i}" + {None: "", True: " correct", False: " wrong"}[ok] for i, ok in enumerate(flags)][:k]
+        pictures["target-heatmaps"] = heatmap_plot(
+            sample["target_image"],
+            result.heatmaps[:k],
+            points=None if target is None else target[:k],
+            predictions=record["predicted_keypoints"][:k],
+            labels=labels,
+            panel_size=self.panel_size,
+        )
+        if self.source_maps:
+            # the fitted embeddings of the drawn keypoints only: their maps do not depend on the others
+            embeddings = None if result.embeddings is None else result.embeddings[:k]
+            maps = pl_module.source_heatmaps(sample, dataclasses.replace(result, embeddings=embeddings))
+            if maps is not None:
+                pictures["source-heatmaps"] = heatmap_plot(
+                    sample["source_image"],
+                    maps[:k],
+                    points=record["source_keypoints"][:k],
+                    labels=[f"#{i}" for i in range(len(maps[:k]))],
+                    panel_size=self.panel_size,
+                )
+        return pictures
+
+    def _publish(self, trainer: Trainer, record: dict, pictures: dict[str, Image.Image]) -> None:
+        if self.writes_files(trainer):
+            folder = self.folder(trainer) / PICTURES
+            folder.mkdir(parents=True, exist_ok=True)
+            for kind, picture in pictures.items():
+                picture.save(folder / picture_name(record["pair_id"], kind))
+        logger = self.wandb_logger(trainer)
+        if logger is None:
+            return
+        import wandb
+
+        caption = f"{record['pair_id']} ({record['category']})"
+        for kind, picture in pictures.items():
+            logger.log_image(f"pictures/{kind}", [picture], step=trainer.global_step, caption=[caption])
+        correct = (record.get("correct") or {}).get(f"{self.alpha:g}")
+        fraction = None if not correct else sum(correct) / len(correct)
+        images = [wandb.Image(pictures[k]) if k in pictures else None for k in self._kinds()]
+        self._rows.append([record["pair_id"], record["category"], fraction, *images])
+
+    def _histogram_picture(self, counts: dict[str, Any]) -> Image.Image:
+        title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
+        return histogram_plot(counts["bins"], counts["counts"], title=title)
+
+    def _log_summary(self, logger: WandbLogger, trainer: Trainer, folder: Path, results: dict[str, Any]) -> None:
+        """Per-category and per-layer tables, per-layer PCK values and the histogram, to W&B."""
+        import wandb
+
+        step = trainer.global_step
+        columns, rows = summary_rows(results)
+        logger.log_table("pck/per_category", columns=columns, data=rows, step=step)
+        columns, rows = layer_rows(results)
+        if rows:
+            logger.log_table("pck/per_layer", columns=columns, data=rows, step=step)
+            values = {f"per_layer/{row[0]}/{c}": v for row in rows for c, v in zip(columns[1:], row[1:])}
+            logger.log_metrics({k: v for k, v in values.items() if v is not None}, step=step)
+        counts = histogram_of(folder, self.alpha)
+        if counts is None:
+            return
+        data = [[label, count] for label, count in zip(counts["bins"], counts["counts"])]
+        logger.log_table("pck/histogram", columns=["bin", "pairs"], data=data, step=step)
+        title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
+        chart = wandb.plot.bar(wandb.Table(columns=["bin", "pairs"], data=data), "bin", "pairs", title=title)
+        logger.log_metrics({"pck/histogram_chart": chart}, step=step)
+        logger.log_image("pck/histogram_image", [self._histogram_picture(counts)], step=step)
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,224 @@
+"""PictureCallback: which pairs it draws and what it costs, files and index.html, W&B offline, the page in Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+
+from callbacks.pictures import PictureCallback
+from callbacks.wandb_logger import logged_in, resolve_offline
+from sdcorr.cli import main
+from sdcorr.engine import MatchResult
+from sdcorr.plots import BAR, STAR
+from tests.conftest import REPO
+
+QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.yaml"]
+
+
+class FakeModule:
+    """Stands in for CorrespondenceModule: records which source maps were asked for."""
+
+    alphas = [0.05, 0.1]
+
+    def __init__(self):
+        self.calls = []
+
+    def source_heatmaps(self, sample, result):
+        self.calls.append((sample["pair_id"], len(result.embeddings)))
+        return torch.rand(len(result.embeddings), 8, 8)
+
+
+def fake_pair(pair_id, n=5):
+    points = torch.rand(n, 2) * 30
+    sample = {"pair_id": pair_id, "source_image": torch.rand(3, 30, 40), "target_image": torch.rand(3, 30, 40)}
+    record = {
+        "pair_id": pair_id,
+        "category": "cat",
+        "source_keypoints": points.tolist(),
+        "predicted_keypoints": points.tolist(),
+        "target_keypoints": points.tolist(),
+        "correct": {"0.05": [True] * n, "0.1": [True] * (n - 1) + [False]},
+    }
+    result = MatchResult(keypoints=points, heatmaps=torch.rand(n, 8, 8), embeddings=torch.rand(n, 2, 3, 4))
+    return sample, record, result
+
+
+def fake_trainer(folder, rank_zero=True):
+    return SimpleNamespace(
+        is_global_zero=rank_zero, loggers=[], callbacks=[], default_root_dir=str(folder), global_step=0
+    )
+
+
+def run_batches(callback, trainer, module, pair_ids):
+    callback.setup(trainer, module, "test")
+    for index, pair_id in enumerate(pair_ids):
+        sample, record, result = fake_pair(pair_id)
+        callback.on_test_batch_end(trainer, module, {"records": [record], "results": [result]}, [sample], index)
+    callback.on_test_end(trainer, module)
+
+
+def test_draws_the_first_pairs_and_source_maps_only_for_them(tmp_path):
+    module = FakeModule()
+    run_batches(PictureCallback(num_pairs=1, keypoints=3), fake_trainer(tmp_path), module, ["p0", "p1"])
+    assert module.calls == [("p0", 3)]  # one pair, only the 3 drawn keypoints' embeddings
+    names = sorted(p.name for p in (tmp_path / "pictures").iterdir())
+    assert names == ["p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png"]
+    assert (tmp_path / "index.html").exists()
+
+
+def test_pair_ids_choose_the_pairs(tmp_path):
+    module = FakeModule()
+    callback = PictureCallback(pair_ids=["p2"], source_maps=False)
+    run_batches(callback, fake_trainer(tmp_path), module, ["p0", "p1", "p2"])
+    assert module.calls == []
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
+        "p2.correspondence.png",
+        "p2.target-heatmaps.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "callback, rank_zero",
+    [(PictureCallback(enabled=False), True), (PictureCallback(), False), (PictureCallback(files="never"), True)],
+)
+def test_no_files_when_disabled_on_other_ranks_or_never(tmp_path, callback, rank_zero):
+    module = FakeModule()
+    run_batches(callback, fake_trainer(tmp_path, rank_zero), module, ["p0"])
+    assert not (tmp_path / "pictures").exists() and not (tmp_path / "index.html").exists()
+    assert module.calls == []  # nothing drawn: zero cost
+
+
+def test_files_only_without_a_wandb_logger_unless_wandb_is_disabled(tmp_path, monkeypatch):
+    trainer = fake_trainer(tmp_path)
+    trainer.loggers = [WandbLogger(save_dir=str(tmp_path))]  # lazy: no W&B run is started here
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert not PictureCallback().writes_files(trainer) and PictureCallback(files="always").writes_files(trainer)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert PictureCallback().writes_files(trainer) and PictureCallback().wandb_logger(trainer) is None
+
+
+def test_alpha_must_be_one_of_the_models():
+    with pytest.raises(ValueError, match=r"pictures.alpha among the model's alphas \['0.05', '0.1'\]"):
+        PictureCallback(alpha=0.2).setup(fake_trainer("."), FakeModule(), "test")
+
+
+@pytest.fixture(scope="module")
+def smoke_folder(tmp_path_factory):
+    """A smoke run through the CLI without W&B, drawing 2 of the 3 pairs, 3 keypoints each."""
+    out = tmp_path_factory.mktemp("pictures")
+    cwd, argv = os.getcwd(), sys.argv
+    os.chdir(REPO)
+    sys.argv = ["sdcorr"]  # LightningCLI warns when it gets args while sys.argv holds pytest's
+    try:
+        main(["test", *QUICK, "--trainer.default_root_dir", str(out), "--pictures.num_pairs", "2",
+              "--pictures.keypoints", "3"])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return out
+
+
+def test_smoke_run_writes_pngs_and_index_html(smoke_folder):
+    names = sorted(p.name for p in (smoke_folder / "pictures").iterdir())
+    kinds = ["correspondence", "source-heatmaps", "target-heatmaps"]
+    assert names == [f"{pair}.{kind}.png" for pair in ("0_chelsea", "1_astronaut") for kind in kinds] + [
+        "histogram.png"
+    ]
+    heatmaps = Image.open(smoke_folder / "pictures" / "0_chelsea.target-heatmaps.png")
+    assert heatmaps.size == (3 * (192 + 4) - 4, 144 + 16)  # 3 panels of the 320x240 target
+    page = (smoke_folder / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 7  # the histogram and 2 x 3 pair pictures
+    results = json.loads((smoke_folder / "results.json").read_text())
+    for category in results["per_category"]:
+        assert f"<td>{category}</td>" in page
+    assert "0_chelsea (cat): PCK@0.05" in page
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_index_html_renders_in_chromium(smoke_folder, tmp_path):
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+         "--window-size=1200,2400", (smoke_folder / "index.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 2000  # photos, not a blank page
+
+    def count(colour, where=slice(None)):
+        return int((pixels[where] == np.array(colour)).all(axis=1).sum())
+
+    top = slice(0, 1200 * 600)  # the first 600 rows: the tables
+    assert count((220, 230, 242), top) > 2000  # table header cells (#dce6f2)
+    assert count(BAR) > 3000  # the histogram bars (and the blue lines)
+    assert count(STAR) > 50  # ground-truth stars in the pair pictures
+
+
+def offline_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    for name in ("DIR", "DATA_DIR", "CACHE_DIR", "CONFIG_DIR", "ARTIFACT_DIR"):
+        (tmp_path / name.lower()).mkdir()
+        env[f"WANDB_{name}"] = str(tmp_path / name.lower())
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    return env
+
+
+def test_wandb_offline_run_logs_images_and_tables(tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--data.subsample", "2",
+         "--trainer.default_root_dir", str(out), "--trainer.logger", "callbacks.AutoWandbLogger",
+         "--trainer.logger.save_dir", str(tmp_path / "dir"), "--pictures.keypoints", "2"],
+        cwd=REPO, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (files,) = (tmp_path / "dir").glob("wandb/offline-run-*/files")
+    media = files / "media"
+    for kind in ("correspondence", "target-heatmaps", "source-heatmaps"):
+        assert len(list(media.glob(f"images/pictures/{kind}_*.png"))) == 2, kind
+    assert len(list(media.glob("images/pck/histogram_image_*.png"))) == 1
+
+    def table(key):  # W&B names a table file <key>_<step>_<hash>.table.json
+        folder, leaf = key.rsplit("/", 1)
+        pattern = rf"{leaf}_\d+_[0-9a-f]+\.table\.json"
+        (path,) = [p for p in (media / "table" / folder).iterdir() if re.fullmatch(pattern, p.name)]
+        return json.loads(path.read_text())
+
+    results = json.loads((out / "results.json").read_text())
+    categories = table("pck/per_category")
+    assert [row[0] for row in categories["data"]] == [*results["per_category"], "overall"]
+    assert categories["data"][-1][5] == pytest.approx(results["overall"]["pck@0.1"]["per_image"])
+    assert [row[0] for row in table("pck/per_layer")["data"]] == list(results["per_layer"])
+    assert sum(row[1] for row in table("pck/histogram")["data"]) == results["overall"]["num_pairs"] == 2
+    pairs = table("pictures/pairs")
+    assert pairs["columns"][3:] == ["correspondence", "target-heatmaps", "source-heatmaps"]
+    assert len(pairs["data"]) == 2
+    # with a WandbLogger and files: auto, nothing is written into the run folder
+    assert not (out / "pictures").exists() and not (out / "index.html").exists()
+
+
+def test_offline_unless_logged_in_or_wandb_mode(tmp_path):
+    netrc = tmp_path / "netrc"
+    assert resolve_offline(environ={}, netrc_file=netrc) is True  # no file, no key
+    assert resolve_offline(environ={"WANDB_API_KEY": "k"}, netrc_file=netrc) is False
+    assert resolve_offline(environ={"WANDB_MODE": "offline"}, netrc_file=netrc) is False  # W&B follows WANDB_MODE
+    assert resolve_offline(True, environ={"WANDB_API_KEY": "k"}) is True
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert logged_in(environ={}, netrc_file=netrc) and resolve_offline(environ={}, netrc_file=netrc) is False
+    assert not logged_in(environ={"WANDB_BASE_URL": "https://wandb.example.org"}, netrc_file=netrc)
+    assert logged_in(environ={"NETRC": str(netrc)})
+    assert not logged_in(environ={"NETRC": str(Path(tmp_path / "missing"))})
