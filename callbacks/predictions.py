@@ -81,7 +81,7 @@ class PredictionWriter(Callback):
             "layers": (getattr(pl_module.source, "hparams", None) or {}).get("layers"),
         }
 
-    def _prepare(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
+    def _prepare(self, folder: Path, manifest: dict[str, Any], stage: str) -> list[str]:
         """Check the folder against this run (rank 0); returns the pair ids already done."""
         old = read_manifest(folder)
         has_predictions = any(folder.glob(PREDICTION_FILES))
@@ -103,7 +103,8 @@ class PredictionWriter(Callback):
             for path in folder.glob(PREDICTION_FILES):
                 path.unlink()
             shutil.rmtree(folder / EMBEDDINGS, ignore_errors=True)
-        (folder / RESULTS).unlink(missing_ok=True)
+        if stage == "test" or self.overwrite:  # a test run rewrites it; until then it would be stale
+            (folder / RESULTS).unlink(missing_ok=True)
         write_json(folder / MANIFEST, manifest)
         selected = set(manifest["pair_ids"])
         return [r["pair_id"] for r in read_predictions(folder, repair=True) if r["pair_id"] in selected]
@@ -114,7 +115,7 @@ class PredictionWriter(Callback):
         if trainer.is_global_zero:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                decision = self._prepare(folder, self.manifest(trainer, pl_module))
+                decision = self._prepare(folder, self.manifest(trainer, pl_module), stage)
             except SdcorrError as error:
                 decision = error
             except OSError as error:
