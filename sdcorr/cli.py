@@ -42,7 +42,7 @@ class SdcorrCLI(LightningCLI):
 
 
 #: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
-FOLDER_COMMANDS = ("merge", "evaluate")
+FOLDER_COMMANDS = ("merge", "evaluate", "report")
 
 
 def _known_error(error: BaseException) -> Optional[SdcorrError]:

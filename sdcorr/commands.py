@@ -5,6 +5,7 @@
   shards or pairs are listed (and refused unless ``--allow_missing``).
 * ``sdcorr evaluate RUN_DIR`` scores a run folder again, with other alphas or another of the
   dataset's threshold modes, into ``evaluation.json`` (results.json is left as the run wrote it).
+* ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.report`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jsonargparse import ArgumentParser
 
 from sdcorr.errors import OutputError
 from sdcorr.evaluate import PREDICTION_FILES, read_predictions, results_payload
+from sdcorr.report import write_report
 from sdcorr.results import format_table
 from sdcorr.runfolder import MANIFEST, RESULTS, differences, read_manifest, write_json
 
@@ -150,9 +152,15 @@ def main(args: Sequence[str]) -> None:
     scoring.add_argument("--threshold", type=Optional[str], default=None, help="threshold mode; default: as run")
     scoring.add_argument("--output", type=Optional[str], default=None, help="default: FOLDER/evaluation.json")
     commands.add_subcommand("evaluate", scoring, help="score a run folder again")
+    reporting = ArgumentParser(description="Write index.html (tables, histogram, pictures) for a run folder.")
+    reporting.add_argument("folder", type=str, help="the run folder")
+    reporting.add_argument("--alpha", type=float, default=0.1, help="PCK threshold of the histogram")
+    commands.add_subcommand("report", reporting, help="write a run folder's index.html")
     config = parser.parse_args(list(args))
     options = config[config.subcommand]
     if config.subcommand == "merge":
         merge(options.out, options.folders, options.allow_missing)
-    else:
+    elif config.subcommand == "evaluate":
         evaluate(options.folder, options.alphas, options.threshold, options.output)
+    else:
+        print(write_report(options.folder, options.alpha))

@@ -11,7 +11,6 @@ run folder, also one without pictures or without ``results.json``::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -240,16 +239,3 @@ def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = 
     path = folder / "index.html"
     path.write_text(page)
     return path
-
-
-def main(args: Optional[list[str]] = None) -> None:
-    """``python -m sdcorr.report FOLDER``: write FOLDER/index.html and print its path."""
-    parser = argparse.ArgumentParser(description="Write index.html for an sdcorr run folder.")
-    parser.add_argument("folder", help="the run folder (holding results.json, predictions.jsonl, pictures/)")
-    parser.add_argument("--alpha", type=float, default=0.1, help="PCK threshold of the histogram")
-    options = parser.parse_args(args)
-    print(write_report(options.folder, options.alpha))
-
-
-if __name__ == "__main__":
-    main()

@@ -156,3 +156,13 @@ def test_saved_embeddings_rerun_only_the_target_side(whole, tmp_path):
     os.remove(saved[0])
     result = run(tmp_path / "broken", "--model.embeddings", str(first), check=False)
     assert result.returncode == 1 and "no saved embeddings for pair" in result.stderr
+
+
+def test_report_is_written_for_any_finished_folder(whole, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(whole, folder)
+    (folder / "index.html").unlink(missing_ok=True)
+    result = sdcorr("report", str(folder))
+    assert result.stdout.strip().endswith("index.html")
+    page = (folder / "index.html").read_text()
+    assert "0_chelsea" in page and "<h2>PCK</h2>" in page and "overall" in page
