@@ -53,7 +53,7 @@ class RunProgress(Callback):
         self._estimated = False
 
     def _passes(self, pl_module: LightningModule, batch: list[dict[str, Any]]) -> int:
-        return sum(pl_module.matcher.cost(len(sample["source_keypoints"])) for sample in batch)
+        return sum(pl_module.matcher.cost(len(sample["source_keypoints"]), pl_module.source) for sample in batch)
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._estimated = False
@@ -66,7 +66,7 @@ class RunProgress(Callback):
         if not self.estimate or not pairs or not trainer.is_global_zero:
             return
         keypoints = sum(int(pair["num_keypoints"]) for pair in pairs)
-        self._total_passes = sum(pl_module.matcher.cost(int(pair["num_keypoints"])) for pair in pairs)
+        self._total_passes = sum(pl_module.matcher.cost(int(pair["num_keypoints"]), pl_module.source) for pair in pairs)
         rank_zero_info(
             f"to do: {len(pairs)} pairs, {keypoints} keypoints, {self._total_passes:,} model passes "
             f"({type(pl_module.matcher).__name__}); a time estimate follows the first pair"

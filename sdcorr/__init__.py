@@ -3,14 +3,19 @@
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher, match
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
-from sdcorr.sources import FeatureSource, Source, StableDiffusionSource
+from sdcorr.nearest import NearestNeighbourMatcher
+from sdcorr.sources import DenseSource, DiftSource, Dinov2Source, FeatureSource, Source, StableDiffusionSource
 
 __all__ = [
     "PCK",
     "CorrespondenceModule",
+    "DenseSource",
+    "DiftSource",
+    "Dinov2Source",
     "FeatureSource",
     "MatchResult",
     "Matcher",
+    "NearestNeighbourMatcher",
     "PromptMatcher",
     "Source",
     "StableDiffusionSource",

@@ -23,7 +23,7 @@ from sdcorr import geometry
 from sdcorr.crops import CropEncoder
 from sdcorr.errors import InferenceModeError, NumericalError
 from sdcorr.rng import generator
-from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.base import FeatureSource, Source
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Matcher(ABC):
     speed_options: tuple[str, ...] = ()
     _work: Optional[list[int]] = None  # [done, total] of the pair in progress
 
-    def cost(self, num_keypoints: int) -> int:
+    def cost(self, num_keypoints: int, source: Optional[Source] = None) -> int:
         """Item-passes through the model for a pair with ``num_keypoints`` keypoints (for estimates)."""
         return num_keypoints
 
@@ -174,7 +174,7 @@ class PromptMatcher(Matcher):
         side = int(image_size * self.crop_fraction)
         return side, int(self.margin_fraction * side)
 
-    def cost(self, num_keypoints: int) -> int:
+    def cost(self, num_keypoints: int, source: Optional[Source] = None) -> int:
         """UNet passes per pair: ``N x restarts x (steps + locate_crops)`` (a pass = one item, one crop)."""
         return num_keypoints * self.restarts * (self.steps + self.locate_crops)
 
@@ -333,6 +333,11 @@ class PromptMatcher(Matcher):
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
         """
+        if not isinstance(source, FeatureSource):
+            raise TypeError(
+                f"PromptMatcher needs a FeatureSource (attention maps for an embedding), got {type(source).__name__}; "
+                "dense-feature sources go with sdcorr.NearestNeighbourMatcher"
+            )
         size = source.image_size
         src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
         source_work = geometry.resize_image(source_image.float(), size)
