@@ -16,16 +16,21 @@ BENCHMARKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BENCHMARKS))
-def test_benchmark_config_runs_end_to_end(tmp_path, name):
+# every benchmark with the prompt method; SPair also with the nearest-neighbour methods (issue 8)
+RUNS = [(name, "tiny") for name in sorted(BENCHMARKS)] + [("spair", "tiny_dift"), ("spair", "tiny_dinov2")]
+
+
+@pytest.mark.parametrize("name, model", RUNS)
+def test_benchmark_config_runs_end_to_end(tmp_path, name, model):
     writer, mode = BENCHMARKS[name]
     root = writer(tmp_path / "data")
     out = tmp_path / "out"
     extra = ["--data.classes", "[1, 2]"] if name == "cub" else []
+    if model == "tiny":
+        extra += ["--config", "configs/protocol/quick.yaml"]
     run = sdcorr(
-        "test", "--config", f"configs/{name}.yaml", "--config", "configs/model/tiny.yaml",
-        "--config", "configs/protocol/quick.yaml", "--data.root", str(root), "--trainer.default_root_dir", str(out),
-        "--trainer.logger", "false", *extra,
+        "test", "--config", f"configs/{name}.yaml", "--config", f"configs/model/{model}.yaml",
+        "--data.root", str(root), "--trainer.default_root_dir", str(out), "--trainer.logger", "false", *extra,
     )  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -33,9 +38,15 @@ def test_benchmark_config_runs_end_to_end(tmp_path, name):
     assert results["overall"]["num_pairs"] == len(lines) == results["data"]["num_pairs"] > 0
     assert sum(c["num_pairs"] for c in results["per_category"].values()) == len(lines)
     assert len(results["per_category"]) >= 2
+    assert results["source"]["class"].endswith({"tiny": "StableDiffusionSource", "tiny_dift": "DiftSource",
+                                                "tiny_dinov2": "Dinov2Source"}[model])  # fmt: skip
     if name == "spair":
         keys = {group.split("=")[0] for group in results["per_group"]}
         assert keys == {"viewpoint_variation", "scale_variation", "truncation", "occlusion"}
+        # the other threshold mode, after the fact: same predictions, other reference lengths
+        sdcorr("evaluate", str(out), "--threshold", "bbox-trg")
+        again = json.loads((out / "evaluation.json").read_text())
+        assert again["threshold_mode"] == "bbox-trg" and again["overall"]["num_pairs"] == len(lines)
     if name == "cub":
         assert results["data"]["skipped"]["no_keypoints"] >= 1
         assert "skipped pairs (not scored): {'no_keypoints'" in run.stdout + run.stderr
