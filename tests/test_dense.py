@@ -12,16 +12,15 @@ import torch.nn.functional as F
 import yaml
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from datamodules.base import load_image
 from sdcorr import DenseSource, DiftSource, Dinov2Source, NearestNeighbourMatcher
 from sdcorr.cli import main
 from sdcorr.engine import PromptMatcher
 from sdcorr.errors import ModelLoadError
 from sdcorr.nearest import cosine_maps, sample_descriptors
 from sdcorr.rng import generator
-from sdcorr.sources import dense
+from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
-from tests.conftest import DEMO, REPO
+from tests.conftest import REPO
 from tests.example_source import FixedTimestepSource
 
 
@@ -119,7 +118,7 @@ def test_dinov2_load_failures_name_the_model(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="DINOv2 from the folder .*empty"):
         Dinov2Source(pretrained=str(tmp_path / "empty"))
-    monkeypatch.setattr(dense, "_hub_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=5.0: False)
     with pytest.raises(ModelLoadError, match="DINOv2:? 'sdcorr-tests/no-such-dinov2'"):
         Dinov2Source(pretrained="sdcorr-tests/no-such-dinov2")
 
@@ -229,17 +228,6 @@ def test_wrong_kind_of_source_is_refused_with_a_clear_message(source, dino):
 
 
 # ---------------------------------------------------------------- the tiny models localise
-
-
-@pytest.fixture(scope="module")
-def window_pair():
-    """A 200 px window of a real photo and the same-size window shifted by (40, 30) (as in test_engine.py)."""
-    photo = load_image(DEMO / "0_chelsea_target.jpg")  # [3, 240, 320]
-    source, target = photo[:, 0:200, 0:200], photo[:, 30:230, 40:240]
-    keypoints = torch.tensor(
-        [[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0], [130.0, 160.0]]
-    )
-    return source, target, keypoints, keypoints - torch.tensor([40.0, 30.0])
 
 
 @pytest.mark.parametrize("config", ["tiny_dift", "tiny_dinov2"])

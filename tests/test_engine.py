@@ -1,24 +1,11 @@
 import pytest
 import torch
 
-from datamodules.base import load_image
 from sdcorr import geometry
 from sdcorr.engine import PromptMatcher, match
-from tests.conftest import DEMO
 
 # the tiny-model protocol of configs/smoke.yaml
 FAST = dict(lr=1.0, crop_fraction=0.75, restarts=2, steps=30, locate_crops=6)
-
-
-@pytest.fixture(scope="module")
-def window_pair():
-    """A 200 px window of a real photo and the same-size window shifted by (40, 30)."""
-    photo = load_image(DEMO / "0_chelsea_target.jpg")  # [3, 240, 320]
-    source, target = photo[:, 0:200, 0:200], photo[:, 30:230, 40:240]
-    keypoints = torch.tensor(
-        [[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0], [130.0, 160.0]]
-    )
-    return source, target, keypoints, keypoints - torch.tensor([40.0, 30.0])
 
 
 def test_translated_window_is_matched_far_above_identity(source, window_pair):

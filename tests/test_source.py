@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sdcorr.engine import PromptMatcher
-from sdcorr.sources import stable_diffusion
+from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
 from sdcorr.sources.stable_diffusion import ModelLoadError, StableDiffusionSource, paper_scheduler
 from tests.conftest import tiny_source
@@ -34,7 +34,7 @@ def test_folder_without_subfolders_is_refused(tmp_path):
 
 
 def test_unreachable_hub_fails_at_once_with_instructions(monkeypatch):
-    monkeypatch.setattr(stable_diffusion, "_hub_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=5.0: False)
     with pytest.raises(ModelLoadError, match="pretrained DIR"):
         StableDiffusionSource(pretrained="sdcorr-tests/no-such-model")
 

@@ -13,6 +13,20 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+#: Stable Diffusion's VAE (1.x and 2.x share it; 2.x's config says 768 px)
+_SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+
 ARCHITECTURES: dict[str, dict[str, dict]] = {
     "sd-v1-4": {
         "unet": dict(
@@ -27,18 +41,7 @@ ARCHITECTURES: dict[str, dict[str, dict]] = {
             attention_head_dim=8,
             norm_num_groups=32,
         ),
-        "vae": dict(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=512,
-            scaling_factor=0.18215,
-        ),
+        "vae": _SD_VAE,
     },
     "tiny": {
         # cross-attention layers in forward order: down 0, down 1, mid 2, up 3 4, up 5 6;
@@ -87,18 +90,7 @@ ARCHITECTURES: dict[str, dict[str, dict]] = {
             use_linear_projection=True,
             norm_num_groups=32,
         ),
-        "vae": dict(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=768,
-            scaling_factor=0.18215,
-        ),
+        "vae": dict(_SD_VAE, sample_size=768),
     },
     "tiny-v2": {
         # SD 2.x's blocks in small (linear projections, per-block head counts): the last down block and

@@ -1,21 +1,15 @@
-"""Dense descriptors: the interface of sources for nearest-neighbour matching, and their model loading."""
+"""Dense descriptors: the interface of sources for nearest-neighbour matching."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Optional, TypeVar
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
-from huggingface_hub import constants as hf_constants
 from torch import Tensor
 
-from sdcorr.errors import ModelLoadError
 from sdcorr.sources.base import Source
-from sdcorr.sources.stable_diffusion import _hub_reachable
-
-T = TypeVar("T")
 
 
 class DenseSource(Source, ABC):
@@ -39,43 +33,3 @@ class DenseSource(Source, ABC):
     @abstractmethod
     def features(self, images: Tensor, generators: Optional[Sequence[torch.Generator]] = None) -> Tensor:
         """``[B, 3, S, S]`` in ``[0, 1]`` -> float32 descriptors ``[B, C, h, w]``."""
-
-
-def load_from_hub_or_folder(
-    load: Callable[[str, bool], T], pretrained: str, what: str, local_files_only: bool = False
-) -> T:
-    """Run ``load(name, local_files_only)`` on a local folder or a hub id; failures raise :class:`ModelLoadError`.
-
-    Like :func:`sdcorr.sources.stable_diffusion.load_pretrained`: a hub id is first looked up in the
-    local cache, and the network is only used when the model is not cached and the hub is reachable.
-
-    Args:
-        load: builds the model from a folder or hub id; the flag forbids downloads.
-        pretrained: hub id or local folder.
-        what: the model's name for messages, e.g. ``"DINOv2"``.
-    """
-    hint = (
-        "Without network access, download the model on another machine (for example "
-        f"`hf download {pretrained} --local-dir DIR`), copy DIR here and pass "
-        "`--model.source.init_args.pretrained DIR`."
-    )
-    local = Path(pretrained).expanduser()
-    if local.exists():
-        try:
-            return load(str(local), True)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"could not load {what} from the folder {local}: {error}") from error
-    try:
-        return load(pretrained, True)
-    except (OSError, ValueError):
-        pass  # not in the cache
-    if local_files_only or hf_constants.HF_HUB_OFFLINE:
-        raise ModelLoadError(
-            f"{what}: {pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}"
-        )
-    if not _hub_reachable():
-        raise ModelLoadError(f"cannot reach {hf_constants.ENDPOINT} to download {what} {pretrained!r}.\n{hint}")
-    try:
-        return load(pretrained, False)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"could not load {what} from {pretrained!r}: {error}\n{hint}") from error

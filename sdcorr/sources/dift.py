@@ -27,7 +27,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdcorr.rng import generator
 from sdcorr.sources.architectures import build_random
-from sdcorr.sources.dense import DenseSource, load_from_hub_or_folder
+from sdcorr.sources.dense import DenseSource
+from sdcorr.sources.hub import load_from_hub_or_folder
 from sdcorr.sources.stable_diffusion import load_pretrained
 
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import Dinov2Config, Dinov2Model
 
-from sdcorr.sources.dense import DenseSource, load_from_hub_or_folder
+from sdcorr.sources.dense import DenseSource
+from sdcorr.sources.hub import load_from_hub_or_folder
 
 #: ImageNet statistics DINOv2 was trained with
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

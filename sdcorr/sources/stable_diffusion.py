@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
-from urllib.parse import urlparse
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from huggingface_hub import constants as hf_constants
 from torch import Tensor
 
 from sdcorr.attention import install_capture, run_unet
 from sdcorr.errors import ModelLoadError
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.hub import load_from_hub_or_folder
 
 
 def paper_scheduler(num_inference_steps: int = 50) -> DDIMScheduler:
@@ -38,17 +36,6 @@ def paper_scheduler(num_inference_steps: int = 50) -> DDIMScheduler:
     return scheduler
 
 
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Can a TCP connection to the Hugging Face endpoint be opened? (A quick probe instead of minutes of retries.)"""
-    url = urlparse(hf_constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def _load(source: str, local_files_only: bool) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_files_only)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=local_files_only)
@@ -61,34 +48,11 @@ def load_pretrained(pretrained: str, local_files_only: bool = False) -> tuple[UN
     A hub id is first looked up in the local cache; the network is only used when the model is not
     cached, and an unreachable hub fails at once with instructions instead of retrying.
     """
-    hint = (
-        "Without network access, download the model on another machine (for example "
-        f"`hf download {pretrained} --local-dir DIR`), copy DIR here and pass "
-        "`--model.source.init_args.pretrained DIR`. For a quick run without weights use "
-        "`--config configs/model/tiny.yaml`."
-    )
     local = Path(pretrained).expanduser()
-    if local.exists():
-        if not (local / "unet").is_dir() or not (local / "vae").is_dir():
-            raise ModelLoadError(f"{local} is not a diffusers model folder: expected subfolders unet/ and vae/")
-        try:
-            return _load(str(local), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"could not load the model folder {local}: {error}") from error
-    try:
-        return _load(pretrained, local_files_only=True)
-    except (OSError, ValueError):
-        pass  # not in the cache
-    if local_files_only or hf_constants.HF_HUB_OFFLINE:
-        raise ModelLoadError(
-            f"{pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}"
-        )
-    if not _hub_reachable():
-        raise ModelLoadError(f"cannot reach {hf_constants.ENDPOINT} to download {pretrained!r}.\n{hint}")
-    try:
-        return _load(pretrained, local_files_only=False)
-    except (OSError, ValueError) as error:  # hub errors are OSError subclasses
-        raise ModelLoadError(f"could not load Stable Diffusion from {pretrained!r}: {error}\n{hint}") from error
+    if local.exists() and (not (local / "unet").is_dir() or not (local / "vae").is_dir()):
+        raise ModelLoadError(f"{local} is not a diffusers model folder: expected subfolders unet/ and vae/")
+    tiny = "For a quick run without weights use `--config configs/model/tiny.yaml`."
+    return load_from_hub_or_folder(_load, pretrained, "Stable Diffusion", local_files_only, hint=tiny)
 
 
 class StableDiffusionSource(FeatureSource):

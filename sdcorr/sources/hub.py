@@ -1,0 +1,70 @@
+"""Loading a model from a local folder or a hub id, the same way for every source.
+
+A hub id is first looked up in the local Hugging Face cache; the network is used only when the model
+is not cached, and an unreachable hub fails at once with instructions instead of minutes of retries.
+Every failure is a :class:`~sdcorr.errors.ModelLoadError` naming the model and the id or folder.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from huggingface_hub import constants as hf_constants
+
+from sdcorr.errors import ModelLoadError
+
+T = TypeVar("T")
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Can a TCP connection to the Hugging Face endpoint be opened? (A quick probe instead of minutes of retries.)"""
+    url = urlparse(hf_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def load_from_hub_or_folder(
+    load: Callable[[str, bool], T], pretrained: str, what: str, local_files_only: bool = False, hint: str = ""
+) -> T:
+    """Run ``load(name, local_files_only)`` on a local folder or a hub id; failures raise :class:`ModelLoadError`.
+
+    Args:
+        load: builds the model from a folder or hub id; the flag forbids downloads.
+        pretrained: hub id or local folder.
+        what: the model's name for messages, e.g. ``"DINOv2"``.
+        local_files_only: never contact the hub.
+        hint: appended to the instructions of the messages.
+    """
+    hint = (
+        "Without network access, download the model on another machine (for example "
+        f"`hf download {pretrained} --local-dir DIR`), copy DIR here and pass "
+        f"`--model.source.init_args.pretrained DIR`. {hint}"
+    ).strip()
+    local = Path(pretrained).expanduser()
+    if local.exists():
+        try:
+            return load(str(local), True)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"could not load {what} from the folder {local}: {error}") from error
+    try:
+        return load(pretrained, True)
+    except (OSError, ValueError):
+        pass  # not in the cache
+    if local_files_only or hf_constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(
+            f"{what}: {pretrained!r} is not a local folder and not in the Hugging Face cache (offline mode).\n{hint}"
+        )
+    if not _hub_reachable():
+        raise ModelLoadError(f"cannot reach {hf_constants.ENDPOINT} to download {what} {pretrained!r}.\n{hint}")
+    try:
+        return load(pretrained, False)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load {what} from {pretrained!r}: {error}\n{hint}") from error
