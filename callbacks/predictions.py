@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -43,7 +44,8 @@ class PredictionWriter(Callback):
     different run (other data selection, model, protocol, seed or precision) is refused.
 
     Args:
-        dir: output folder; default: ``trainer.default_root_dir``.
+        dir: output folder; default: ``trainer.default_root_dir``. Environment variables are expanded,
+            e.g. ``runs/sweep/$WANDB_RUN_ID`` gives each W&B sweep run its own folder.
         overwrite: discard the predictions already in the folder instead of resuming (needed to reuse a
             folder made by a different run).
         save_embeddings: also save each pair's fitted embeddings (77x768 float32 per keypoint and
@@ -60,7 +62,7 @@ class PredictionWriter(Callback):
 
     def folder(self, trainer: Trainer) -> Path:
         """Where the files go."""
-        return Path(self.dir or trainer.default_root_dir)
+        return Path(os.path.expandvars(self.dir) if self.dir else trainer.default_root_dir)
 
     def manifest(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The ``run.json`` of this run: fingerprint, pair ids, alphas and read layers."""

@@ -166,3 +166,10 @@ def test_report_is_written_for_any_finished_folder(whole, tmp_path):
     assert result.stdout.strip().endswith("index.html")
     page = (folder / "index.html").read_text()
     assert "0_chelsea" in page and "<h2>PCK</h2>" in page and "overall" in page
+
+
+def test_output_dir_expands_environment_variables(tmp_path, monkeypatch):
+    from callbacks.predictions import PredictionWriter
+
+    monkeypatch.setenv("SDCORR_TEST_RUN", "run-7")
+    assert PredictionWriter(dir=str(tmp_path / "$SDCORR_TEST_RUN")).folder(None) == tmp_path / "run-7"
