@@ -81,7 +81,7 @@ class Matcher(ABC):
     @abstractmethod
     def match(
         self,
-        source: FeatureSource,
+        source: Source,
         source_image: Tensor,
         target_image: Tensor,
         source_keypoints: Tensor,
