@@ -15,8 +15,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import Tensor, nn
 
 
-class _StopForward(Exception):
-    """Raised after the last read layer so that the rest of the UNet never runs (early exit)."""
+class StopForward(Exception):
+    """Raised once the last read layer (or block) has run, so that the rest of the UNet never runs (early exit)."""
 
 
 def cross_attention_layers(unet: nn.Module) -> list[str]:
@@ -71,7 +71,7 @@ class AttentionStore:
             )
         self.maps[name] = token_map.reshape(token_map.shape[0], h, w)
         if self.early_exit and name == self.layers[-1]:
-            raise _StopForward
+            raise StopForward
 
     def stacked(self) -> list[Tensor]:
         """The recorded maps in layer order, each ``[B, h_l, w_l]``."""
@@ -184,7 +184,7 @@ def run_unet(
     store.reset(tuple(latents.shape[-2:]))
     try:
         unet(latents, timestep, encoder_hidden_states=context, return_dict=False)
-    except _StopForward:
+    except StopForward:
         pass
     return store.stacked()
 

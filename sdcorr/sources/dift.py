@@ -25,15 +25,12 @@ from diffusers import DDPMScheduler
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from sdcorr.attention import StopForward
 from sdcorr.rng import generator
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.dense import DenseSource
 from sdcorr.sources.hub import load_from_hub_or_folder
 from sdcorr.sources.stable_diffusion import load_pretrained
-
-
-class _StopForward(Exception):
-    """Raised by the hook once the read block has run, so the rest of the UNet never runs."""
 
 
 def sd_noise_scheduler() -> DDPMScheduler:
@@ -160,13 +157,13 @@ class DiftSource(DenseSource):
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
             out.append(output)
-            raise _StopForward
+            raise StopForward
 
         handle = self.unet.up_blocks[self.up_block].register_forward_hook(hook)
         try:
             context = self.context.expand(len(noisy), -1, -1).to(noisy.dtype)
             self.unet(noisy, t, encoder_hidden_states=context)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             handle.remove()
