@@ -150,8 +150,8 @@ class PredictionWriter(Callback):
     def _write(self, trainer: Trainer, outputs: Any) -> None:
         if self._file is None or not outputs:
             return
-        for index, record in enumerate(outputs["records"]):
-            result = outputs.get("results", [None] * len(outputs["records"]))[index]
+        results = outputs.get("results") or [None] * len(outputs["records"])
+        for record, result in zip(outputs["records"], results):
             if self.save_embeddings and result is not None and result.embeddings is not None:
                 path = embedding_file(self.folder(trainer), record["pair_id"])
                 path.parent.mkdir(exist_ok=True)

@@ -113,15 +113,25 @@ def accumulate(
                 groups.update(*scored, categories=[f"{key}={value}"], scale=scale)
 
 
+def correct(
+    record: dict[str, Any], alphas: Sequence[float], threshold_mode: Optional[str] = None
+) -> Optional[torch.Tensor]:
+    """``[N, A]`` bool: which predicted keypoints of a record are correct at each alpha; None if unscored."""
+    args = _scoring_args(record, record["predicted_keypoints"], threshold_mode, "cpu")
+    if args is None:
+        return None
+    preds, target, threshold, scale = args
+    return pck_correct(preds, target, threshold, list(alphas), scale)[0]
+
+
 def histogram(records: Sequence[dict[str, Any]], alpha: float = 0.1, threshold_mode: Optional[str] = None) -> dict:
     """Pairs binned by the fraction of their keypoints correct at PCK@``alpha`` (see :data:`HISTOGRAM_BINS`)."""
     counts = [0] * len(HISTOGRAM_BINS)
     for record in records:
-        args = _scoring_args(record, record["predicted_keypoints"], threshold_mode, "cpu")
-        if args is None:
+        flags = correct(record, [alpha], threshold_mode)
+        if flags is None:
             continue
-        preds, target, threshold, scale = args
-        fraction = float(pck_correct(preds, target, threshold, [alpha], scale)[0, :, 0].float().mean())
+        fraction = float(flags[:, 0].float().mean())
         counts[min(10, math.ceil(round(fraction * 10, 6)))] += 1  # rounding: 0.3 * 10 is 3.0000000000000004
     return {"alpha": alpha, "bins": list(HISTOGRAM_BINS), "counts": counts}
 

@@ -13,8 +13,8 @@ from lightning.pytorch import LightningModule
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher
 from sdcorr.errors import DataError, InferenceModeError, NumericalError
-from sdcorr.evaluate import accumulate
-from sdcorr.metrics import PCK, pck_correct
+from sdcorr.evaluate import accumulate, correct
+from sdcorr.metrics import PCK
 from sdcorr.runfolder import embedding_file
 from sdcorr.sources.base import Source
 
@@ -125,15 +125,9 @@ class CorrespondenceModule(LightningModule):
             "layer_predictions": None if result.layer_keypoints is None else list(map(_points, result.layer_keypoints)),
             "correct": None,
         }
-        if target is not None and threshold is not None:
-            correct = pck_correct(
-                result.keypoints[None].float(),
-                target[None].float().to(result.keypoints.device),
-                threshold.reshape(1).float().to(result.keypoints.device),
-                self.alphas,
-                sample["pck_scale"].reshape(1, 2).float().to(result.keypoints.device),
-            )[0]
-            line["correct"] = {f"{alpha:g}": correct[:, i].tolist() for i, alpha in enumerate(self.alphas)}
+        flags = correct(line, self.alphas)  # from the line itself, as every later scoring reads it
+        if flags is not None:
+            line["correct"] = {f"{alpha:g}": flags[:, i].tolist() for i, alpha in enumerate(self.alphas)}
         return line
 
     def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
