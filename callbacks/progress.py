@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
+from sdcorr.plan import make_plan
+
 
 def format_duration(seconds: float) -> str:
     """``93784`` -> ``"1 d 2 h"``; ``125`` -> ``"2 min 5 s"``."""
@@ -28,7 +30,8 @@ def format_duration(seconds: float) -> str:
 class RunProgress(Callback):
     """Tell the user what a run costs and how it advances.
 
-    * At the start (rank 0): pairs, keypoints and model passes the protocol implies.
+    * At the start (rank 0): pairs, keypoints, distinct fits and model passes the protocol implies
+      (:func:`sdcorr.plan.make_plan`, the line ``sdcorr plan`` prints).
     * After the first pair: a time estimate for the rest, and a warning with the sharding and
       multi-GPU hint when it exceeds ``warn_hours``.
     * During each pair: a bar counting the matcher's model passes (fit steps, then locate crops) with
@@ -48,12 +51,13 @@ class RunProgress(Callback):
         self._bar: Optional[tqdm] = None
         self._task: Optional[Any] = None  # the row in Lightning's rich progress bar
         self._trainer: Optional[Trainer] = None
-        self._total_passes = 0
+        self._total_work = 0
         self._first_pair_start: Optional[float] = None
         self._estimated = False
 
-    def _passes(self, pl_module: LightningModule, batch: list[dict[str, Any]]) -> int:
-        return sum(pl_module.matcher.cost(len(sample["source_keypoints"]), pl_module.source) for sample in batch)
+    def _work(self, pl_module: LightningModule, pairs: list[dict[str, Any]]) -> int:
+        """Forward-pass equivalents of ``pairs`` (records or samples), see :class:`sdcorr.plan.Plan`."""
+        return make_plan(pairs, pl_module.matcher, pl_module.source).work
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._estimated = False
@@ -65,11 +69,10 @@ class RunProgress(Callback):
         pairs = getattr(dataset, "pairs", None)
         if not self.estimate or not pairs or not trainer.is_global_zero:
             return
-        keypoints = sum(int(pair["num_keypoints"]) for pair in pairs)
-        self._total_passes = sum(pl_module.matcher.cost(int(pair["num_keypoints"]), pl_module.source) for pair in pairs)
+        plan = make_plan(pairs, pl_module.matcher, pl_module.source)
+        self._total_work = plan.work
         rank_zero_info(
-            f"to do: {len(pairs)} pairs, {keypoints} keypoints, {self._total_passes:,} model passes "
-            f"({type(pl_module.matcher).__name__}); a time estimate follows the first pair"
+            f"to do: {plan} ({type(pl_module.matcher).__name__}); a time estimate follows the first pair"
         )
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -108,15 +111,16 @@ class RunProgress(Callback):
 
     def _batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: list[dict[str, Any]]) -> None:
         self._close_bars()
-        if self._estimated or not self.estimate or not self._total_passes or not trainer.is_global_zero:
+        if self._estimated or not self.estimate or not self._total_work or not trainer.is_global_zero:
             return
         self._estimated = True
-        seconds_per_pass = (time.perf_counter() - self._first_pair_start) / max(1, self._passes(pl_module, batch))
+        # the first pair fits all its keypoints; later pairs mostly reuse fits: weigh passes by their work
+        seconds_per_pass = (time.perf_counter() - self._first_pair_start) / max(1, self._work(pl_module, batch))
         # every process works through its share at the same pace
-        seconds = seconds_per_pass * self._total_passes / trainer.world_size
+        seconds = seconds_per_pass * self._total_work / trainer.world_size
         rank_zero_info(
             f"estimated time for the run: {format_duration(seconds)} on {trainer.world_size} process(es) "
-            f"({1000 * seconds_per_pass:.0f} ms per model pass on {pl_module.device}, from the first pair)"
+            f"({1000 * seconds_per_pass:.0f} ms per forward model pass on {pl_module.device}, from the first pair)"
         )
         if seconds > 3600 * self.warn_hours:
             rank_zero_warn(

@@ -41,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules.schedule import GROUP, file_digest, split
 from sdcorr.errors import DataError
 
 __all__ = [
@@ -137,16 +138,17 @@ class PairListDataset(Dataset):
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
-    """Process ``rank`` of ``num_replicas`` gets pairs ``rank, rank + num_replicas, ...``: each pair exactly once.
+    """Process ``rank`` of ``num_replicas`` gets its part of :func:`~datamodules.schedule.split`: each pair once.
 
-    Lightning's default distributed sampler pads the dataset by repeating pairs so every process gets
-    the same number, which would score some pairs twice. Being a ``DistributedSampler``, this one is
-    left in place by Lightning.
+    Whole source-image groups go to one process, balanced by keypoints, so no two processes fit the
+    same source keypoint. Lightning's default distributed sampler pads the dataset by repeating pairs
+    so every process gets the same number, which would score some pairs twice. Being a
+    ``DistributedSampler``, this one is left in place by Lightning.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+    def __init__(self, dataset: PairListDataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.indices = split(dataset.pairs, num_replicas)[rank]
         self.num_samples = len(self.indices)
 
     def __iter__(self):
@@ -163,7 +165,9 @@ class PairDataModule(LightningDataModule):
     ``category``, ``num_keypoints`` and whatever :meth:`load_sample` needs) and :meth:`load_sample`
     (record -> sample dict, see the module docstring). ``setup`` then keeps the chosen categories,
     handles pairs without keypoints, draws the seeded subsample and finally takes this shard, in
-    that order: shards of a subsample partition it.
+    that order: shards of a subsample partition it. Pairs come grouped by source image (see
+    :mod:`datamodules.schedule`): shards and DDP processes get whole source images, so a matcher
+    that reuses fits does each once.
 
     Args:
         root: dataset folder.
@@ -171,7 +175,8 @@ class PairDataModule(LightningDataModule):
         subsample: keep this many pairs, drawn at random with ``subsample_seed`` (default: all).
         subsample_seed: seed of the subsample draw.
         shard_index: which shard this run evaluates, ``0 <= shard_index < num_shards``.
-        num_shards: split the pairs into this many disjoint shards (pair ``i`` goes to shard ``i % num_shards``).
+        num_shards: split the pairs into this many disjoint shards: all pairs of a source image go to
+            one shard, and shards get about the same number of keypoints.
         empty_pairs: pairs with no keypoint (e.g. no part visible in both images): ``skip`` them and
             count them in results.json, or stop with an ``error``.
         batch_size: pairs per ``test_step`` call.
@@ -208,6 +213,7 @@ class PairDataModule(LightningDataModule):
         #: the pair records this run is responsible for (after selection and sharding), set by ``setup``
         self.selected: Optional[list[dict[str, Any]]] = None
         self.skipped: dict[str, int] = {}
+        self._digests: dict[str, str] = {}
 
     def read_pairs(self) -> list[dict[str, Any]]:
         """All pair records of the dataset, in a fixed order; may raise :class:`DataError`."""
@@ -233,8 +239,21 @@ class PairDataModule(LightningDataModule):
             "skipped": dict(self.skipped),
         }
 
+    def source_group(self, pair: dict[str, Any]) -> Optional[str]:
+        """Which source image a record's pair has: the digest of its ``source_path`` file's bytes.
+
+        Pairs of one group go to one process. None (no ``source_path``): the pair is a group of its
+        own; override for records that name their source image otherwise.
+        """
+        if pair.get("source_path") is None:
+            return None
+        path = str(pair["source_path"])
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        return self._digests[path]
+
     def select(self, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Category filter, empty-pair policy, subsample, shard (see the class docstring)."""
+        """Category filter, empty-pair policy, subsample, shard; grouped by source image (see the class docstring)."""
         if self.categories is not None:
             known = sorted({p["category"] for p in pairs})
             unknown = [c for c in self.categories if c not in known]
@@ -249,7 +268,9 @@ class PairDataModule(LightningDataModule):
         if self.subsample is not None and self.subsample < len(pairs):
             chosen = sorted(random.Random(self.subsample_seed).sample(range(len(pairs)), self.subsample))
             pairs = [pairs[i] for i in chosen]
-        return pairs[self.shard_index :: self.num_shards]
+        for pair in pairs:
+            pair[GROUP] = self.source_group(pair)
+        return [pairs[i] for i in split(pairs, self.num_shards)[self.shard_index]]
 
     def setup(self, stage: str) -> None:
         if self.dataset is None:

@@ -1,4 +1,5 @@
-"""The ``sdcorr`` command: LightningCLI with ``test``, ``predict`` and ``match``; ``merge``, ``evaluate`` on folders.
+"""The ``sdcorr`` command: LightningCLI with ``test``, ``predict`` and ``match``; ``plan`` prices a run;
+``merge``, ``evaluate`` and ``report`` work on folders.
 
 ``sdcorr test --config configs/demo.yaml`` builds the Trainer, the datamodule (``data:``, any
 ``PairDataModule`` subclass by class_path) and :class:`~sdcorr.module.CorrespondenceModule` from
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.pictures import PictureCallback
@@ -18,8 +19,10 @@ from callbacks.predictions import PredictionWriter
 from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
+from sdcorr.engine import Matcher, PromptMatcher
 from sdcorr.errors import SdcorrError
 from sdcorr.module import CorrespondenceModule
+from sdcorr.plan import make_plan
 from sdcorr.trainer import SdcorrTrainer
 
 
@@ -39,6 +42,24 @@ class SdcorrCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PictureCallback, "pictures")
         parser.add_lightning_class_args(RunProgress, "progress")
+
+
+class PlanCLI(SdcorrCLI):
+    """``sdcorr plan``: the options and config files of ``sdcorr test``, but only the datamodule and the
+    matcher are built (no model is loaded, no Trainer started); prints the run's :class:`~sdcorr.plan.Plan`."""
+
+    def instantiate_classes(self) -> None:
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_subclass_arguments(PairDataModule, "data")
+        parser.add_argument("--matcher", type=Optional[Matcher])
+        config = Namespace(data=self.config["data"], matcher=self.config["model"]["matcher"])
+        built = getattr(parser, "instantiate", parser.instantiate_classes)(config)
+        self.datamodule, self.matcher = built.data, built.matcher or PromptMatcher()
+
+    def plan(self) -> str:
+        """The line ``to do:`` of a run with these options, for all its pairs (every process together)."""
+        self.datamodule.setup("test")
+        return str(make_plan(self.datamodule.dataset.pairs, self.matcher))
 
 
 #: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
@@ -65,13 +86,17 @@ def main(args: Optional[list[str]] = None) -> None:
     try:
         if args and args[0] in FOLDER_COMMANDS:
             commands.main(args)
+        elif args and args[0] == "plan":
+            if from_command_line:  # LightningCLI reads sys.argv itself (and warns when given both)
+                sys.argv[1:] = args[1:]
+            print(f"to do: {_cli(None if from_command_line else args[1:], run=False, cls=PlanCLI).plan()}")
         elif from_command_line:  # LightningCLI reads sys.argv itself (and warns when given both)
             sys.argv[1:] = args
-            _run(None)
+            _cli(None)
         else:
-            _run(args)
+            _cli(args)
     except ArgumentError as error:
-        command = args[0] if args and args[0] in SdcorrCLI.subcommands() else ""
+        command = args[0] if args and args[0] in (*SdcorrCLI.subcommands(), "plan") else ""
         print(f"sdcorr: error: {error}\n(options: sdcorr {command} --help)", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as error:  # known errors may arrive wrapped (jsonargparse instantiation)
@@ -82,8 +107,8 @@ def main(args: Optional[list[str]] = None) -> None:
         raise SystemExit(1) from None
 
 
-def _run(args: Optional[list[str]]) -> None:
-    SdcorrCLI(
+def _cli(args: Optional[list[str]], run: bool = True, cls: type[SdcorrCLI] = SdcorrCLI) -> SdcorrCLI:
+    return cls(
         CorrespondenceModule,
         PairDataModule,
         subclass_mode_data=True,
@@ -96,6 +121,7 @@ def _run(args: Optional[list[str]]) -> None:
         parser_kwargs={name: {"exit_on_error": False} for name in ("test", "predict", "match")}
         | {"exit_on_error": False},
         args=args,
+        run=run,
         auto_configure_optimizers=False,
     )
 

@@ -11,7 +11,7 @@ float rounding); ``mode="reference"`` runs the original one-at-a-time structure 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from sdcorr import geometry
+from sdcorr.cache import LRU
 from sdcorr.crops import CropEncoder
 from sdcorr.errors import InferenceModeError, NumericalError
-from sdcorr.rng import generator
+from sdcorr.rng import content_key, generator
 from sdcorr.sources.base import FeatureSource, Source
 
 
@@ -60,10 +61,17 @@ class Matcher(ABC):
     progress: Optional[Progress] = None
     #: attributes that change only speed or memory, not results (left out of the run fingerprint)
     speed_options: tuple[str, ...] = ()
+    #: whether the work on a source keypoint is shared by every pair with the same source image and
+    #: keypoint (see :attr:`PromptMatcher.reuse_fits`); then a plan counts distinct source keypoints
+    reuse_fits: bool = False
     _work: Optional[list[int]] = None  # [done, total] of the pair in progress
 
-    def cost(self, num_keypoints: int, source: Optional[Source] = None) -> int:
-        """Item-passes through the model for a pair with ``num_keypoints`` keypoints (for estimates)."""
+    def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:
+        """Item-passes through the model for a pair with ``num_keypoints`` keypoints (for estimates).
+
+        ``fits``: how many of them still need the source-side work (default all); matchers that
+        reuse it across pairs (:attr:`reuse_fits`) count only those.
+        """
         return num_keypoints
 
     def _start(self, total: int) -> None:
@@ -86,6 +94,7 @@ class Matcher(ABC):
         target_image: Tensor,
         source_keypoints: Tensor,
         seed: object = 0,
+        fit_seed: object = None,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -93,52 +102,73 @@ class Matcher(ABC):
             source_image: ``[3, H_s, W_s]`` in [0, 1], any size.
             target_image: ``[3, H_t, W_t]`` in [0, 1], any size.
             source_keypoints: ``[N, 2] (x, y)`` in source-image pixels.
-            seed: any printable key; the same seed gives the same result.
+            seed: any printable key, naming the pair; the same seed gives the same result.
+            fit_seed: the run's seed, for draws that depend only on the source image and keypoint
+                (a matcher that reuses source-side work across pairs keys them by it instead of
+                ``seed``); None: ``seed``. Matchers without such work ignore it.
         """
 
 
 class PromptMatcher(Matcher):
     """The paper's method: optimise one text embedding per keypoint, then find its attention peak.
 
+    Fit reuse (``reuse_fits``, on by default): the embeddings fitted for a source keypoint depend only
+    on the source image, the keypoint and their random draws, never on the target. With reuse, those
+    draws (initial embedding, crops, noise) are keyed by (run seed, source image content, keypoint
+    coordinates as given, restart) instead of by the pair, so every pair that shares a source keypoint
+    gets the same fit, and it is computed once and remembered (``fit_cache``). Each prediction is still
+    an independent-looking sample of the paper's procedure; only pairs sharing a source keypoint now
+    share its fit. Off: every pair fits its own embeddings with draws keyed by the pair, as the
+    paper's code does. Draws of the locate step are keyed by the pair either way.
+
     Args:
         restarts: independent random initialisations per keypoint; paper 5.
         steps: Adam steps per initialisation; paper 129.
-        lr: Adam learning rate; paper 2.3755632e-3.
+        lr: Adam learning rate; paper 0.0023755632081200314.
         crop_fraction: side of the random square crops as a fraction of the working image; paper 0.9316549.
         margin_fraction: a keypoint stays this fraction of the crop side inside the crop; paper 0.15.
         sigma: standard deviation of the Gaussian target in pixels at the 512 scale (scaled with the
-            working size); paper 27.97853.
+            working size); paper 27.97853316316864.
         fit_timestep_index: index into the DDIM timesteps (980 ... 0) used while fitting; paper -8 (t=140).
         locate_timestep_index: index into the DDIM timesteps used on the target; paper -3 (t=40).
         locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
+        reuse_fits: fit each distinct (source image, keypoint) once and share it across pairs (see
+            above); off: per-pair fits seeded by the pair, like the paper's code.
         max_batch: most items (keypoint x restart) sent through the model at once; only affects speed and memory.
         mode: ``fast`` batches items and lets the source stop early; ``reference`` keeps the original
             structure (one item and one crop at a time, the whole model, float32) for comparison.
             Both give the same results up to float rounding.
-        crop_cache: most crop latents remembered per image (exact: crops repeat because the corner
-            range is small, see :mod:`sdcorr.crops`); about 64 KiB each at 512 px; 0 disables.
-            Not used in reference mode, which encodes every crop.
+        crop_cache: most crop latents remembered, over all images (exact: crops repeat because the
+            corner range is small, see :mod:`sdcorr.crops`); 64 KiB each for SD at 512 px in float32
+            (the default 8192: 512 MiB of accelerator memory); 0 disables. Not used in reference
+            mode, which encodes every crop.
+        fit_cache: with ``reuse_fits``, most fitted keypoints remembered (on the CPU), each
+            ``restarts x 77 x 768`` float32 for SD 1.4, 1.2 MB at 5 restarts (the default 256: about
+            300 MB). Pairs come grouped by source image, so this needs to hold one image's keypoints.
+            0 refits every pair, with the same keyed draws and so the same results.
         crop_pool: APPROXIMATION, off (0) by default: encode this many random crops per item once and
             draw each step's crop from that pool instead of encoding a fresh crop every step. Saves
             most of the VAE work; its effect on accuracy is not measured on real data.
     """
 
-    speed_options = ("max_batch", "mode", "crop_cache")
+    speed_options = ("max_batch", "mode", "crop_cache", "fit_cache")
 
     def __init__(
         self,
         restarts: int = 5,
         steps: int = 129,
-        lr: float = 2.3755632e-3,
+        lr: float = 0.0023755632081200314,
         crop_fraction: float = 0.9316549,
         margin_fraction: float = 0.15,
-        sigma: float = 27.97853,
+        sigma: float = 27.97853316316864,
         fit_timestep_index: int = -8,
         locate_timestep_index: int = -3,
         locate_crops: int = 20,
+        reuse_fits: bool = True,
         max_batch: int = 10,
         mode: Literal["fast", "reference"] = "fast",
-        crop_cache: int = 2048,
+        crop_cache: int = 8192,
+        fit_cache: int = 256,
         crop_pool: int = 0,
     ) -> None:
         for name, value in [
@@ -151,8 +181,9 @@ class PromptMatcher(Matcher):
                 raise ValueError(f"Expected {name} >= 1 but got {value}")
         if mode not in ("fast", "reference"):
             raise ValueError(f"Expected mode 'fast' or 'reference' but got {mode!r}")
-        if crop_pool < 0 or crop_cache < 0:
-            raise ValueError(f"Expected crop_pool and crop_cache >= 0 but got {crop_pool} and {crop_cache}")
+        for name, value in [("crop_pool", crop_pool), ("crop_cache", crop_cache), ("fit_cache", fit_cache)]:
+            if value < 0:
+                raise ValueError(f"Expected {name} >= 0 but got {value}")
         if not 0 < crop_fraction <= 1:
             raise ValueError(f"Expected crop_fraction in (0, 1] but got {crop_fraction}")
         self.restarts = restarts
@@ -164,25 +195,40 @@ class PromptMatcher(Matcher):
         self.fit_timestep_index = fit_timestep_index
         self.locate_timestep_index = locate_timestep_index
         self.locate_crops = locate_crops
+        self.reuse_fits = reuse_fits
         self.max_batch = max_batch
         self.mode = mode
         self.crop_cache = crop_cache
+        self.fit_cache = fit_cache
         self.crop_pool = crop_pool
+        self._latents: LRU[Tensor] = LRU(crop_cache)
+        self._fits: LRU[Tensor] = LRU(fit_cache)
+        #: work done so far, for progress, benchmarks and tests: keypoints fitted and keypoints whose
+        #: fit came from the store (``reused_fits``)
+        self.counts = {"fits": 0, "reused_fits": 0}
 
     def crop_geometry(self, image_size: int) -> tuple[int, int]:
         """``(side, margin)`` of the crops in pixels: 477 and 71 at 512 for the paper preset."""
         side = int(image_size * self.crop_fraction)
         return side, int(self.margin_fraction * side)
 
-    def cost(self, num_keypoints: int, source: Optional[Source] = None) -> int:
-        """UNet passes per pair: ``N x restarts x (steps + locate_crops)`` (a pass = one item, one crop)."""
-        return num_keypoints * self.restarts * (self.steps + self.locate_crops)
+    def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:
+        """UNet passes per pair: ``restarts x (fits x steps + N x locate_crops)`` (a pass = one item, one crop).
 
-    def _chunks(self, num_keypoints: int, restarts: int) -> list[list[tuple[int, int]]]:
-        """All ``(keypoint, restart)`` items, in chunks of at most ``max_batch`` (1 in reference mode)."""
-        items = [(k, r) for k in range(num_keypoints) for r in range(restarts)]
+        ``fits`` (default ``N``): the keypoints that still need fitting.
+        """
+        fits = num_keypoints if fits is None else fits
+        return self.restarts * (fits * self.steps + num_keypoints * self.locate_crops)
+
+    def _chunks(self, items: list[tuple[int, int]], per_keypoint: bool = False) -> list[list[tuple[int, int]]]:
+        """``(keypoint, restart)`` items in chunks of at most ``max_batch`` (1 in reference mode).
+
+        ``per_keypoint``: never put two keypoints in one chunk, so a keypoint's computation (and its
+        float rounding) is the same whichever other keypoints need work in this call.
+        """
         size = 1 if self.mode == "reference" else self.max_batch
-        return [items[i : i + size] for i in range(0, len(items), size)]
+        groups = [[i for i in items if i[0] == k] for k in dict.fromkeys(k for k, _ in items)] if per_keypoint else [items]
+        return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
 
     def _mode_context(self, source: FeatureSource, device: torch.device) -> ExitStack:
         """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
@@ -193,17 +239,42 @@ class PromptMatcher(Matcher):
         return stack
 
     def crop_encoder(self, source: FeatureSource, image: Tensor) -> CropEncoder:
-        """Encodes crops of ``image``; remembers latents in fast mode."""
+        """Encodes crops of ``image``; in fast mode remembers latents across images and calls."""
         side, _ = self.crop_geometry(source.image_size)
-        capacity = 0 if self.mode == "reference" else self.crop_cache
-        return CropEncoder(source, image, side, capacity, self.max_batch)
+        cache = self._latents if self.mode == "fast" and self.crop_cache else None
+        return CropEncoder(source, image, side, cache)
 
-    def fit(self, source: FeatureSource, image: Tensor, keypoints: Tensor, seed: object = 0) -> Tensor:
+    def fit_keys(self, source_image: Tensor, source_keypoints: Tensor, fit_seed: object) -> list[tuple]:
+        """The key of each keypoint's fit with :attr:`reuse_fits`: ``(fit_seed, "fit", image content, x, y)``.
+
+        Args:
+            source_image: the source image as given to :meth:`match` (any size).
+            source_keypoints: ``[N, 2] (x, y)`` in its pixels, as given (float32 values are used exactly).
+        """
+        image = content_key(source_image.float())
+        return [(fit_seed, "fit", image, *map(float, point)) for point in source_keypoints.float().tolist()]
+
+    def pending_fits(self, source: FeatureSource, keys: Sequence[tuple]) -> int:
+        """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
+        return sum((id(source), *key) not in self._fits for key in dict.fromkeys(keys))
+
+    def fit(
+        self,
+        source: FeatureSource,
+        image: Tensor,
+        keypoints: Tensor,
+        seed: object = 0,
+        keys: Optional[Sequence[tuple]] = None,
+    ) -> Tensor:
         """Optimise embeddings so that the read attention peaks at each keypoint.
 
         Args:
             image: ``[3, S, S]`` working image.
             keypoints: ``[N, 2] (x, y)`` in working pixels.
+            seed: keys the draws of keypoint ``k``, restart ``r`` as ``(seed, "fit", k, r)`` when no ``keys``.
+            keys: one key per keypoint that names everything its fit depends on besides the matcher
+                and the source (see :meth:`fit_keys`); restart ``r`` draws from ``(*key, r)``. Fits
+                with equal keys are computed once and remembered (up to ``fit_cache``).
 
         Returns:
             ``[N, R, T, D]`` embeddings (R = restarts).
@@ -213,21 +284,41 @@ class PromptMatcher(Matcher):
                 "PromptMatcher optimises text embeddings and cannot run under torch.inference_mode(). "
                 "With Lightning, build the Trainer with inference_mode=False (the sdcorr CLI does this)."
             )
-        out = {}
-        encoder = self.crop_encoder(source, image)
-        with torch.enable_grad(), self._mode_context(source, image.device):
-            for chunk in self._chunks(len(keypoints), self.restarts):
-                for item, embedding in zip(chunk, self._fit_chunk(source, encoder, keypoints, chunk, seed)):
-                    out[item] = embedding
-        return torch.stack([torch.stack([out[(k, r)] for r in range(self.restarts)]) for k in range(len(keypoints))])
+        reuse = keys is not None
+        keys = list(keys) if reuse else [(seed, "fit", k) for k in range(len(keypoints))]
+        # what a fit is remembered under: its key, within this source (a store serves one model)
+        slots = [(id(source), *key) if reuse else key for key in keys]
+        fits = {}
+        for slot in dict.fromkeys(slots) if reuse else ():
+            hit = self._fits.get(slot)
+            if hit is not None:
+                fits[slot] = hit
+        todo = [k for k, slot in enumerate(slots) if slot not in fits and slots.index(slot) == k]
+        self.counts["fits"] += len(todo)
+        self.counts["reused_fits"] += len(keys) - len(todo)
+        if todo:
+            encoder = self.crop_encoder(source, image)
+            items = [(k, r) for k in todo for r in range(self.restarts)]
+            out = {}
+            with torch.enable_grad(), self._mode_context(source, image.device):
+                # with reuse, a keypoint's fit must not depend on which others this pair needs
+                for chunk in self._chunks(items, per_keypoint=reuse):
+                    gens = [generator(*keys[k], r) for k, r in chunk]
+                    for item, embedding in zip(chunk, self._fit_chunk(source, encoder, keypoints, chunk, gens)):
+                        out[item] = embedding
+            for k in todo:
+                fits[slots[k]] = torch.stack([out[(k, r)] for r in range(self.restarts)])
+                if reuse:
+                    self._fits.put(slots[k], fits[slots[k]].cpu())
+        return torch.stack([fits[slot].to(image.device) for slot in slots])
 
     def _fit_chunk(
-        self, source: FeatureSource, encoder: CropEncoder, keypoints: Tensor, items: list, seed: object
+        self, source: FeatureSource, encoder: CropEncoder, keypoints: Tensor, items: list, gens: list
     ) -> Tensor:
+        """Fit the embeddings of ``items`` (``(keypoint, restart)``), each drawing from its generator."""
         size, device = source.image_size, encoder.image.device
         side, margin = self.crop_geometry(size)
         sigma = self.sigma * size / 512
-        gens = [generator(seed, "fit", k, r) for k, r in items]
         points = keypoints[[k for k, _ in items]].float().cpu()
         embeddings = source.random_embeddings(gens).float().requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.lr)
@@ -280,7 +371,7 @@ class PromptMatcher(Matcher):
         sums = None
         encoder = self.crop_encoder(source, image)
         with self._mode_context(source, image.device):
-            for chunk in self._chunks(num_keypoints, restarts):
+            for chunk in self._chunks([(k, r) for k in range(num_keypoints) for r in range(restarts)]):
                 maps = self._locate_chunk(source, encoder, embeddings, chunk, seed)  # [B, L, S, S]
                 if sums is None:
                     sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
@@ -326,10 +417,13 @@ class PromptMatcher(Matcher):
         target_image: Tensor,
         source_keypoints: Tensor,
         seed: object = 0,
+        fit_seed: object = None,
         embeddings: Optional[Tensor] = None,
     ) -> MatchResult:
         """Resize both images to the working size, fit on the source, locate on the target, map back.
 
+        With :attr:`reuse_fits` the fit of each keypoint is keyed by :meth:`fit_keys` with ``fit_seed``
+        (default ``seed``), else by ``seed`` and the keypoint's index; the locate step by ``seed``.
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
         """
@@ -345,10 +439,14 @@ class PromptMatcher(Matcher):
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
         if embeddings is not None and embeddings.shape[0] != len(keypoints):
             raise ValueError(f"Expected embeddings for {len(keypoints)} keypoints but got {embeddings.shape[0]}")
-        self._start(self.cost(len(keypoints)))
+        keys = None
+        if embeddings is None and self.reuse_fits:
+            keys = self.fit_keys(source_image, source_keypoints, seed if fit_seed is None else fit_seed)
+        fits = 0 if embeddings is not None else len(keypoints) if keys is None else self.pending_fits(source, keys)
+        self._start(self.cost(len(keypoints), fits=fits))
         try:
             if embeddings is None:
-                embeddings = self.fit(source, source_work, keypoints, seed)
+                embeddings = self.fit(source, source_work, keypoints, seed, keys)
             embeddings = embeddings.to(target_work.device)
             located = self.locate(source, target_work, embeddings, seed)
         finally:

@@ -43,9 +43,11 @@ def crop_corner_range(
 ) -> tuple[list[int], list[int]]:
     """Inclusive integer range of crop top-left corners that keep ``keypoint`` ``margin`` px inside.
 
-    For each axis the corner ``c`` must satisfy ``c <= k - margin`` and ``c + side - k >= margin``;
-    both bounds are then clamped to ``[0, image_size - side]`` so the crop stays in the image. When
-    the margin cannot be kept (a keypoint near the border) the clamping wins.
+    For each axis the corner ``c`` should satisfy ``c <= k - margin`` and ``c + side - k >= margin``;
+    both bounds are rounded down, as the paper's code does (Python's ``int()`` of the clamped float),
+    so at a non-integer keypoint the lowest corner may leave up to 1 px less than ``margin``. Both
+    are clamped to ``[0, image_size - side]`` so the crop stays in the image. When the margin cannot
+    be kept (a keypoint near the border) the clamping wins.
 
     Returns:
         ``(low, high)``, each ``[x, y]``.
@@ -53,7 +55,7 @@ def crop_corner_range(
     limit = image_size - side
     low, high = [], []
     for k in keypoint:
-        lo = math.ceil(float(k) + margin - side)
+        lo = math.floor(float(k) + margin - side)
         hi = math.floor(float(k) - margin)
         low.append(min(max(lo, 0), limit))
         high.append(min(max(hi, 0), limit))

@@ -38,7 +38,8 @@ class CorrespondenceModule(LightningModule):
         matcher: the method that predicts target keypoints (default: the paper's prompt optimisation).
         alphas: PCK thresholds as fractions of each pair's reference length; paper 0.05 and 0.1.
         seed: seed of every random draw; default: the run's ``seed_everything`` value (or 0).
-            Each pair draws from its own stream derived from the seed and its pair id.
+            Each pair draws from its own streams derived from the seed and its pair id; a matcher that
+            shares fits across pairs (``reuse_fits``) keys them by the seed, the source image and keypoint.
         embeddings: run folder of an earlier run made with ``--output.save_embeddings true``: reuse its
             fitted embeddings and only locate them in the targets (prompt matcher only).
     """
@@ -89,7 +90,7 @@ class CorrespondenceModule(LightningModule):
                 raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
             options["embeddings"] = torch.load(path, map_location=self.device)
         try:
-            return self.matcher.match(*args, seed=seed, **options)
+            return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, **options)
         except NumericalError as error:
             raise NumericalError(f"pair {sample['pair_id']!r}: {error}") from error
 

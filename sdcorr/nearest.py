@@ -113,6 +113,7 @@ class NearestNeighbourMatcher(Matcher):
         target_image: Tensor,
         source_keypoints: Tensor,
         seed: object = 0,
+        fit_seed: object = None,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -122,6 +123,7 @@ class NearestNeighbourMatcher(Matcher):
             target_image: ``[3, H_t, W_t]`` in [0, 1], any size.
             source_keypoints: ``[N, 2] (x, y)`` in source-image pixels.
             seed: any printable key; seeds the source's random draws (DIFT's noise), one stream per image.
+            fit_seed: ignored (nothing is fitted).
 
         Returns:
             keypoints ``[N, 2]`` in target pixels and heatmaps ``[N, S, S]``; no per-layer points or embeddings.

@@ -21,3 +21,15 @@ def derive_seed(*keys: object) -> int:
 def generator(*keys: object) -> torch.Generator:
     """A CPU generator seeded by :func:`derive_seed` of ``keys``."""
     return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+def content_key(tensor: torch.Tensor) -> str:
+    """A short digest of a tensor's shape, dtype and values: equal for equal content on any device.
+
+    Identifies an image by what it holds rather than by its file name (benchmarks ship byte-identical
+    copies of one image under two names).
+    """
+    data = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{tuple(data.shape)}/{data.dtype}".encode())
+    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:20]

@@ -71,8 +71,10 @@ def test_match_api_and_inference_mode_guard(source):
 
 def test_paper_defaults():
     m = PromptMatcher()
-    assert (m.restarts, m.steps, m.lr, m.locate_crops) == (5, 129, 2.3755632e-3, 20)
-    assert (m.fit_timestep_index, m.locate_timestep_index, m.sigma) == (-8, -3, 27.97853)
+    # the paper code's exact defaults, not rounded
+    assert (m.restarts, m.steps, m.lr, m.locate_crops) == (5, 129, 0.0023755632081200314, 20)
+    assert (m.fit_timestep_index, m.locate_timestep_index, m.sigma) == (-8, -3, 27.97853316316864)
+    assert m.reuse_fits
     assert m.crop_geometry(512) == (477, 71)
     with pytest.raises(ValueError, match="restarts"):
         PromptMatcher(restarts=0)

@@ -7,14 +7,19 @@ from sdcorr import geometry
 
 
 def test_crop_range_keeps_margin_inside_the_image():
-    # S=100, side=50, margin=10: x=30 -> corner in [ceil(30+10-50), floor(30-10)] = [-10, 20] -> [0, 20]
+    # S=100, side=50, margin=10: x=30 -> corner in [30+10-50, 30-10] = [-10, 20] -> [0, 20]
     # y=70 -> [30, 60] clamped to the image: [30, 50]
     assert geometry.crop_corner_range((30, 70), side=50, margin=10, image_size=100) == ([0, 30], [20, 50])
 
 
-def test_crop_range_rounds_towards_keeping_the_margin():
-    # x=30.5: low = ceil(-9.5) -> clamped 0, high = floor(20.5) = 20; y=45.2: low = ceil(5.2)=6, high=floor(35.2)=35
-    assert geometry.crop_corner_range((30.5, 45.2), 50, 10, 100) == ([0, 6], [20, 35])
+def test_crop_range_rounds_both_bounds_down_like_the_paper_code():
+    # x=30.5: low = floor(-9.5) -> clamped 0, high = floor(20.5) = 20
+    # y=45.2: low = floor(5.2) = 5 (the paper code's int(), not 6), high = floor(35.2) = 35
+    assert geometry.crop_corner_range((30.5, 45.2), 50, 10, 100) == ([0, 5], [20, 35])
+    # the paper's own formula, per axis: int(min(max(0, k - side + margin), limit))
+    for k in (0.0, 3.7, 40.5, 45.2, 71.9, 99.99):
+        low, high = geometry.crop_corner_range((k, k), 50, 10, 100)
+        assert low[0] == int(min(max(0, k - 50 + 10), 50)) and high[0] == int(min(max(0, k - 10), 50))
 
 
 def test_paper_crop_geometry_and_corner_anchors():

@@ -1,0 +1,70 @@
+"""Which process handles which pairs, and in which order: whole source images, balanced by keypoints.
+
+A matcher that reuses fits (``PromptMatcher.reuse_fits``) fits each distinct (source image, keypoint)
+once per process and remembers it for a while. So that every fit is done exactly once overall, all
+pairs of one source image go to the same shard and the same DDP process, and they come one after the
+other. A source image is identified by the bytes of its file, so byte-identical copies under two
+names (PF-Willow ships 30) count as one image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdcorr.errors import DataError
+
+#: the record field that names a pair's source-image group (set by ``PairDataModule.select``)
+GROUP = "source_group"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex, first 20 digits): equal for byte-identical files."""
+    path = Path(path)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: image file not found") from error
+    except OSError as error:
+        raise DataError(f"{path}: cannot read image file ({error})") from error
+
+
+def group_key(pair: dict[str, Any]) -> str:
+    """The source-image group of a record: its ``source_group``, else the pair alone."""
+    return pair.get(GROUP) or f"pair:{pair['pair_id']}"
+
+
+def groups(pairs: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Indices of ``pairs`` grouped by source image; groups in order of first appearance, pairs in order."""
+    out: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        out.setdefault(group_key(pair), []).append(index)
+    return list(out.values())
+
+
+def split(pairs: Sequence[dict[str, Any]], parts: int) -> list[list[int]]:
+    """Split ``pairs`` into ``parts`` lists of indices: whole source-image groups, balanced by keypoints.
+
+    Groups go, heaviest first (by their pairs' ``num_keypoints``), to the part with the fewest
+    keypoints so far (ties: the lowest part). Within a part, groups keep their order of first
+    appearance and pairs their order. Deterministic; ``split(pairs, 1)[0]`` is the grouped order.
+
+    >>> pairs = [{"pair_id": str(i), "source_group": g, "num_keypoints": n}
+    ...          for i, (g, n) in enumerate([("a", 3), ("b", 5), ("a", 4), ("c", 2)])]
+    >>> split(pairs, 2)
+    [[0, 2], [1, 3]]
+    >>> split(pairs, 1)
+    [[0, 2, 1, 3]]
+    """
+    if parts < 1:
+        raise ValueError(f"Expected parts >= 1 but got {parts}")
+    grouped = groups(pairs)
+    weight = [sum(int(pairs[i]["num_keypoints"]) for i in group) for group in grouped]
+    loads, chosen = [0] * parts, [[] for _ in range(parts)]
+    for g in sorted(range(len(grouped)), key=lambda g: (-weight[g], g)):
+        part = min(range(parts), key=lambda p: (loads[p], p))
+        chosen[part].append(g)
+        loads[part] += weight[g]
+    return [[i for g in sorted(part) for i in grouped[g]] for part in chosen]
