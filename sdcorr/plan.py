@@ -63,7 +63,7 @@ class Plan:
 
 
 def make_plan(pairs: Sequence[dict[str, Any]], matcher: Matcher, source: Optional[Source] = None) -> Plan:
-    """Count the work of ``pairs`` (datamodule records, see ``PairDataModule.read_pairs``).
+    """Count the work of ``pairs``: datamodule records (see ``PairDataModule.read_pairs``) or samples.
 
     A fit is identified as the matcher identifies it, by the source image (the record's
     ``source_group``: its file's bytes) and the keypoint's stored coordinates (``source_keypoints``);
@@ -72,8 +72,8 @@ def make_plan(pairs: Sequence[dict[str, Any]], matcher: Matcher, source: Optiona
     seen: set[tuple] = set()
     keypoints = fits = passes = fit_passes = passes_without = 0
     for pair in pairs:
-        count = int(pair["num_keypoints"])
         points = pair.get("source_keypoints")
+        count = int(pair["num_keypoints"]) if "num_keypoints" in pair else len(points)
         if points is None:
             keys = [(pair["pair_id"], k) for k in range(count)]
         else:

@@ -1,0 +1,122 @@
+"""Pairs grouped by source image: shards and DDP processes get whole images, so each fit is done once."""
+
+import json
+import random
+import shutil
+
+import pytest
+
+from datamodules.pairs import PairsDataModule
+from datamodules.schedule import GROUP, split
+from tests.conftest import DEMO
+from tests.fixtures_spair import write_spair
+from tests.test_cli import sdcorr
+from tests.test_resume import QUICK
+
+
+def records(groups_and_counts):
+    return [
+        {"pair_id": f"p{i}", GROUP: group, "num_keypoints": count} for i, (group, count) in enumerate(groups_and_counts)
+    ]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_split_keeps_source_images_whole_and_balances_keypoints(parts):
+    rng = random.Random(parts)
+    pairs = records([(f"img{rng.randrange(40)}", rng.randint(1, 20)) for _ in range(300)])
+    split_pairs = split(pairs, parts)
+    assert sorted(i for part in split_pairs for i in part) == list(range(len(pairs)))  # each pair exactly once
+    owner = {}
+    for p, part in enumerate(split_pairs):
+        for i in part:
+            assert owner.setdefault(pairs[i][GROUP], p) == p  # a source image never spans two parts
+        seen = [pairs[i][GROUP] for i in part]
+        assert seen == sorted(seen, key=seen.index)  # and its pairs come one after another
+    loads = [sum(pairs[i]["num_keypoints"] for i in part) for part in split_pairs]
+    heaviest = max(sum(p["num_keypoints"] for p in pairs if p[GROUP] == g) for g in owner)
+    assert max(loads) - min(loads) <= heaviest  # greedy heaviest-first balance
+
+
+def write_shared_pairs(folder):
+    """6 pairs over 4 source files, one of them a byte-identical copy of another: 3 source images."""
+    shutil.copy(DEMO / "0_chelsea_source.jpg", folder / "chelsea_copy.jpg")
+    cat, copy, astro1, astro2 = (
+        str(DEMO / "0_chelsea_source.jpg"), "chelsea_copy.jpg",
+        str(DEMO / "1_astronaut_source.jpg"), str(DEMO / "2_astronaut_source.jpg"),
+    )  # fmt: skip
+    targets = [str(DEMO / name) for name in ("0_chelsea_target.jpg", "1_astronaut_target.jpg", "2_astronaut_target.jpg")]
+    points = [[114.41, 74.67], [211.53, 90.0], [174.28, 161.33]]
+    truth = [[120.0, 80.0], [200.0, 100.0], [170.0, 150.0]]
+    pairs = [
+        ("cat-a", cat, targets[0], [0, 1, 2]),
+        ("cat-b", cat, targets[1], [1, 2]),
+        ("cat-copy", copy, targets[0], [0, 1]),
+        ("astro1-a", astro1, targets[1], [0, 1]),
+        ("astro1-b", astro1, targets[2], [0]),
+        ("astro2-a", astro2, targets[2], [0, 2]),
+    ]
+    entries = [
+        {"id": pid, "category": pid.split("-")[0], "source": src, "target": trg,
+         "source_keypoints": [points[k] for k in kps], "target_keypoints": [truth[k] for k in kps],
+         "target_bbox": [40, 40, 240, 200]}
+        for pid, src, trg, kps in pairs
+    ]  # fmt: skip
+    (folder / "pairs.json").write_text(json.dumps({"pairs": entries}))
+    return folder
+
+
+def test_copies_of_one_image_are_one_source_group(tmp_path):
+    data = PairsDataModule(str(write_shared_pairs(tmp_path)), num_shards=2, shard_index=0)
+    data.setup("test")
+    other = PairsDataModule(str(tmp_path), num_shards=2, shard_index=1)
+    other.setup("test")
+    ids = [{p["pair_id"] for p in d.selected} for d in (data, other)]
+    assert ids[0] | ids[1] == {"cat-a", "cat-b", "cat-copy", "astro1-a", "astro1-b", "astro2-a"}
+    cat = {"cat-a", "cat-b", "cat-copy"}
+    assert cat <= ids[0] or cat <= ids[1]  # the copy goes with the original
+    groups = {p["pair_id"]: p[GROUP] for d in (data, other) for p in d.selected}
+    assert groups["cat-a"] == groups["cat-copy"] != groups["astro1-a"]
+
+
+def test_plan_counts_distinct_fits_without_loading_the_model(tmp_path):
+    # per category: pairs k = 0, 2, 4 go A -> B with A's 3 keypoints, k = 1, 3 go B -> A with B's first 2:
+    # 13 keypoints, of which 5 distinct (A's 3, B's 2); two categories
+    root = write_spair(tmp_path / "SPair-71k", pairs_per_category=5, splits=("test",))
+    args = ["plan", "--config", "configs/spair.yaml", "--data.init_args.root", str(root)]
+    out = sdcorr(*args).stdout  # configs/spair.yaml names SD 1.4, which is not loaded
+    # paper preset, 5 restarts x (129 steps + 20 locate crops): 5 x (10 x 129 + 26 x 20) = 9,050
+    assert out.strip() == "to do: 10 pairs, 26 keypoints, 10 distinct fits, 9,050 model passes (19,370 without reuse)"
+    off = sdcorr(*args, "--model.matcher.init_args.reuse_fits", "false").stdout  # 5 x 26 x 149
+    assert off.strip() == "to do: 10 pairs, 26 keypoints, 19,370 model passes"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """The 6 shared-source pairs run in one process: the reference for DDP and shards."""
+    folder = write_shared_pairs(tmp_path_factory.mktemp("shared_pairs"))
+    out = tmp_path_factory.mktemp("shared_whole")
+    sdcorr("test", *QUICK, "--data.init_args.root", str(folder), "--trainer.default_root_dir", str(out))
+    return folder, out
+
+
+def test_ddp_ranks_get_whole_source_images_and_the_same_results(shared, tmp_path):
+    folder, whole = shared
+    sdcorr(
+        "test", *QUICK, "--data.init_args.root", str(folder), "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
+    )  # fmt: skip
+    ranks = [[json.loads(x)["pair_id"] for x in path.read_text().splitlines()] for path in sorted(tmp_path.glob("predictions.rank*.jsonl"))]
+    sources = [{pair_id.split("-")[0] for pair_id in rank} for rank in ranks]  # cat, cat copy -> "cat"
+    assert len(ranks) == 2 and all(ranks) and not sources[0] & sources[1]  # no keypoint fitted on both ranks
+    assert (tmp_path / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_three_shards_merge_to_the_same_results(shared, tmp_path):
+    folder, whole = shared
+    for index in range(3):
+        sdcorr(
+            "test", *QUICK, "--data.init_args.root", str(folder), "--trainer.default_root_dir", str(tmp_path / str(index)),
+            "--data.init_args.shard_index", str(index), "--data.init_args.num_shards", "3",
+        )  # fmt: skip
+    sdcorr("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
+    assert (tmp_path / "merged/results.json").read_text() == (whole / "results.json").read_text()
