@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--crops", type=int, default=5)
     parser.add_argument("--max-batch", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=2.3755632e-3)
+    parser.add_argument("--lr", type=float, default=0.0023755632081200314)
     parser.add_argument("--crop-fraction", type=float, default=0.9316549)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-reference", action="store_true", help="only time the fast mode")

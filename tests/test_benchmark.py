@@ -20,3 +20,11 @@ def test_speed_benchmark_runs_on_the_tiny_model():
         line.startswith("| fast |") for line in lines
     )
     assert "identical predictions: True" in result.stdout
+
+
+def test_reuse_benchmark_counts_passes_on_the_spair_shaped_list():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/reuse.py", "--skip-run"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "481 images, 18 categories" in result.stdout and "fewer with reuse" in result.stdout
