@@ -50,6 +50,9 @@ def split(pairs: Sequence[dict[str, Any]], parts: int) -> list[list[int]]:
     Groups go, heaviest first (by their pairs' ``num_keypoints``), to the part with the fewest
     keypoints so far (ties: the lowest part). Within a part, groups keep their order of first
     appearance and pairs their order. Deterministic; ``split(pairs, 1)[0]`` is the grouped order.
+    With fewer source images than parts, pairs are split one by one instead, so that no part is
+    empty while there are enough pairs (an idle DDP process would stall the others); a keypoint may
+    then be fitted in two parts, with the same result.
 
     >>> pairs = [{"pair_id": str(i), "source_group": g, "num_keypoints": n}
     ...          for i, (g, n) in enumerate([("a", 3), ("b", 5), ("a", 4), ("c", 2)])]
@@ -57,10 +60,14 @@ def split(pairs: Sequence[dict[str, Any]], parts: int) -> list[list[int]]:
     [[0, 2], [1, 3]]
     >>> split(pairs, 1)
     [[0, 2, 1, 3]]
+    >>> split(pairs, 4)  # 3 source images for 4 parts: pair by pair
+    [[1], [2], [0], [3]]
     """
     if parts < 1:
         raise ValueError(f"Expected parts >= 1 but got {parts}")
     grouped = groups(pairs)
+    if len(grouped) < parts:
+        grouped = [[i] for group in grouped for i in group]
     weight = [sum(int(pairs[i]["num_keypoints"]) for i in group) for group in grouped]
     loads, chosen = [0] * parts, [[] for _ in range(parts)]
     for g in sorted(range(len(grouped)), key=lambda g: (-weight[g], g)):

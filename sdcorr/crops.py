@@ -13,6 +13,8 @@ depend on which pairs a process saw earlier (resumed runs, DDP ranks and shards 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,11 @@ from sdcorr.rng import content_key
 from sdcorr.sources.base import FeatureSource
 
 
+def autocast_state(device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype in force on ``device``'s type, or None outside autocast."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
 class CropEncoder:
     """Latents of square crops of ``image``, each computed once while ``cache`` remembers it.
 
@@ -29,13 +36,15 @@ class CropEncoder:
         source: encodes ``[1, 3, S, S]`` crops.
         image: ``[3, S, S]`` working image.
         side: crop side in pixels; crops are resized back to ``source.image_size``.
-        cache: latents shared across images and calls, keyed by (image content, side, corner); None:
+        cache: latents shared across images and calls, keyed by (image content, autocast dtype, side,
+            corner); None:
             remember nothing (encode every crop of every call).
     """
 
     def __init__(self, source: FeatureSource, image: Tensor, side: int, cache: LRU[Tensor] | None = None) -> None:
         self.source, self.image, self.side, self.cache = source, image, side, cache
-        self.key = content_key(image) if cache is not None else None
+        # a latent encoded under autocast has another dtype and rounding than a float32 one
+        self.key = (content_key(image), autocast_state(image.device)) if cache is not None else None
         self.encoded = 0  # crops sent through the encoder, for benchmarks and tests
 
     def _encode(self, corner: tuple[int, int]) -> Tensor:

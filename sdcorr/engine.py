@@ -21,7 +21,7 @@ from torch import Tensor
 
 from sdcorr import geometry
 from sdcorr.cache import LRU
-from sdcorr.crops import CropEncoder
+from sdcorr.crops import CropEncoder, autocast_state
 from sdcorr.errors import InferenceModeError, NumericalError
 from sdcorr.rng import content_key, generator
 from sdcorr.sources.base import FeatureSource, Source
@@ -203,9 +203,13 @@ class PromptMatcher(Matcher):
         self.crop_pool = crop_pool
         self._latents: LRU[Tensor] = LRU(crop_cache)
         self._fits: LRU[Tensor] = LRU(fit_cache)
-        #: work done so far, for progress, benchmarks and tests: keypoints fitted and keypoints whose
-        #: fit came from the store (``reused_fits``)
-        self.counts = {"fits": 0, "reused_fits": 0}
+        self._counts = {"fits": 0, "reused_fits": 0}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Work done so far (for benchmarks and tests): keypoints fitted, and keypoints whose fit was
+        already there (remembered, or a repeat within the pair)."""
+        return dict(self._counts)
 
     def crop_geometry(self, image_size: int) -> tuple[int, int]:
         """``(side, margin)`` of the crops in pixels: 477 and 71 at 512 for the paper preset."""
@@ -256,7 +260,8 @@ class PromptMatcher(Matcher):
 
     def pending_fits(self, source: FeatureSource, keys: Sequence[tuple]) -> int:
         """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
-        return sum((id(source), *key) not in self._fits for key in dict.fromkeys(keys))
+        context = (id(source), autocast_state(source.device))
+        return sum((*context, *key) not in self._fits for key in dict.fromkeys(keys))
 
     def fit(
         self,
@@ -286,16 +291,17 @@ class PromptMatcher(Matcher):
             )
         reuse = keys is not None
         keys = list(keys) if reuse else [(seed, "fit", k) for k in range(len(keypoints))]
-        # what a fit is remembered under: its key, within this source (a store serves one model)
-        slots = [(id(source), *key) if reuse else key for key in keys]
+        # what a fit is remembered under: its key, within this source and precision
+        context = (id(source), autocast_state(image.device))
+        slots = [(*context, *key) if reuse else key for key in keys]
         fits = {}
         for slot in dict.fromkeys(slots) if reuse else ():
             hit = self._fits.get(slot)
             if hit is not None:
                 fits[slot] = hit
         todo = [k for k, slot in enumerate(slots) if slot not in fits and slots.index(slot) == k]
-        self.counts["fits"] += len(todo)
-        self.counts["reused_fits"] += len(keys) - len(todo)
+        self._counts["fits"] += len(todo)
+        self._counts["reused_fits"] += len(keys) - len(todo)
         if todo:
             encoder = self.crop_encoder(source, image)
             items = [(k, r) for k in todo for r in range(self.restarts)]

@@ -101,7 +101,7 @@ class NearestNeighbourMatcher(Matcher):
         self.temperature = temperature
         self.window = window
 
-    def cost(self, num_keypoints: int, source: Optional[DenseSource] = None) -> int:
+    def cost(self, num_keypoints: int, source: Optional[DenseSource] = None, fits: Optional[int] = None) -> int:
         """Model passes per pair: two images x ``source.passes_per_image`` (1 without a source), whatever ``N``."""
         return 2 * (source.passes_per_image if source is not None else 1)
 

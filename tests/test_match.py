@@ -66,7 +66,8 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
     args = ["test", *QUICK, "--data.init_args.subsample", "2"]
     piped = sdcorr(*args, "--trainer.default_root_dir", str(tmp_path / "piped"), "--progress.warn_hours", "1e-9")
     text = piped.stdout + piped.stderr
-    assert "to do: 2 pairs, 11 keypoints, 264 model passes" in text  # 11 x 2 restarts x (8 + 4)
+    # 11 x 2 restarts x (8 + 4); the demo pairs share no source image, so nothing is reused
+    assert "to do: 2 pairs, 11 keypoints, 11 distinct fits, 264 model passes (264 without reuse)" in text
     assert "estimated time for the run" in text
     assert "this run would take about" in text and "--data.init_args.num_shards" in text  # the long-run hint
     assert "passes in pair" not in text and "Testing" not in text  # no bars in a pipe

@@ -1,5 +1,6 @@
 """Pairs grouped by source image: shards and DDP processes get whole images, so each fit is done once."""
 
+import doctest
 import json
 import random
 import shutil
@@ -7,6 +8,7 @@ import shutil
 import pytest
 
 from datamodules.pairs import PairsDataModule
+from datamodules import schedule
 from datamodules.schedule import GROUP, split
 from tests.conftest import DEMO
 from tests.fixtures_spair import write_spair
@@ -35,6 +37,13 @@ def test_split_keeps_source_images_whole_and_balances_keypoints(parts):
     loads = [sum(pairs[i]["num_keypoints"] for i in part) for part in split_pairs]
     heaviest = max(sum(p["num_keypoints"] for p in pairs if p[GROUP] == g) for g in owner)
     assert max(loads) - min(loads) <= heaviest  # greedy heaviest-first balance
+
+
+def test_split_examples_and_fewer_images_than_parts():
+    assert doctest.testmod(schedule).failed == 0  # the docstring's examples (datamodules is not doctest-collected)
+    pairs = records([("a", 2), ("a", 3), ("a", 1), ("b", 4)])
+    assert split(pairs, 3) == [[3], [1], [0, 2]]  # two images, three parts: pair by pair, none empty
+    assert split(pairs[:1], 2) == [[0], []]  # fewer pairs than parts: nothing to give
 
 
 def write_shared_pairs(folder):
