@@ -146,18 +146,24 @@ def tiny_run(reuse: bool, pairs: list[dict], source: StableDiffusionSource) -> d
     correct = total = 0
     start = time.perf_counter()
     for pair in pairs:
-        result = matcher.match(source, pair["source"], pair["target"], pair["kps"], seed=(0, pair["pair_id"]), fit_seed=0)
+        result = matcher.match(
+            source, pair["source"], pair["target"], pair["kps"], seed=(0, pair["pair_id"]), fit_seed=0
+        )
         correct += int(((result.keypoints - pair["truth"]).norm(dim=-1) <= 0.1 * 160).sum())
         total += len(pair["kps"])
     seconds = time.perf_counter() - start
-    records = [{"pair_id": p["pair_id"], "source_keypoints": p["kps"], GROUP: p["pair_id"].rsplit("-", 1)[0]} for p in pairs]
+    records = [
+        {"pair_id": p["pair_id"], "source_keypoints": p["kps"], GROUP: p["pair_id"].rsplit("-", 1)[0]} for p in pairs
+    ]
     plan = make_plan(records, matcher)
     return {"seconds": seconds, "fits": matcher.counts["fits"], "passes": plan.passes, "pck": correct / total}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spair-dir", type=Path, default=None, help="write the SPair-shaped list here and time `sdcorr plan`")
+    parser.add_argument(
+        "--spair-dir", type=Path, default=None, help="write the SPair-shaped list here and time `sdcorr plan`"
+    )
     parser.add_argument("--skip-run", action="store_true", help="skip the tiny-model timing")
     args = parser.parse_args()
 
@@ -189,7 +195,10 @@ def main() -> None:
         print("|---|---|---|---|---|")
         rows = {flag: tiny_run(flag, pairs, source) for flag in (False, True)}
         for flag, row in rows.items():
-            print(f"| {'on' if flag else 'off'} | {row['fits']} | {row['passes']:,} | {row['seconds']:.1f} | {100 * row['pck']:.1f} |")
+            print(
+                f"| {'on' if flag else 'off'} | {row['fits']} | {row['passes']:,} | {row['seconds']:.1f} "
+                f"| {100 * row['pck']:.1f} |"
+            )
         print(f"\nwall time: {rows[False]['seconds'] / rows[True]['seconds']:.2f}x faster with reuse")
 
 

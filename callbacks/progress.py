@@ -71,9 +71,7 @@ class RunProgress(Callback):
             return
         plan = make_plan(pairs, pl_module.matcher, pl_module.source)
         self._total_work = plan.work
-        rank_zero_info(
-            f"to do: {plan} ({type(pl_module.matcher).__name__}); a time estimate follows the first pair"
-        )
+        rank_zero_info(f"to do: {plan} ({type(pl_module.matcher).__name__}); a time estimate follows the first pair")
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module)

@@ -116,10 +116,10 @@ class PromptMatcher(Matcher):
     on the source image, the keypoint and their random draws, never on the target. With reuse, those
     draws (initial embedding, crops, noise) are keyed by (run seed, source image content, keypoint
     coordinates as given, restart) instead of by the pair, so every pair that shares a source keypoint
-    gets the same fit, and it is computed once and remembered (``fit_cache``). Each prediction is still
-    an independent-looking sample of the paper's procedure; only pairs sharing a source keypoint now
-    share its fit. Off: every pair fits its own embeddings with draws keyed by the pair, as the
-    paper's code does. Draws of the locate step are keyed by the pair either way.
+    gets the same fit, and it is computed once and remembered (``fit_cache``). Every fit is still made
+    exactly as the paper makes one; only pairs sharing a source keypoint now share it. Off: every
+    pair fits its own embeddings with draws keyed by the pair, as the paper's code does. Draws of the
+    locate step are keyed by the pair either way.
 
     Args:
         restarts: independent random initialisations per keypoint; paper 5.
@@ -231,7 +231,9 @@ class PromptMatcher(Matcher):
         float rounding) is the same whichever other keypoints need work in this call.
         """
         size = 1 if self.mode == "reference" else self.max_batch
-        groups = [[i for i in items if i[0] == k] for k in dict.fromkeys(k for k, _ in items)] if per_keypoint else [items]
+        groups = [items]
+        if per_keypoint:
+            groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
         return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
 
     def _mode_context(self, source: FeatureSource, device: torch.device) -> ExitStack:

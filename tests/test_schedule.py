@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from datamodules.pairs import PairsDataModule
 from datamodules import schedule
+from datamodules.pairs import PairsDataModule
 from datamodules.schedule import GROUP, split
 from tests.conftest import DEMO
 from tests.fixtures_spair import write_spair
@@ -53,7 +53,9 @@ def write_shared_pairs(folder):
         str(DEMO / "0_chelsea_source.jpg"), "chelsea_copy.jpg",
         str(DEMO / "1_astronaut_source.jpg"), str(DEMO / "2_astronaut_source.jpg"),
     )  # fmt: skip
-    targets = [str(DEMO / name) for name in ("0_chelsea_target.jpg", "1_astronaut_target.jpg", "2_astronaut_target.jpg")]
+    targets = [
+        str(DEMO / name) for name in ("0_chelsea_target.jpg", "1_astronaut_target.jpg", "2_astronaut_target.jpg")
+    ]
     points = [[114.41, 74.67], [211.53, 90.0], [174.28, 161.33]]
     truth = [[120.0, 80.0], [200.0, 100.0], [170.0, 150.0]]
     pairs = [
@@ -114,7 +116,10 @@ def test_ddp_ranks_get_whole_source_images_and_the_same_results(shared, tmp_path
         "test", *QUICK, "--data.init_args.root", str(folder), "--trainer.default_root_dir", str(tmp_path),
         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
     )  # fmt: skip
-    ranks = [[json.loads(x)["pair_id"] for x in path.read_text().splitlines()] for path in sorted(tmp_path.glob("predictions.rank*.jsonl"))]
+    ranks = [
+        [json.loads(x)["pair_id"] for x in path.read_text().splitlines()]
+        for path in sorted(tmp_path.glob("predictions.rank*.jsonl"))
+    ]
     sources = [{pair_id.split("-")[0] for pair_id in rank} for rank in ranks]  # cat, cat copy -> "cat"
     assert len(ranks) == 2 and all(ranks) and not sources[0] & sources[1]  # no keypoint fitted on both ranks
     assert (tmp_path / "results.json").read_text() == (whole / "results.json").read_text()
@@ -124,7 +129,8 @@ def test_three_shards_merge_to_the_same_results(shared, tmp_path):
     folder, whole = shared
     for index in range(3):
         sdcorr(
-            "test", *QUICK, "--data.init_args.root", str(folder), "--trainer.default_root_dir", str(tmp_path / str(index)),
+            "test", *QUICK, "--data.init_args.root", str(folder),
+            "--trainer.default_root_dir", str(tmp_path / str(index)),
             "--data.init_args.shard_index", str(index), "--data.init_args.num_shards", "3",
         )  # fmt: skip
     sdcorr("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
