@@ -120,7 +120,8 @@ def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
     manifest["fingerprint"]["data"]["shard"] = [1, 3]
     (fake / "run.json").write_text(json.dumps(manifest))
     result = sdcorr("merge", str(tmp_path / "b"), str(shards / "0"), str(fake), check=False)
-    assert result.returncode == 1 and "'0_chelsea' is also predicted in" in result.stderr
+    (pair,) = lines(shards / "0" / "predictions.jsonl")
+    assert result.returncode == 1 and f"{pair['pair_id']!r} is also predicted in" in result.stderr
     result = sdcorr("merge", str(tmp_path / "c"), str(shards / "0"), str(shards / "1"), check=False)
     assert result.returncode == 1 and "shards [2] of 3 were not given" in result.stderr
     assert not (tmp_path / "c").exists()
