@@ -1,8 +1,10 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.base import DataError
 from datamodules.pairs import PairsDataModule, PairsDataset
@@ -87,3 +89,7 @@ def test_missing_root_is_a_clear_error(tmp_path):
 def test_images_are_rgb_in_unit_range():
     image = PairsDataset(DEMO / "pairs.json")[1]["source_image"]
     assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    # the file's pixels, not a constant or a gray image: PIL's 8-bit RGB decode divided by 255, exactly
+    decoded = np.asarray(Image.open(DEMO / "1_astronaut_source.jpg").convert("RGB"), dtype=np.float32) / 255
+    assert torch.equal(image, torch.from_numpy(decoded).permute(2, 0, 1))
+    assert image.std() > 0.1 and (image[0] - image[2]).abs().mean() > 0.02
