@@ -156,7 +156,7 @@ class PredictionWriter(Callback):
                 path = embedding_file(self.folder(trainer), record["pair_id"])
                 path.parent.mkdir(exist_ok=True)
                 torch.save(result.embeddings.detach().cpu(), path)
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
         self._file.flush()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:

@@ -27,6 +27,7 @@ Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -142,7 +143,19 @@ def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] 
 def sample_from_record(
     pair: dict[str, Any], source_image: Optional[Tensor] = None, target_image: Optional[Tensor] = None
 ) -> dict[str, Any]:
-    """The sample dict (see the module docstring) of a standard pair record; reads the images not given."""
+    """The sample dict (see the module docstring) of a standard pair record; reads the images not given.
+
+    Raises:
+        DataError: a threshold (or a ``references`` threshold) that is not a finite positive length.
+    """
+    for mode, entry in [(None, pair)] + list((pair.get("references") or {}).items()):
+        value = entry["threshold"]
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+            name = "threshold" if mode is None else f"references.{mode}.threshold"
+            raise DataError(
+                f"pair {pair['pair_id']!r}: {name} {float(value)} is not a finite positive length "
+                "(PCK would be meaningless); check its bounding box or keypoints"
+            )
     sample = {
         "pair_id": pair["pair_id"],
         "category": pair["category"],

@@ -93,7 +93,7 @@ def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = 
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "predictions.jsonl", "w") as handle:
             for record in sorted(records, key=lambda r: r["pair_id"]):
-                handle.write(json.dumps(record) + "\n")
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
     except OSError as error:
         raise OutputError(f"{out}: cannot write ({error})") from error
     manifest = copy.deepcopy(first)

@@ -60,10 +60,14 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one.
+
+    Raises ``ValueError`` for a NaN or infinite float: callers replace undefined values by None.
+    """
     scratch = path.with_name(f".{path.name}.part")
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"  # NaN and Infinity are not JSON
     try:
-        scratch.write_text(json.dumps(payload, indent=2) + "\n")
+        scratch.write_text(text)
         os.replace(scratch, path)
     except OSError as error:
         raise OutputError(f"{path}: cannot write ({error})") from error
