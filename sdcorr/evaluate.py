@@ -214,6 +214,7 @@ def results_payload(
     fingerprint = manifest["fingerprint"]
     alphas = list(alphas or manifest["alphas"])
     return {
+        "model": manifest.get("model"),
         "alphas": alphas,
         "seed": fingerprint["seed"],
         "source": fingerprint["source"],

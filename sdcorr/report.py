@@ -24,6 +24,7 @@ from PIL import Image
 from sdcorr.errors import SdcorrError
 from sdcorr.evaluate import histogram, read_predictions
 from sdcorr.plots import histogram_plot
+from sdcorr.runfolder import CONFIG_FILE
 
 __all__ = [
     "HISTOGRAM_FILE",
@@ -57,7 +58,8 @@ th, td { border: 1px solid #b9c4d0; padding: 3px 9px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.overall td { font-weight: bold; background: #f1f4f8; }
 img { max-width: 100%; display: block; margin: 4px 0; border: 1px solid #d0d0d0; }
-.meta { color: #555555; font-size: 13px; }
+.meta { color: #555555; font-size: 13px; overflow-wrap: anywhere; }
+pre { font-size: 12px; background: #f6f8fa; padding: 8px; }
 .legend span { padding: 0 6px; font-weight: bold; }
 """
 
@@ -177,17 +179,28 @@ def _pair_notes(folder: Path) -> dict[str, str]:
     return notes
 
 
-def _meta(results: dict[str, Any]) -> str:
+def _meta(results: dict[str, Any], folder: Path) -> str:
+    """What was run, in full: the model in words, data, source and matcher settings, seed, and the
+    folder's resolved ``config.yaml`` (folded) when there is one."""
     data = results.get("data") or {}
-    matcher = results.get("matcher") or {}
     parts = [
+        f"model: {results.get('model') or 'not recorded (a run folder of an older sdcorr)'}",
         f"data: {data.get('datamodule', '?')}"
         + "".join(f", {k} {data[k]}" for k in ("split", "threshold_mode") if data.get(k)),
-        f"source: {json.dumps(results.get('source'))[:200]}",
-        f"matcher: {json.dumps(matcher)[:300]}",
-        f"seed: {results.get('seed')}",
+        f"source: {json.dumps(results.get('source'))}",
+        f"matcher: {json.dumps(results.get('matcher') or {})}",
+        f"seed: {results.get('seed')}, precision: {results.get('precision')}",
     ]
-    return "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
+    out = "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
+    config = folder / CONFIG_FILE
+    if config.is_file():
+        note = "the resolved command-line config; arguments a source did not use (e.g. pretrained beside architecture) "
+        note += "are listed as given, the model line above says which weights ran"
+        out += (
+            f"<details><summary>{CONFIG_FILE}</summary><p class=\"meta\">{note}</p>"
+            f"<pre>{html.escape(config.read_text())}</pre></details>"
+        )
+    return out
 
 
 def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = None) -> Path:
@@ -204,7 +217,7 @@ def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = 
     if results is None:
         parts.append('<p class="meta">No results.json in this folder (not a finished test run).</p>')
     else:
-        parts.append(_meta(results))
+        parts.append(_meta(results, folder))
         columns, rows = summary_rows(results)
         parts += ["<h2>PCK</h2>", _table(columns, rows, percent_from=3)]
         columns, rows = layer_rows(results)
