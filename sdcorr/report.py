@@ -16,6 +16,7 @@ import html
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +33,7 @@ __all__ = [
     "PICTURES",
     "histogram_of",
     "layer_rows",
+    "missing_note",
     "picture_name",
     "pck_columns",
     "summary_rows",
@@ -65,10 +67,19 @@ pre { font-size: 12px; background: #f6f8fa; padding: 8px; }
 
 
 def picture_name(pair_id: str, kind: str) -> str:
-    """File name of a pair picture in ``pictures/``: the pair id made file-safe, then the kind."""
+    """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png``, unique per pair id.
+
+    An id of lowercase letters, digits, ``.``, ``_`` and ``-`` (up to 100) is used as it is; any other
+    is made file-safe and followed by ``~`` and the CRC-32 of the id, so ``cat 1``, ``cat_1`` and
+    ``Cat_1`` get different files, also on case-insensitive file systems (``~`` never occurs in a
+    name used as it is).
+    """
     if kind not in KINDS:
         raise ValueError(f"Expected a picture kind in {list(KINDS)} but got {kind!r}")
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', pair_id)}.{kind}.png"
+    if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
+        return f"{pair_id}.{kind}.png"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", pair_id)[:100]
+    return f"{safe}~{zlib.crc32(pair_id.encode()):08x}.{kind}.png"
 
 
 def pck_columns(alphas: list[float]) -> list[str]:
@@ -203,13 +214,27 @@ def _meta(results: dict[str, Any], folder: Path) -> str:
     return out
 
 
-def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = None) -> Path:
+def missing_note(pair_ids: list[str]) -> str:
+    """What to tell the user when pairs that were to be drawn have no pictures, and how to redraw them."""
+    listed = ", ".join(map(repr, pair_ids[:10])) + (f" and {len(pair_ids) - 10} more" if len(pair_ids) > 10 else "")
+    return (
+        f"no pictures of {len(pair_ids)} pairs that were to be drawn: {listed}. They were finished by an "
+        "earlier run of this folder that did not draw them (pictures deleted, or other --pictures options). "
+        "To draw them, delete their lines from predictions*.jsonl and rerun the same command: those pairs "
+        "are matched again, with the same random draws, and drawn."
+    )
+
+
+def write_report(
+    folder: str | Path, alpha: float = 0.1, title: Optional[str] = None, missing: Optional[list[str]] = None
+) -> Path:
     """Write ``<folder>/index.html`` and return its path.
 
     Args:
         folder: a run folder (``results.json``, ``predictions*.jsonl``, ``pictures/``; each optional).
         alpha: the PCK threshold of the histogram and of the colours' legend.
         title: page title; default: the folder's name.
+        missing: ids of pairs that were to be drawn but have no pictures (see :func:`missing_note`).
     """
     folder = Path(folder)
     results = _read_results(folder)
@@ -231,6 +256,8 @@ def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = 
             f'<img src="{_data_uri(picture)}">',
         ]
     pictures = _pair_pictures(folder)
+    if missing:
+        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
     if pictures:
         notes = _pair_notes(folder)
         parts += [
