@@ -166,7 +166,8 @@ class PictureCallback(Callback):
         records = {record["pair_id"]: record for record in read_predictions(folder)}
         pairs = {pair["pair_id"]: pair for pair in datamodule.selected}
         for pair_id in list(self._undrawn):
-            (sample,) = pl_module.transfer_batch_to_device([datamodule.load_sample(pairs[pair_id])], pl_module.device, 0)
+            batch = [datamodule.load_sample(pairs[pair_id])]
+            (sample,) = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             result = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
             self._publish(trainer, records[pair_id], self.draw(pl_module, sample, records[pair_id], result))
             self._undrawn.remove(pair_id)

@@ -23,9 +23,8 @@ def format_table(results: dict[str, Any], alphas: list[float]) -> str:
     if results.get("unscored_pairs"):
         ids = results.get("unscored_pair_ids") or []
         named = ": " + ", ".join(map(repr, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        lines.append(
-            f"({results['unscored_pairs']} pairs without ground truth were predicted but not scored{named if ids else ''})"
-        )
+        named = named if ids else ""
+        lines.append(f"({results['unscored_pairs']} pairs without ground truth were predicted but not scored{named})")
     return "\n".join(lines)
 
 

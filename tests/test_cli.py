@@ -27,7 +27,8 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     logs = tmp_path_factory.mktemp("logs")  # a logger, as configs/demo.yaml has: its folder is not the run's
     result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(out),
-                    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(logs))  # fmt: skip
+                    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                    "--trainer.logger.save_dir", str(logs))  # fmt: skip
     return out, result, logs
 
 
