@@ -10,11 +10,24 @@ from typing import Any, Literal, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
 from callbacks.predictions import PredictionWriter
+from datamodules.schedule import split
+from sdcorr.errors import SdcorrError
+from sdcorr.evaluate import read_predictions
 from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.report import HISTOGRAM_FILE, PICTURES, histogram_of, layer_rows, picture_name, summary_rows, write_report
+from sdcorr.report import (
+    HISTOGRAM_FILE,
+    PICTURES,
+    histogram_of,
+    layer_rows,
+    missing_note,
+    picture_name,
+    summary_rows,
+    write_report,
+)
 
 
 class PictureCallback(Callback):
@@ -33,6 +46,14 @@ class PictureCallback(Callback):
     WandbLogger is configured or ``WANDB_MODE=disabled`` (``files: auto``), or always (``files: always``).
 
     Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
+
+    Which pairs: ``pair_ids``, else the first ``num_pairs`` of the run's pairs (the datamodule's
+    ``selected``, process 0's share under DDP), decided before the run starts, so a resumed run draws
+    the same pairs as an uninterrupted one. Pairs among them that an earlier, interrupted run of the
+    folder finished without their pictures (killed between the prediction and the picture, or the
+    pictures were deleted) are matched again when the test loop starts (the same random draws: the
+    same maps) and drawn from their saved predictions. When nothing is left to run, they cannot be:
+    index.html and a warning name them and say how to redraw them.
 
     Args:
         enabled: draw anything at all; false costs nothing.
@@ -74,6 +95,8 @@ class PictureCallback(Callback):
         self.panel_size = panel_size
         self._drawn = 0
         self._rows: list[list[Any]] = []
+        self._targets: Optional[list[str]] = None  # the pairs to draw, when the run's pair list is known
+        self._undrawn: list[str] = []  # targets already predicted by an earlier run but without pictures
 
     # where things go
     @staticmethod
@@ -106,12 +129,50 @@ class PictureCallback(Callback):
         alphas = [f"{a:g}" for a in getattr(pl_module, "alphas", [])]
         if f"{self.alpha:g}" not in alphas:
             raise ValueError(f"Expected pictures.alpha among the model's alphas {alphas} but got {self.alpha:g}")
-        self._drawn, self._rows = 0, []
+        self._drawn, self._rows, self._undrawn = 0, [], []
+        selected = getattr(getattr(trainer, "datamodule", None), "selected", None)
+        self._targets = None
+        if self.pair_ids is not None:
+            self._targets = list(self.pair_ids)
+        elif selected is not None:  # process r's share of the pairs (datamodules.base.UnpaddedDistributedSampler)
+            part = split(selected, getattr(trainer, "world_size", 1))[getattr(trainer, "global_rank", 0)]
+            share = [selected[i] for i in part]
+            self._targets = [pair["pair_id"] for pair in share[: self.num_pairs]]
+        if not self._active(trainer) or not self.writes_files(trainer) or self._targets is None:
+            return
+        folder = self.folder(trainer)
+        try:
+            done = {record["pair_id"] for record in read_predictions(folder)}
+        except (SdcorrError, OSError):  # the PredictionWriter reports a broken folder
+            return
+        pictures = folder / PICTURES
+        self._undrawn = [
+            pair_id
+            for pair_id in self._targets
+            if pair_id in done and not (pictures / picture_name(pair_id, "correspondence")).is_file()
+        ]
+        if selected is not None and done >= {pair["pair_id"] for pair in selected}:
+            # nothing left to run: no test loop, no on_test_end; the page is written now
+            self._summarise(trainer, pl_module)
 
     def _wanted(self, pair_id: str) -> bool:
-        if self.pair_ids is not None:
-            return pair_id in self.pair_ids
+        if self._targets is not None:
+            return pair_id in self._targets
         return self._drawn < self.num_pairs
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Draw the pairs to draw that an earlier run of the folder predicted but did not draw."""
+        if not self._undrawn or not self._active(trainer):
+            return
+        folder, datamodule = self.folder(trainer), trainer.datamodule
+        records = {record["pair_id"]: record for record in read_predictions(folder)}
+        pairs = {pair["pair_id"]: pair for pair in datamodule.selected}
+        for pair_id in list(self._undrawn):
+            batch = [datamodule.load_sample(pairs[pair_id])]
+            (sample,) = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            result = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
+            self._publish(trainer, records[pair_id], self.draw(pl_module, sample, records[pair_id], result))
+            self._undrawn.remove(pair_id)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self._active(trainer) or not outputs:
@@ -123,9 +184,15 @@ class PictureCallback(Callback):
                 self._publish(trainer, record, self.draw(pl_module, sample, record, result))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._summarise(trainer, pl_module)
+
+    def _summarise(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The run's tables and histogram, to W&B and/or into index.html (rank 0, after results.json)."""
         if not self._active(trainer):
             return
         folder = self.folder(trainer)
+        if self._undrawn:
+            rank_zero_warn(f"pictures: {missing_note(self._undrawn)}")
         logger = self.wandb_logger(trainer)
         if logger is not None:
             if self._rows:
@@ -139,7 +206,7 @@ class PictureCallback(Callback):
             if counts is not None:
                 (folder / PICTURES).mkdir(parents=True, exist_ok=True)
                 self._histogram_picture(counts).save(folder / PICTURES / HISTOGRAM_FILE)
-            write_report(folder, self.alpha)
+            write_report(folder, self.alpha, missing=self._undrawn)
 
     # drawing
     def _kinds(self) -> list[str]:

@@ -22,6 +22,7 @@ from sdcorr.runfolder import (
     describe,
     differences,
     embedding_file,
+    model_description,
     read_manifest,
     write_json,
 )
@@ -65,7 +66,7 @@ class PredictionWriter(Callback):
         return Path(os.path.expandvars(self.dir) if self.dir else trainer.default_root_dir)
 
     def manifest(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        """The ``run.json`` of this run: fingerprint, pair ids, alphas and read layers."""
+        """The ``run.json`` of this run: fingerprint, the model in words, pair ids, alphas and read layers."""
         datamodule = trainer.datamodule
         data = datamodule.describe() if hasattr(datamodule, "describe") else None
         selected = getattr(datamodule, "selected", None) or []
@@ -78,6 +79,7 @@ class PredictionWriter(Callback):
                 "precision": str(trainer.precision),
                 "embeddings": getattr(pl_module, "embeddings", None),
             },
+            "model": model_description(pl_module.source),
             "pair_ids": [p["pair_id"] for p in selected],
             "alphas": list(pl_module.alphas),
             "layers": (getattr(pl_module.source, "hparams", None) or {}).get("layers"),
@@ -156,7 +158,7 @@ class PredictionWriter(Callback):
                 path = embedding_file(self.folder(trainer), record["pair_id"])
                 path.parent.mkdir(exist_ok=True)
                 torch.save(result.embeddings.detach().cpu(), path)
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
         self._file.flush()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -185,7 +187,8 @@ class PredictionWriter(Callback):
         self._results_written = True
         skipped = (payload["data"] or {}).get("skipped")
         note = f"\nskipped pairs (not scored): {skipped}" if skipped else ""
-        rank_zero_info(f"\n{format_table(payload, payload['alphas'])}{note}\nresults: {folder / RESULTS}")
+        # the run's result, on stdout (progress, warnings and notes go to stderr)
+        print(f"\n{format_table(payload, payload['alphas'])}{note}\nresults: {folder / RESULTS}", flush=True)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._file is not None:

@@ -27,6 +27,7 @@ Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -46,6 +47,7 @@ from sdcorr.errors import DataError
 
 __all__ = [
     "DataError",
+    "MIN_IMAGE_SIDE",
     "PairDataModule",
     "PairListDataset",
     "collate_pairs",
@@ -69,17 +71,61 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
         raise DataError(f"{path}: cannot decode image ({error})") from error
 
 
+#: the smallest image side accepted, in pixels: below it there is nothing to match
+MIN_IMAGE_SIDE = 8
+#: EXIF tag of the orientation (1: as stored; 2..8: mirrored and/or rotated, see ``ImageOps.exif_transpose``)
+_ORIENTATION = 0x0112
+#: the full-scale value of integer modes with more than 8 bits per sample
+_HIGH_BIT_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _check_size(path: Path, size: tuple[int, int]) -> None:
+    if min(size) < MIN_IMAGE_SIDE:
+        raise DataError(f"{path}: image is {size[0]}x{size[1]} pixels; expected at least {MIN_IMAGE_SIDE} on each side")
+
+
+def _rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` float32 RGB in [0, 1] of a decoded image: high-bit-depth modes scaled, not clipped."""
+    if image.mode in _HIGH_BIT_DEPTH:  # 16-bit grayscale (PNG, TIFF, PGM): ``convert("RGB")`` would clip at 255
+        gray = np.asarray(image).astype(np.float64)
+        if gray.size and (gray.min() < 0 or gray.max() > _HIGH_BIT_DEPTH[image.mode]):
+            raise DataError(f"{path}: {image.mode} pixel values outside 0..65535; save the image as 8 or 16 bits")
+        gray = gray / _HIGH_BIT_DEPTH[image.mode]
+    elif image.mode == "F":  # 32-bit float: taken as intensities in [0, 1]
+        gray = np.asarray(image).astype(np.float64)
+        if not np.isfinite(gray).all() or gray.min() < 0 or gray.max() > 1:
+            raise DataError(f"{path}: floating-point image with values outside [0, 1]; save it as 8 or 16 bits")
+    else:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return np.repeat(gray.astype(np.float32)[:, :, None], 3, axis=2)
+
+
 def load_image(path: str | Path) -> Tensor:
-    """Read an image file as ``[3, H, W]`` float RGB in [0, 1]."""
+    """Read an image file as ``[3, H, W]`` float RGB in [0, 1], as image viewers show it.
+
+    The EXIF orientation is applied (a phone photo stored sideways with orientation 6 comes out
+    upright, so ``H, W`` and keypoints refer to the displayed image); 16-bit grayscale is scaled by
+    65535 (PIL's ``convert("RGB")`` would clip it to white); other modes (palette, CMYK, gray with or
+    without alpha) are converted to RGB, dropping alpha. Images under :data:`MIN_IMAGE_SIDE` pixels
+    on a side are refused.
+    """
+    path = Path(path)
     with _open_image(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+        image = ImageOps.exif_transpose(image)
+        _check_size(path, image.size)
+        array = _rgb_array(path, image)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float()
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(W, H)`` of an image file, reading only its header."""
+    """``(W, H)`` of an image file as displayed (EXIF orientation applied), reading only its header."""
+    path = Path(path)
     with _open_image(path) as image:
-        return image.size
+        w, h = image.size
+        if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+            w, h = h, w
+    _check_size(path, (w, h))
+    return w, h
 
 
 def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] = None) -> Optional[int]:
@@ -98,7 +144,19 @@ def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] 
 def sample_from_record(
     pair: dict[str, Any], source_image: Optional[Tensor] = None, target_image: Optional[Tensor] = None
 ) -> dict[str, Any]:
-    """The sample dict (see the module docstring) of a standard pair record; reads the images not given."""
+    """The sample dict (see the module docstring) of a standard pair record; reads the images not given.
+
+    Raises:
+        DataError: a threshold (or a ``references`` threshold) that is not a finite positive length.
+    """
+    for mode, entry in [(None, pair)] + list((pair.get("references") or {}).items()):
+        value = entry["threshold"]
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+            name = "threshold" if mode is None else f"references.{mode}.threshold"
+            raise DataError(
+                f"pair {pair['pair_id']!r}: {name} {float(value)} is not a finite positive length "
+                "(PCK would be meaningless); check its bounding box or keypoints"
+            )
     sample = {
         "pair_id": pair["pair_id"],
         "category": pair["category"],

@@ -12,14 +12,18 @@ Format (paths relative to the JSON file's folder; only ``source``, ``target`` an
        "category": "cat"}                               # default: "all"
     ]}
 
-PCK threshold: the max side of ``target_bbox`` when given, else the max side of the bounding box of
-the target keypoints (as PF-Willow does), in target pixels. Pairs without ``target_keypoints`` are
-predicted but not scored.
+PCK threshold: the max side of ``target_bbox`` when given (the box must lie inside the target
+image), else the max side of the bounding box of the target keypoints (as PF-Willow does), in target
+pixels. Pairs without ``target_keypoints`` are predicted but not scored. A field not listed here is an
+error (a misspelt ``target_keypoint`` would otherwise leave the pair unscored); ``null`` counts as
+absent for the optional fields.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +32,38 @@ from torch.utils.data import Dataset
 
 from datamodules.base import DataError, PairDataModule, first_outside, image_size, sample_from_record
 
+#: the fields of a pair and what each holds; any other field is refused (a misspelt one would be ignored)
+FIELDS = {
+    "id": "a string or integer",
+    "source": "an image path (string)",
+    "target": "an image path (string)",
+    "source_keypoints": "a non-empty list of [x, y] numbers",
+    "target_keypoints": "a list of [x, y] numbers, as many as source_keypoints",
+    "target_bbox": "[x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, inside the target image",
+    "category": "a string",
+}
+REQUIRED = ("source", "target", "source_keypoints")
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that is a finite real (booleans, strings and NaN or Infinity are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown(name: str, known: list[str]) -> str:
+    guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{guess[0]}'? " if guess else ""
+    return f"unknown field '{name}' ({hint}known fields: {', '.join(known)})"
+
 
 def _points(value: Any, where: str) -> torch.Tensor:
-    try:
-        points = torch.tensor(value, dtype=torch.float32)
-    except (TypeError, ValueError) as error:
-        raise DataError(f"{where}: expected a list of [x, y] numbers ({error})") from error
-    if points.dim() != 2 or points.shape[1] != 2 or points.shape[0] == 0 or not torch.isfinite(points).all():
-        raise DataError(f"{where}: expected a non-empty list of finite [x, y] pairs, got shape {list(points.shape)}")
-    return points
+    """``[[x, y], ...]`` of finite numbers -> ``[N, 2]`` float32; anything else is a :class:`DataError`."""
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: expected {FIELDS['source_keypoints']}, got {json.dumps(value)[:80]}")
+    for i, point in enumerate(value):
+        if not (isinstance(point, list) and len(point) == 2 and all(map(_is_number, point))):
+            raise DataError(f"{where}[{i}]: expected [x, y] with two finite numbers, got {json.dumps(point)[:80]}")
+    return torch.tensor(value, dtype=torch.float32)
 
 
 def _inside(points: torch.Tensor, size: tuple[int, int], where: str) -> None:
@@ -46,8 +73,25 @@ def _inside(points: torch.Tensor, size: tuple[int, int], where: str) -> None:
         raise DataError(f"{where}[{i}] = {points[i].tolist()} lies outside the {w}x{h} image")
 
 
+def _bbox_threshold(box: Any, size: tuple[int, int], where: str) -> float:
+    """The PCK threshold of ``target_bbox``: its max side; the box must be a proper box inside the image."""
+    w, h = size
+    if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+        raise DataError(f"{where}: expected {FIELDS['target_bbox']}, got {json.dumps(box)[:80]}")
+    x1, y1, x2, y2 = box
+    if not (x2 > x1 and y2 > y1):
+        raise DataError(f"{where}: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got {box}")
+    if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+        raise DataError(f"{where}: {box} is not inside the {w}x{h} target image")
+    return float(max(x2 - x1, y2 - y1))
+
+
 class PairsDataset(Dataset):
     """Pairs read from a JSON file; see the module docstring for the format.
+
+    Every field is checked: unknown fields are refused with the nearest known name, each value must
+    have its type (see :data:`FIELDS`; booleans are not numbers), keypoints and the box must lie in
+    their images, and pair ids must be unique. Messages name the file, the pair and the field.
 
     Args:
         pairs_file: path of the JSON file.
@@ -61,21 +105,39 @@ class PairsDataset(Dataset):
             raise DataError(f"{self.file}: pairs file not found") from error
         except json.JSONDecodeError as error:
             raise DataError(f"{self.file}: not valid JSON ({error})") from error
+        if isinstance(content, dict):
+            for key in content:
+                if key != "pairs":
+                    raise DataError(f"{self.file}: {_unknown(key, ['pairs'])}")
         entries = content.get("pairs") if isinstance(content, dict) else content
         if not isinstance(entries, list) or not entries:
             raise DataError(f'{self.file}: expected {{"pairs": [...]}} with at least one pair')
         self.pairs = [self._parse(i, entry) for i, entry in enumerate(entries)]
-        ids = [pair["pair_id"] for pair in self.pairs]
-        if len(set(ids)) != len(ids):
-            raise DataError(f"{self.file}: pair ids are not unique")
+        seen: dict[str, int] = {}
+        for index, pair in enumerate(self.pairs):
+            if pair["pair_id"] in seen:
+                raise DataError(
+                    f"{self.file}: pairs[{index}] and pairs[{seen[pair['pair_id']]}] have the same id "
+                    f"{pair['pair_id']!r}; pair ids must be unique"
+                )
+            seen[pair["pair_id"]] = index
 
     def _parse(self, index: int, entry: Any) -> dict[str, Any]:
         where = f"{self.file}: pairs[{index}]"
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected an object")
-        for key in ("source", "target", "source_keypoints"):
+        for key in entry:
+            if key not in FIELDS:
+                raise DataError(f"{where}: {_unknown(key, list(FIELDS))}")
+        if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], (str, int))):
+            raise DataError(f"{where}.id: expected {FIELDS['id']}, got {json.dumps(entry['id'])[:80]}")
+        where = f"{self.file}: pair {str(entry.get('id', index))!r}, pairs[{index}]"
+        for key in REQUIRED:
             if key not in entry:
                 raise DataError(f"{where}: missing field '{key}'")
+        for key in ("source", "target", "category"):
+            if key in entry and not (isinstance(entry[key], str) and entry[key]):
+                raise DataError(f"{where}.{key}: expected {FIELDS[key]}, got {json.dumps(entry[key])[:80]}")
         folder = self.file.parent
         pair = {
             "pair_id": str(entry.get("id", index)),
@@ -94,10 +156,7 @@ class PairsDataset(Dataset):
             _inside(target_kps, target_size, f"{where}.target_keypoints")
         threshold = None
         if entry.get("target_bbox") is not None:
-            box = entry["target_bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and box[2] > box[0] and box[3] > box[1]):
-                raise DataError(f"{where}.target_bbox: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got {box}")
-            threshold = float(max(box[2] - box[0], box[3] - box[1]))
+            threshold = _bbox_threshold(entry["target_bbox"], target_size, f"{where}.target_bbox")
         elif target_kps is not None:
             extent = target_kps.max(dim=0).values - target_kps.min(dim=0).values
             threshold = float(extent.max())

@@ -9,10 +9,11 @@ layered YAML files and command-line overrides; ``--print_config`` shows the reso
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter
@@ -20,9 +21,10 @@ from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
 from sdcorr.engine import Matcher, PromptMatcher
-from sdcorr.errors import SdcorrError
+from sdcorr.errors import OutputError, SdcorrError
 from sdcorr.module import CorrespondenceModule
 from sdcorr.plan import make_plan
+from sdcorr.runfolder import CONFIG_FILE
 from sdcorr.trainer import SdcorrTrainer
 
 
@@ -60,6 +62,35 @@ class PlanCLI(SdcorrCLI):
         """The line ``to do:`` of a run with these options, for all its pairs (every process together)."""
         self.datamodule.setup("test")
         return str(make_plan(self.datamodule.dataset.pairs, self.matcher))
+
+
+class RunFolderConfig(SaveConfigCallback):
+    """Save the resolved config as ``config.yaml`` in the run folder, beside results.json.
+
+    Lightning's callback writes into ``trainer.log_dir``: the logger's version folder (a new
+    ``lightning_logs/version_N`` per run with a CSV logger) or ``default_root_dir`` without one. This one
+    writes where the run's files go: the :class:`PredictionWriter`'s folder (``--output.dir`` or
+    ``default_root_dir``), or ``match``'s output folder. A rerun (a resume) rewrites it; a run refused
+    by the folder check never reaches it (it is the last callback).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
+            folder = getattr(trainer, "output_folder", None)
+            if folder is None:
+                folder = writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                path = Path(folder) / CONFIG_FILE
+                self.parser.save(self.config, str(path), overwrite=True, multifile=self.multifile)
+            except OSError as error:
+                raise OutputError(f"{folder}: cannot write {CONFIG_FILE} ({error})") from error
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 #: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
@@ -116,6 +147,7 @@ def _cli(args: Optional[list[str]], run: bool = True, cls: type[SdcorrCLI] = Sdc
         # the inner optimisation needs autograd: never run test/predict under inference_mode
         # progress bars only on a terminal: in a pipe or a log file they are noise
         trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
+        save_config_callback=RunFolderConfig,
         save_config_kwargs={"overwrite": True},
         # a bad option or config key raises (main prints one message) instead of printing the whole usage
         parser_kwargs={name: {"exit_on_error": False} for name in ("test", "predict", "match")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -47,6 +48,10 @@ def _listing(ids: Sequence[str], limit: int = 10) -> str:
 
 def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> dict[str, Any]:
     """Merge shard run folders into ``out`` (predictions, run.json, results.json); returns the results.
+
+    With ``allow_missing``, results.json says what is missing: ``incomplete: true``, ``missing`` (in
+    words), ``missing_shards`` and ``missing_pairs`` (the unfinished pairs of the shards given; the
+    pairs of a shard not given are unknown, since only its own run.json lists them).
 
     Raises:
         OutputError: folders of different runs, a shard given twice, pairs predicted by two shards,
@@ -93,7 +98,7 @@ def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = 
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "predictions.jsonl", "w") as handle:
             for record in sorted(records, key=lambda r: r["pair_id"]):
-                handle.write(json.dumps(record) + "\n")
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
     except OSError as error:
         raise OutputError(f"{out}: cannot write ({error})") from error
     manifest = copy.deepcopy(first)
@@ -103,7 +108,11 @@ def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = 
     write_json(out / MANIFEST, manifest)
     payload = results_payload(records, manifest)
     if problems:
-        payload.update(incomplete=True, missing_pairs=missing, missing_shards=missing_shards)
+        # a shard's pairs are listed only in its own run.json: those of a shard not given are unknown here
+        unknown = f"; the pairs of shards {missing_shards} are not listed (their run.json was not given)"
+        summary = "; ".join(problems) + (unknown if missing_shards else "")
+        payload.update(incomplete=True, missing=summary, missing_pairs=missing, missing_shards=missing_shards)
+        print(f"merge: incomplete: {summary}", file=sys.stderr)
     write_json(out / RESULTS, payload)
     print(f"{format_table(payload, payload['alphas'])}\nmerged {len(folders)} shards: {out / RESULTS}")
     return payload

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -170,18 +171,37 @@ def evaluate(
     Returns:
         ``{"overall", "per_category", "unscored_pairs"}`` as :meth:`sdcorr.metrics.PCK.compute`, plus
         ``per_group`` (e.g. SPair difficulty, ``"occlusion=1"``), ``per_layer`` (see :func:`per_layer`),
-        ``histogram`` (see :func:`histogram`) and ``threshold_mode`` (None: as each pair was run).
+        ``histogram`` (see :func:`histogram`), ``threshold_mode`` (None: as each pair was run) and
+        ``unscored_pair_ids`` (the pairs counted in ``unscored_pairs``: no ground truth or threshold).
+        A PCK over no scored pair is None, never NaN.
     """
     records = sorted(records, key=lambda r: r["pair_id"])
     # local: these see every record already (under DDP, rank 0 scores the files of all ranks)
     pck, groups = PCK(alphas, sync_on_compute=False), PCK(alphas, sync_on_compute=False)
     accumulate(records, pck, groups, threshold_mode)
-    results = pck.compute()
+    with warnings.catch_warnings():  # no scored pair: every PCK is None (see ``finite``)
+        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+        results = pck.compute()
     results["per_group"] = groups.compute()["per_category"] if groups.total else {}
     results["per_layer"] = per_layer(records, alphas, layer_names, threshold_mode)
     results["histogram"] = histogram(records, 0.1, threshold_mode)
     results["threshold_mode"] = threshold_mode
-    return results
+    results["unscored_pair_ids"] = [
+        r["pair_id"] for r in records if _scoring_args(r, r["predicted_keypoints"], threshold_mode, "cpu") is None
+    ]
+    return finite(results)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN; a PCK over no pair is
+    undefined, not a number)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def results_payload(
@@ -194,6 +214,7 @@ def results_payload(
     fingerprint = manifest["fingerprint"]
     alphas = list(alphas or manifest["alphas"])
     return {
+        "model": manifest.get("model"),
         "alphas": alphas,
         "seed": fingerprint["seed"],
         "source": fingerprint["source"],

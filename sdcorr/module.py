@@ -113,6 +113,8 @@ class CorrespondenceModule(LightningModule):
         """The JSON-ready line of ``predictions.jsonl`` for one pair."""
         target = sample.get("target_keypoints")
         threshold = sample.get("threshold")
+        if not torch.isfinite(result.keypoints).all():
+            raise NumericalError(f"pair {sample['pair_id']!r}: a predicted keypoint is NaN or infinite")
         line = {
             "pair_id": sample["pair_id"],
             "category": sample["category"],
@@ -166,6 +168,8 @@ class CorrespondenceModule(LightningModule):
         self.results = results
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
+            if not results["overall"]["num_pairs"]:  # nothing scored: PCK is undefined, log no NaN
+                continue
             for kind in ("per_image", "per_point"):
                 self.log(f"{key}/{kind}", results["overall"][key][kind], sync_dist=False)
             for name, values in results["per_category"].items():

@@ -16,6 +16,7 @@ import html
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,7 @@ from PIL import Image
 from sdcorr.errors import SdcorrError
 from sdcorr.evaluate import histogram, read_predictions
 from sdcorr.plots import histogram_plot
+from sdcorr.runfolder import CONFIG_FILE
 
 __all__ = [
     "HISTOGRAM_FILE",
@@ -31,6 +33,7 @@ __all__ = [
     "PICTURES",
     "histogram_of",
     "layer_rows",
+    "missing_note",
     "picture_name",
     "pck_columns",
     "summary_rows",
@@ -57,16 +60,26 @@ th, td { border: 1px solid #b9c4d0; padding: 3px 9px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.overall td { font-weight: bold; background: #f1f4f8; }
 img { max-width: 100%; display: block; margin: 4px 0; border: 1px solid #d0d0d0; }
-.meta { color: #555555; font-size: 13px; }
+.meta { color: #555555; font-size: 13px; overflow-wrap: anywhere; }
+pre { font-size: 12px; background: #f6f8fa; padding: 8px; }
 .legend span { padding: 0 6px; font-weight: bold; }
 """
 
 
 def picture_name(pair_id: str, kind: str) -> str:
-    """File name of a pair picture in ``pictures/``: the pair id made file-safe, then the kind."""
+    """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png``, unique per pair id.
+
+    An id of lowercase letters, digits, ``.``, ``_`` and ``-`` (up to 100) is used as it is; any other
+    is made file-safe and followed by ``~`` and the CRC-32 of the id, so ``cat 1``, ``cat_1`` and
+    ``Cat_1`` get different files, also on case-insensitive file systems (``~`` never occurs in a
+    name used as it is).
+    """
     if kind not in KINDS:
         raise ValueError(f"Expected a picture kind in {list(KINDS)} but got {kind!r}")
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', pair_id)}.{kind}.png"
+    if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
+        return f"{pair_id}.{kind}.png"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", pair_id)[:100]
+    return f"{safe}~{zlib.crc32(pair_id.encode()):08x}.{kind}.png"
 
 
 def pck_columns(alphas: list[float]) -> list[str]:
@@ -177,26 +190,51 @@ def _pair_notes(folder: Path) -> dict[str, str]:
     return notes
 
 
-def _meta(results: dict[str, Any]) -> str:
+def _meta(results: dict[str, Any], folder: Path) -> str:
+    """What was run, in full: the model in words, data, source and matcher settings, seed, and the
+    folder's resolved ``config.yaml`` (folded) when there is one."""
     data = results.get("data") or {}
-    matcher = results.get("matcher") or {}
     parts = [
+        f"model: {results.get('model') or 'not recorded (a run folder of an older sdcorr)'}",
         f"data: {data.get('datamodule', '?')}"
         + "".join(f", {k} {data[k]}" for k in ("split", "threshold_mode") if data.get(k)),
-        f"source: {json.dumps(results.get('source'))[:200]}",
-        f"matcher: {json.dumps(matcher)[:300]}",
-        f"seed: {results.get('seed')}",
+        f"source: {json.dumps(results.get('source'))}",
+        f"matcher: {json.dumps(results.get('matcher') or {})}",
+        f"seed: {results.get('seed')}, precision: {results.get('precision')}",
     ]
-    return "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
+    out = "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
+    config = folder / CONFIG_FILE
+    if config.is_file():
+        note = "the resolved command-line config; arguments a source did not use (e.g. pretrained beside architecture) "
+        note += "are listed as given, the model line above says which weights ran"
+        out += (
+            f'<details><summary>{CONFIG_FILE}</summary><p class="meta">{note}</p>'
+            f"<pre>{html.escape(config.read_text())}</pre></details>"
+        )
+    return out
 
 
-def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = None) -> Path:
+def missing_note(pair_ids: list[str]) -> str:
+    """What to tell the user when pairs that were to be drawn have no pictures, and how to redraw them."""
+    listed = ", ".join(map(repr, pair_ids[:10])) + (f" and {len(pair_ids) - 10} more" if len(pair_ids) > 10 else "")
+    return (
+        f"no pictures of {len(pair_ids)} pairs that were to be drawn: {listed}. They were finished by an "
+        "earlier run of this folder that did not draw them (pictures deleted, or other --pictures options). "
+        "To draw them, delete their lines from predictions*.jsonl and rerun the same command: those pairs "
+        "are matched again, with the same random draws, and drawn."
+    )
+
+
+def write_report(
+    folder: str | Path, alpha: float = 0.1, title: Optional[str] = None, missing: Optional[list[str]] = None
+) -> Path:
     """Write ``<folder>/index.html`` and return its path.
 
     Args:
         folder: a run folder (``results.json``, ``predictions*.jsonl``, ``pictures/``; each optional).
         alpha: the PCK threshold of the histogram and of the colours' legend.
         title: page title; default: the folder's name.
+        missing: ids of pairs that were to be drawn but have no pictures (see :func:`missing_note`).
     """
     folder = Path(folder)
     results = _read_results(folder)
@@ -204,7 +242,7 @@ def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = 
     if results is None:
         parts.append('<p class="meta">No results.json in this folder (not a finished test run).</p>')
     else:
-        parts.append(_meta(results))
+        parts.append(_meta(results, folder))
         columns, rows = summary_rows(results)
         parts += ["<h2>PCK</h2>", _table(columns, rows, percent_from=3)]
         columns, rows = layer_rows(results)
@@ -218,6 +256,8 @@ def write_report(folder: str | Path, alpha: float = 0.1, title: Optional[str] = 
             f'<img src="{_data_uri(picture)}">',
         ]
     pictures = _pair_pictures(folder)
+    if missing:
+        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
     if pictures:
         notes = _pair_notes(folder)
         parts += [

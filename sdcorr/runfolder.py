@@ -6,6 +6,7 @@ A run folder holds:
   precision), the ids of the pairs it is responsible for, its alphas and read layers;
 * ``predictions.jsonl`` (``predictions.rank<R>.jsonl`` per process under DDP): one record per pair;
 * ``results.json``: the metric tables, written only when every pair is done;
+* ``config.yaml``: the resolved command-line config of the last run in the folder;
 * ``embeddings/``: optionally, the fitted embeddings of each pair.
 
 Two runs with equal fingerprints produce the same predictions, so one may resume the other and shards
@@ -26,6 +27,8 @@ from sdcorr.errors import OutputError
 
 MANIFEST = "run.json"
 RESULTS = "results.json"
+#: the resolved command-line config, saved by :class:`sdcorr.cli.RunFolderConfig`
+CONFIG_FILE = "config.yaml"
 EMBEDDINGS = "embeddings"
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -42,11 +45,20 @@ def _is_plain(value: Any) -> bool:
 
 def describe(obj: Any) -> dict[str, Any]:
     """An object's class and its saved hyper-parameters (else its public, JSON-plain attributes), less its
-    ``speed_options``."""
-    skip = set(getattr(obj, "speed_options", ())) | {"training"}
+    ``speed_options`` and ``unused_options`` (arguments that had no effect, e.g. ``pretrained`` of a
+    random-weight build)."""
+    skip = set(getattr(obj, "speed_options", ())) | set(getattr(obj, "unused_options", ())) | {"training"}
     fields = dict(getattr(obj, "hparams", None) or vars(obj))
     fields = {k: v for k, v in fields.items() if not k.startswith("_") and k not in skip and _is_plain(v)}
     return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **json.loads(json.dumps(fields))}
+
+
+def model_description(source: Any) -> str:
+    """The model of a source in words (its ``model_description()``, else its class): the checkpoint it
+    was loaded from, or random weights of an architecture."""
+    if hasattr(source, "model_description"):
+        return source.model_description()
+    return f"{type(source).__module__}.{type(source).__qualname__}"
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
@@ -60,10 +72,14 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one.
+
+    Raises ``ValueError`` for a NaN or infinite float: callers replace undefined values by None.
+    """
     scratch = path.with_name(f".{path.name}.part")
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"  # NaN and Infinity are not JSON
     try:
-        scratch.write_text(json.dumps(payload, indent=2) + "\n")
+        scratch.write_text(text)
         os.replace(scratch, path)
     except OSError as error:
         raise OutputError(f"{path}: cannot write ({error})") from error

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -22,6 +22,7 @@ from datamodules.base import collate_pairs, first_outside, load_image
 from sdcorr import plots
 from sdcorr.errors import DataError, OutputError
 from sdcorr.module import CorrespondenceModule
+from sdcorr.runfolder import CONFIG_FILE, describe, model_description
 
 _POINT = re.compile(r"^\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*,\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
@@ -41,7 +42,35 @@ def parse_points(text: str) -> torch.Tensor:
 
 
 class SdcorrTrainer(Trainer):
-    """Lightning's Trainer with :meth:`match`, which LightningCLI offers as ``sdcorr match``."""
+    """Lightning's Trainer with :meth:`match`, which LightningCLI offers as ``sdcorr match``.
+
+    ``test`` prints no Lightning metric table by default (``verbose=False``): the run prints its own
+    PCK table on stdout (see :class:`callbacks.predictions.PredictionWriter`).
+    """
+
+    #: where ``match`` writes, while it runs (None otherwise); the saved config goes there too
+    output_folder: Optional[Path] = None
+
+    def test(
+        self,
+        model: Optional[LightningModule] = None,
+        dataloaders: Any = None,
+        ckpt_path: Optional[str] = None,
+        verbose: bool = False,
+        datamodule: Optional[LightningDataModule] = None,
+        weights_only: Optional[bool] = None,
+    ) -> list[dict[str, float]]:
+        """Lightning's ``test``, quiet by default.
+
+        Args:
+            model: the correspondence module.
+            dataloaders: test dataloaders, or a datamodule.
+            ckpt_path: checkpoint to load first (not used by sdcorr's frozen models).
+            verbose: also print Lightning's metric table (sdcorr prints its PCK table either way).
+            datamodule: the pairs to test on.
+            weights_only: passed to ``torch.load`` with ``ckpt_path``.
+        """
+        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def match(
         self,
@@ -91,19 +120,30 @@ class SdcorrTrainer(Trainer):
         callbacks = self.callbacks
         self.callbacks = [c for c in callbacks if not isinstance(c, PredictionWriter)]
         model.return_results = True
+        self.output_folder = folder  # the config goes beside match.json (see sdcorr.cli.RunFolderConfig)
         try:
             (output,) = self.predict(model, dataloaders=loader, return_predictions=True)
         finally:
             self.callbacks = callbacks
             model.return_results = False
+            self.output_folder = None
         record, result = output["records"][0], output["results"][0]
         payload = {
             "source": str(source),
             "target": str(target),
             "source_keypoints": record["source_keypoints"],
             "predicted_keypoints": record["predicted_keypoints"],
+            "model": model_description(model.source),
+            "config": {
+                "source": describe(model.source),
+                "matcher": describe(model.matcher),
+                "seed": model.run_seed,
+                "precision": str(self.precision),
+            },
         }
-        (folder / "match.json").write_text(json.dumps(payload, indent=2) + "\n")
+        if (folder / CONFIG_FILE).is_file():
+            payload["config"]["file"] = CONFIG_FILE  # the resolved command-line config, beside match.json
+        (folder / "match.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
         self._draw(folder / "match.png", sample, result)
         lines = [
             f"  ({sx:8.1f}, {sy:8.1f}) -> ({tx:8.1f}, {ty:8.1f})"

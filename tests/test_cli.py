@@ -1,5 +1,6 @@
 """The ``sdcorr`` command end to end, in subprocesses, as a user runs it."""
 
+import html
 import json
 import subprocess
 import sys
@@ -24,12 +25,15 @@ def sdcorr(*args, check=True):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(out))
-    return out, result
+    logs = tmp_path_factory.mktemp("logs")  # a logger, as configs/demo.yaml has: its folder is not the run's
+    result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(out),
+                    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                    "--trainer.logger.save_dir", str(logs))  # fmt: skip
+    return out, result, logs
 
 
 def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
-    out, result = smoke_run
+    out, result, _ = smoke_run
     results = json.loads((out / "results.json").read_text())
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert sorted(line["pair_id"] for line in lines) == ["0_chelsea", "1_astronaut", "2_astronaut"]
@@ -47,6 +51,28 @@ def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
             [sum(line["correct"][a]) / len(line["correct"][a]) for a in ("0.05", "0.1")]
         )
         assert len(line["predicted_keypoints"]) == len(line["source_keypoints"])
+
+
+def test_outputs_name_the_tiny_model_truthfully_and_in_full(smoke_run):
+    out, result, logs = smoke_run
+    for name in ("run.json", "results.json", "index.html"):
+        text = (out / name).read_text().split("<details>")[0]  # the page's folded config.yaml lists every argument
+        assert (
+            "random weights of the &#x27;tiny&#x27; architecture" in text
+            if name.endswith(".html")
+            else ("random weights of the 'tiny' architecture" in text)
+        ), name
+        assert "CompVis" not in text, name  # the hub id of a model that was not used
+    results = json.loads((out / "results.json").read_text())
+    page = (out / "index.html").read_text()
+    assert html.escape(json.dumps(results["source"])) in page and html.escape(json.dumps(results["matcher"])) in page
+    # the resolved config beside results.json, not in the logger's version folder; shown in the page
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["source"]["init_args"]["architecture"] == "tiny"
+    assert not list(logs.rglob("config.yaml")) and "config.yaml</summary>" in page
+    # one results table, ours, on stdout; no Lightning "Test metric" table
+    assert "overall" in result.stdout and "PCK@0.1 img" in result.stdout
+    assert "Test metric" not in result.stdout + result.stderr
 
 
 def test_mixed_precision_run(tmp_path):
@@ -114,7 +140,7 @@ def test_predict_needs_no_ground_truth(tmp_path):
 
 def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     """3 demo pairs on 2 CPU processes (gloo): no pair padded in twice, the same table as 1 process."""
-    single, _ = smoke_run
+    single, _, _ = smoke_run
     sdcorr(
         "test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",

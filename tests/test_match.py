@@ -17,17 +17,39 @@ QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8
 SOURCE, TARGET = str(DEMO / "0_chelsea_source.jpg"), str(DEMO / "0_chelsea_target.jpg")  # 300 x 200
 
 
+def translated_windows(folder):
+    """The window pair of tests/conftest.py as PNG files: 200 px windows of a photo, the target shifted by
+    (40, 30). Returns the two paths, the source points and where they truly are in the target."""
+    photo = Image.open(DEMO / "0_chelsea_target.jpg").convert("RGB")  # 320 x 240
+    photo.crop((0, 0, 200, 200)).save(folder / "window_a.png")
+    photo.crop((40, 30, 240, 230)).save(folder / "window_b.png")
+    points = np.array([[80, 70], [120, 90], [160, 150], [100, 140], [150, 80], [130, 160]], dtype=np.float32)
+    return folder / "window_a.png", folder / "window_b.png", points, points - np.array([40, 30])
+
+
 def test_match_writes_points_and_a_picture(tmp_path):
-    result = sdcorr("match", SOURCE, TARGET, "--points", "114,75 211.5, 90", *QUICK, "--output_dir", str(tmp_path))
-    payload = json.loads((tmp_path / "match.json").read_text())
-    assert payload["source_keypoints"] == [[114.0, 75.0], [211.5, 90.0]]
-    assert len(payload["predicted_keypoints"]) == 2
-    for x, y in payload["predicted_keypoints"]:
-        assert 0 <= x <= 300 and 0 <= y <= 200
+    source, target, points, truth = translated_windows(tmp_path)
+    text = " ".join(f"{x:g},{y:g}" for x, y in points)
+    out = tmp_path / "out"
+    result = sdcorr("match", str(source), str(target), "--points", text, "--config", "configs/smoke.yaml",
+                    "--output_dir", str(out))  # fmt: skip
+    payload = json.loads((out / "match.json").read_text())
+    assert payload["source_keypoints"] == points.tolist()
+    predicted = np.array(payload["predicted_keypoints"])
+    for x, y in predicted:
+        assert 0 <= x <= 200 and 0 <= y <= 200
         assert f"{x:8.1f}, {y:8.1f}" in result.stdout  # printed for the user
-    picture = np.asarray(Image.open(tmp_path / "match.png").convert("RGB"), dtype=np.float32)
-    assert picture.shape[0] > 200 and picture.shape[1] > 2 * 300
+    # the matched points, not a constant: most land within PCK@0.1 of the truth (the centre would be 0/6)
+    within = np.linalg.norm(predicted - truth, axis=1) <= 0.1 * 200
+    assert within.sum() >= 4, np.linalg.norm(predicted - truth, axis=1).round()
+    picture = np.asarray(Image.open(out / "match.png").convert("RGB"), dtype=np.float32)
+    assert picture.shape[0] > 200 and picture.shape[1] > 2 * 200
     assert picture.std() > 20  # not blank: photos and heatmaps
+    # provenance: the tiny random model says so, and the config that made the points is beside them
+    assert "random weights of the 'tiny' architecture" in payload["model"]
+    assert "CompVis" not in (out / "match.json").read_text()
+    assert payload["config"]["source"]["architecture"] == "tiny" and payload["config"]["matcher"]["steps"] == 30
+    assert payload["config"]["file"] == "config.yaml" and "architecture: tiny" in (out / "config.yaml").read_text()
 
 
 def test_bad_points_are_refused(tmp_path):

@@ -1,8 +1,10 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.base import DataError
 from datamodules.pairs import PairsDataModule, PairsDataset
@@ -58,8 +60,22 @@ def test_bbox_threshold_defaults_and_unscored_pairs(tmp_path):
         (pair(target_keypoints=[[1, 1]]), "2 source_keypoints but 1 target_keypoints"),
         ({"source": "0_chelsea_source.jpg", "source_keypoints": [[1, 1]]}, "missing field 'target'"),
         (pair(source="missing.jpg"), "missing.jpg: image file not found"),
-        (pair(source_keypoints=[[1, "a"]]), "source_keypoints: expected a list of"),
+        (pair(source_keypoints=[[1, "a"]]), r"source_keypoints\[0\]: expected \[x, y\] with two finite numbers"),
         (pair(target_bbox=[10, 10, 5, 50]), "target_bbox: expected"),
+        # thresholds: finite, positive, consistent with the image (these gave 100% PCK)
+        (pair(target_bbox=[0, 0, float("inf"), 10]), r"target_bbox: expected \[x1, y1, x2, y2\] numbers"),
+        (pair(target_bbox=[0, 0, 1e9, 10]), r"target_bbox: \[0, 0, 1000000000.0, 10\] is not inside the 320x240"),
+        (pair(target_bbox=["0", "0", "5", "5"]), "target_bbox: expected"),
+        (pair(target_bbox=[[0], [0], [5], [5]]), "target_bbox: expected"),
+        # misspelt optional fields: refused, with the nearest known name
+        (pair(target_keypoint=[[1, 1], [2, 2]]), "unknown field 'target_keypoint' .did you mean 'target_keypoints'"),
+        (pair(target_bbx=[0, 0, 5, 5]), "unknown field 'target_bbx' .did you mean 'target_bbox'"),
+        # types: every field, with file, pair and field named
+        (pair(source=5), r"pair '0', pairs\[0\]\.source: expected an image path \(string\), got 5"),
+        (pair(id=True), r"pairs\[0\]\.id: expected a string or integer"),
+        (pair(category=["cat"]), r"\.category: expected a string"),
+        (pair(source_keypoints=[[True, 5], [1, 2]]), r"source_keypoints\[0\]: expected \[x, y\] with two finite"),
+        (pair(target_keypoints=[[1, 1], [2, float("nan")]]), r"target_keypoints\[1\]: expected \[x, y\]"),
     ],
 )
 def test_bad_entries_name_the_file_and_field(tmp_path, entry, message):
@@ -87,3 +103,30 @@ def test_missing_root_is_a_clear_error(tmp_path):
 def test_images_are_rgb_in_unit_range():
     image = PairsDataset(DEMO / "pairs.json")[1]["source_image"]
     assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    # the file's pixels, not a constant or a gray image: PIL's 8-bit RGB decode divided by 255, exactly
+    decoded = np.asarray(Image.open(DEMO / "1_astronaut_source.jpg").convert("RGB"), dtype=np.float32) / 255
+    assert torch.equal(image, torch.from_numpy(decoded).permute(2, 0, 1))
+    assert image.std() > 0.1 and (image[0] - image[2]).abs().mean() > 0.02
+
+
+def test_unknown_top_level_key_and_duplicate_ids_are_named(tmp_path):
+    file = write_pairs(tmp_path, [pair(id="a"), pair(id="a")])
+    with pytest.raises(DataError, match=r"pairs\[1\] and pairs\[0\] have the same id 'a'"):
+        PairsDataset(file)
+    file.write_text(json.dumps({"pair": [pair()]}))
+    with pytest.raises(DataError, match="unknown field 'pair' .did you mean 'pairs'"):
+        PairsDataset(file)
+
+
+def test_unscorable_pairs_are_counted_and_named_never_nan(tmp_path):
+    from sdcorr.evaluate import evaluate
+    from sdcorr.results import format_table
+
+    record = {"pair_id": "lonely", "category": "cat", "source_keypoints": [[1.0, 1.0]],
+              "predicted_keypoints": [[2.0, 2.0]], "target_keypoints": None, "threshold": None}  # fmt: skip
+    results = evaluate([record])
+    assert results["unscored_pairs"] == 1 and results["unscored_pair_ids"] == ["lonely"]
+    assert results["overall"]["pck@0.1"] == {"per_image": None, "per_point": None}
+    json.dumps(results, allow_nan=False)  # strict JSON: no NaN token
+    table = format_table(results, [0.05, 0.1])
+    assert "n/a" in table and "'lonely'" in table and "nan" not in table

@@ -222,3 +222,15 @@ def test_offline_unless_logged_in_or_wandb_mode(tmp_path):
     assert not logged_in(environ={"WANDB_BASE_URL": "https://wandb.example.org"}, netrc_file=netrc)
     assert logged_in(environ={"NETRC": str(netrc)})
     assert not logged_in(environ={"NETRC": str(Path(tmp_path / "missing"))})
+
+
+def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path):
+    from sdcorr.report import picture_name
+
+    ids = ["cat 1", "cat_1", "Cat_1", "cat/1", "p0"]
+    names = {picture_name(pair_id, "correspondence") for pair_id in ids}
+    assert len(names) == len(ids) and picture_name("p0", "correspondence") == "p0.correspondence.png"
+    run_batches(PictureCallback(source_maps=False), fake_trainer(tmp_path), FakeModule(), ["cat 1", "cat_1"])
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2 * 2
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<h3>") == 2

@@ -1,6 +1,7 @@
 """The pictures (sdcorr.plots) and the report (sdcorr.report) on hand-made inputs with known pixels."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -172,8 +173,11 @@ def test_report_of_a_folder_without_results(tmp_path):
 
 
 def test_picture_names_are_file_safe():
-    assert picture_name("000001-2008_002719-2008_004100:aeroplane", "target-heatmaps") == (
-        "000001-2008_002719-2008_004100_aeroplane.target-heatmaps.png"
+    # a plain id is the name; any other is made file-safe plus a checksum of the id (unique per id)
+    assert picture_name("000001-2008_002719", "target-heatmaps") == "000001-2008_002719.target-heatmaps.png"
+    assert re.fullmatch(
+        r"000001-2008_002719-2008_004100_aeroplane~[0-9a-f]{8}\.target-heatmaps\.png",
+        picture_name("000001-2008_002719-2008_004100:aeroplane", "target-heatmaps"),
     )
     with pytest.raises(ValueError, match="picture kind"):
         picture_name("a", "nope")

@@ -128,6 +128,7 @@ def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
     sdcorr("merge", str(tmp_path / "d"), str(shards / "0"), str(shards / "1"), "--allow_missing", "true")
     partial = json.loads((tmp_path / "d/results.json").read_text())
     assert partial["incomplete"] is True and partial["missing_shards"] == [2]
+    assert "shards [2] of 3 were not given" in partial["missing"] and "not listed" in partial["missing"]
     assert partial["overall"]["num_pairs"] == 2
 
 
@@ -174,3 +175,36 @@ def test_output_dir_expands_environment_variables(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SDCORR_TEST_RUN", "run-7")
     assert PredictionWriter(dir=str(tmp_path / "$SDCORR_TEST_RUN")).folder(None) == tmp_path / "run-7"
+
+
+def pictures_of(folder):
+    return sorted(p.name for p in (folder / "pictures").glob("*.png"))
+
+
+def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_path):
+    """Killed after 1_astronaut's prediction was written but before its pictures were: the rerun draws
+    it (matched again, the same maps) and the page shows the same pairs as the uninterrupted run's."""
+    out = tmp_path / "cut"
+    shutil.copytree(whole, out)
+    (out / "predictions.jsonl").write_text("".join((whole / "predictions.jsonl").read_text().splitlines(True)[:2]))
+    for path in [out / "results.json", out / "index.html", *(out / "pictures").glob("1_astronaut.*"),
+                 *(out / "pictures").glob("2_astronaut.*")]:  # fmt: skip
+        path.unlink()
+    run(out)
+    assert pictures_of(out) == pictures_of(whole) and len(pictures_of(whole)) == 3 * 3 + 1
+    for name in pictures_of(whole):  # the very same pictures
+        assert (out / "pictures" / name).read_bytes() == (whole / "pictures" / name).read_bytes(), name
+    page, reference = ((f / "index.html").read_text() for f in (out, whole))
+    assert page.count("<h3>") == reference.count("<h3>") == 3 and "Missing pictures" not in page
+
+
+def test_pictures_that_cannot_be_redrawn_are_named_with_the_remedy(whole, tmp_path):
+    out = tmp_path / "done"
+    shutil.copytree(whole, out)
+    for path in (out / "pictures").glob("1_astronaut.*"):
+        path.unlink()
+    result = run(out)  # every pair done: nothing is matched, so nothing can be drawn
+    assert "3 pairs already done" in result.stderr
+    page = (out / "index.html").read_text()
+    assert "Missing pictures" in page and "&#x27;1_astronaut&#x27;" in page and "delete their lines" in page
+    assert "no pictures of 1 pairs that were to be drawn: '1_astronaut'" in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
@@ -31,6 +32,31 @@ class Source(HyperparametersMixin, nn.Module):
     def device(self) -> torch.device:
         """Device of the source's parameters."""
         return next(self.parameters()).device
+
+    @property
+    def unused_options(self) -> tuple[str, ...]:
+        """Saved arguments that had no effect on this instance (``pretrained`` when ``architecture`` built
+        random weights); left out of ``run.json`` so that it does not name a model that was not used."""
+        return ("pretrained",) if (self.hparams or {}).get("architecture") else ()
+
+    def model_description(self) -> str:
+        """Which model this is, in words, for every output: the checkpoint or random weights.
+
+        Reads the ``pretrained``/``architecture``/``init_seed`` arguments the built-in sources share;
+        override it in a source with other arguments.
+        """
+        hparams = dict(self.hparams or {})
+        name = type(self).__name__
+        if hparams.get("architecture"):
+            return (
+                f"{name}: random weights of the {hparams['architecture']!r} architecture "
+                f"(init_seed {hparams.get('init_seed')}), not a trained model; its numbers mean nothing"
+            )
+        if hparams.get("pretrained"):
+            local = Path(str(hparams["pretrained"])).expanduser()
+            where = f"the local folder {local.resolve()}" if local.exists() else f"the hub id {hparams['pretrained']!r}"
+            return f"{name}: pretrained weights from {where}"
+        return name
 
 
 class FeatureSource(Source, ABC):
