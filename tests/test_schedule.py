@@ -69,7 +69,7 @@ def write_shared_pairs(folder):
     entries = [
         {"id": pid, "category": pid.split("-")[0], "source": src, "target": trg,
          "source_keypoints": [points[k] for k in kps], "target_keypoints": [truth[k] for k in kps],
-         "target_bbox": [40, 40, 240, 200]}
+         "target_bbox": [40, 40, 220, 200]}
         for pid, src, trg, kps in pairs
     ]  # fmt: skip
     (folder / "pairs.json").write_text(json.dumps({"pairs": entries}))
