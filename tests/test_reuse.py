@@ -85,3 +85,17 @@ def test_remembered_crop_latents_are_exactly_fresh_ones(source, images):
     assert warm._latents.misses - misses < cold._latents.misses  # fewer encodes: latents of the first pair served
     assert torch.equal(after_warm.embeddings, after_nothing.embeddings)
     assert torch.equal(after_warm.heatmaps, after_nothing.heatmaps)
+
+
+def test_a_fit_and_a_latent_are_computed_the_same_way_whatever_else_is_pending(source, images, monkeypatch):
+    """Why a remembered result is bit-identical to a recomputed one on any device: under reuse a keypoint's
+    restarts are never batched with another keypoint's, and every crop is encoded alone."""
+    a, b, _, _ = images
+    matcher = PromptMatcher(**dict(OPTIONS, max_batch=10))  # room for all 3 keypoints x 2 restarts in one call
+    chunks, batches = [], []
+    fit_chunk, encode = matcher._fit_chunk, source.encode
+    monkeypatch.setattr(matcher, "_fit_chunk", lambda *args: chunks.append(args[3]) or fit_chunk(*args))
+    monkeypatch.setattr(source, "encode", lambda crops: batches.append(len(crops)) or encode(crops))
+    matcher.match(source, a, b, POINTS, fit_seed=0)
+    assert sorted({k for k, _ in chunk} for chunk in chunks) == [{0}, {1}, {2}]
+    assert batches and set(batches) == {1}
