@@ -37,8 +37,7 @@ class CropEncoder:
         image: ``[3, S, S]`` working image.
         side: crop side in pixels; crops are resized back to ``source.image_size``.
         cache: latents shared across images and calls, keyed by (image content, autocast dtype, side,
-            corner); None:
-            remember nothing (encode every crop of every call).
+            corner); None: remember nothing (encode every crop of every call).
     """
 
     def __init__(self, source: FeatureSource, image: Tensor, side: int, cache: LRU[Tensor] | None = None) -> None:

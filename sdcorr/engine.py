@@ -260,10 +260,14 @@ class PromptMatcher(Matcher):
         image = content_key(source_image.float())
         return [(fit_seed, "fit", image, *map(float, point)) for point in source_keypoints.float().tolist()]
 
+    @staticmethod
+    def _slot(source: FeatureSource, key: tuple) -> tuple:
+        """What a fit is remembered under: its key, within this source and the autocast dtype in force."""
+        return (id(source), autocast_state(source.device), *key)
+
     def pending_fits(self, source: FeatureSource, keys: Sequence[tuple]) -> int:
         """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
-        context = (id(source), autocast_state(source.device))
-        return sum((*context, *key) not in self._fits for key in dict.fromkeys(keys))
+        return sum(self._slot(source, key) not in self._fits for key in dict.fromkeys(keys))
 
     def fit(
         self,
@@ -293,9 +297,7 @@ class PromptMatcher(Matcher):
             )
         reuse = keys is not None
         keys = list(keys) if reuse else [(seed, "fit", k) for k in range(len(keypoints))]
-        # what a fit is remembered under: its key, within this source and precision
-        context = (id(source), autocast_state(image.device))
-        slots = [(*context, *key) if reuse else key for key in keys]
+        slots = [self._slot(source, key) if reuse else key for key in keys]
         fits = {}
         for slot in dict.fromkeys(slots) if reuse else ():
             hit = self._fits.get(slot)
