@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny random Stable Diffusion source and the bundled demo photos."""
+"""Shared test helpers: the tiny random Stable Diffusion source, the bundled demo photos, short protocols
+and ``sdcorr`` run in a subprocess as a user runs it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,21 @@ from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "datamodules" / "demo_pairs"
+#: a short PromptMatcher protocol for the tiny model (the tiny preset of configs/model/tiny.yaml, fewer passes)
+FAST = dict(lr=1.0, crop_fraction=0.75, restarts=2, steps=30, locate_crops=6)
+#: ``sdcorr test`` options of a short end-to-end run on the demo pairs with the tiny model
+QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
+         "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
+
+
+def sdcorr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``sdcorr`` command in a subprocess from the repository root; ``check``: fail on a non-zero exit."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sdcorr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"sdcorr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def tiny_source(**kwargs) -> StableDiffusionSource:

@@ -5,8 +5,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import DEMO
-from tests.test_cli import sdcorr
+from tests.conftest import DEMO, sdcorr
 
 QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "4",
          "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip

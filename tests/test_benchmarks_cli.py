@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from tests.conftest import sdcorr
 from tests.fixtures_cub import write_cub
 from tests.fixtures_pfwillow import write_pfwillow
 from tests.fixtures_spair import write_spair
-from tests.test_cli import sdcorr
 
 BENCHMARKS = {
     "spair": (write_spair, "bbox-src-512"),

@@ -2,24 +2,13 @@
 
 import html
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
 from sdcorr.metrics import pck
-from tests.conftest import REPO
-
-
-def sdcorr(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "sdcorr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"sdcorr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+from tests.conftest import REPO, sdcorr
 
 
 @pytest.fixture(scope="module")

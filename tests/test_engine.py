@@ -5,7 +5,7 @@ from sdcorr import geometry
 from sdcorr.engine import PromptMatcher, match
 
 # the tiny-model protocol of configs/smoke.yaml
-FAST = dict(lr=1.0, crop_fraction=0.75, restarts=2, steps=30, locate_crops=6)
+from tests.conftest import FAST
 
 
 def test_translated_window_is_matched_far_above_identity(source, window_pair):

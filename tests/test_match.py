@@ -9,8 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from tests.conftest import DEMO, REPO
-from tests.test_cli import sdcorr
+from tests.conftest import DEMO, REPO, sdcorr
 
 QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
          "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip

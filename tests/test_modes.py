@@ -6,7 +6,7 @@ import torch
 from sdcorr import geometry
 from sdcorr.engine import PromptMatcher
 from sdcorr.errors import NumericalError
-from tests.test_engine import FAST
+from tests.conftest import FAST
 
 
 @pytest.fixture(scope="module")

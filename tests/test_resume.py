@@ -10,12 +10,9 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_cli import sdcorr
+# QUICK: the smoke run, shortened: these tests are about bookkeeping, not accuracy
+from tests.conftest import QUICK, REPO, sdcorr
 
-# the smoke run, shortened: these tests are about bookkeeping, not accuracy
-QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
-         "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
 PAIRS = ["0_chelsea", "1_astronaut", "2_astronaut"]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sdcorr.engine import PromptMatcher
-from tests.test_engine import FAST
+from tests.conftest import FAST
 
 OPTIONS = dict(FAST, steps=3, locate_crops=4)
 

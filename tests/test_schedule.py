@@ -10,10 +10,8 @@ import pytest
 from datamodules import schedule
 from datamodules.pairs import PairsDataModule
 from datamodules.schedule import GROUP, split
-from tests.conftest import DEMO
+from tests.conftest import DEMO, QUICK, sdcorr
 from tests.fixtures_spair import write_spair
-from tests.test_cli import sdcorr
-from tests.test_resume import QUICK
 
 
 def records(groups_and_counts):
