@@ -9,10 +9,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from tests.conftest import DEMO, REPO, sdcorr
+from tests.conftest import DEMO, QUICK, REPO, sdcorr
 
-QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8",
-         "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
 SOURCE, TARGET = str(DEMO / "0_chelsea_source.jpg"), str(DEMO / "0_chelsea_target.jpg")  # 300 x 200
 
 
