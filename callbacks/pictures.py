@@ -62,6 +62,8 @@ class PictureCallback(Callback):
         keypoints: at most this many keypoints (the first ones) get heatmap panels; None: all.
             Correspondence plots always show every keypoint.
         alpha: PCK threshold of the colours and the histogram; one of the model's ``alphas``.
+        alphas: the model's PCK alphas, to check ``alpha`` against when the callback is built (the
+            ``sdcorr`` command links them from ``model.alphas``); None: checked when the run starts.
         source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair).
         files: write pictures/*.png and index.html: auto (only without a WandbLogger), always or never.
         height: height in pixels of the correspondence plots.
@@ -75,6 +77,7 @@ class PictureCallback(Callback):
         pair_ids: Optional[list[str]] = None,
         keypoints: Optional[int] = 8,
         alpha: float = 0.1,
+        alphas: Optional[list[float]] = None,
         source_maps: bool = True,
         files: Literal["auto", "always", "never"] = "auto",
         height: int = 320,
@@ -84,6 +87,8 @@ class PictureCallback(Callback):
             raise ValueError(f"Expected num_pairs >= 0 and keypoints >= 1 but got {num_pairs} and {keypoints}")
         if files not in ("auto", "always", "never"):
             raise ValueError(f"Expected files in ('auto', 'always', 'never') but got {files!r}")
+        if alphas is not None:
+            _check_alpha(alpha, alphas)
         self.enabled = enabled
         self.num_pairs = num_pairs
         self.pair_ids = None if pair_ids is None else list(pair_ids)
@@ -126,9 +131,7 @@ class PictureCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.enabled or stage != "test":
             return
-        alphas = [f"{a:g}" for a in getattr(pl_module, "alphas", [])]
-        if f"{self.alpha:g}" not in alphas:
-            raise ValueError(f"Expected pictures.alpha among the model's alphas {alphas} but got {self.alpha:g}")
+        _check_alpha(self.alpha, getattr(pl_module, "alphas", []))
         self._drawn, self._rows, self._undrawn = 0, [], []
         selected = getattr(getattr(trainer, "datamodule", None), "selected", None)
         self._targets = None
@@ -306,6 +309,12 @@ class PictureCallback(Callback):
         chart = wandb.plot.bar(wandb.Table(columns=["bin", "pairs"], data=data), "bin", "pairs", title=title)
         logger.log_metrics({"pck/histogram_chart": chart}, step=step)
         logger.log_image("pck/histogram_image", [self._histogram_picture(counts)], step=step)
+
+
+def _check_alpha(alpha: float, alphas: list[float]) -> None:
+    names = [f"{a:g}" for a in alphas]
+    if f"{alpha:g}" not in names:
+        raise ValueError(f"Expected pictures.alpha among the model's alphas {names} but got {alpha:g}")
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:

@@ -1,19 +1,27 @@
-"""The ``sdcorr`` command: LightningCLI with ``test``, ``predict`` and ``match``; ``plan`` prices a run;
-``merge``, ``evaluate`` and ``report`` work on folders.
+"""The ``sdcorr`` command: every subcommand on one LightningCLI parser, so ``sdcorr --help`` lists them all.
 
-``sdcorr test --config configs/demo.yaml`` builds the Trainer, the datamodule (``data:``, any
-``PairDataModule`` subclass by class_path) and :class:`~sdcorr.module.CorrespondenceModule` from
-layered YAML files and command-line overrides; ``--print_config`` shows the resolved config.
+* ``test`` and ``predict`` are the Trainer's: they build the Trainer, the datamodule (``data:``, any
+  ``PairDataModule`` subclass by class_path) and :class:`~sdcorr.module.CorrespondenceModule` from
+  layered YAML files and command-line overrides (``--print_config`` shows the resolved config).
+* ``plan`` and ``match`` take the same config files: ``plan`` builds only the datamodule and the
+  matcher, ``match`` only the model (see :mod:`sdcorr.matching`).
+* ``merge``, ``evaluate`` and ``report`` work on finished run folders (see :mod:`sdcorr.commands`).
+
+Errors the user can fix print one ``sdcorr: error:`` line (exit code 2 for a bad option, 1 otherwise).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.fabric import Fabric
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter
@@ -22,46 +30,181 @@ from datamodules.base import PairDataModule
 from sdcorr import commands
 from sdcorr.engine import Matcher, PromptMatcher
 from sdcorr.errors import OutputError, SdcorrError
+from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.plan import make_plan
+from sdcorr.report import write_report
 from sdcorr.runfolder import CONFIG_FILE
-from sdcorr.trainer import SdcorrTrainer
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand that is not a Trainer method.
+
+    Attributes:
+        help: the one line ``sdcorr --help`` shows.
+        add_arguments: adds the command's own arguments to its parser.
+        run: runs it, given the CLI (its parsed ``config`` and what ``instantiate_classes`` built).
+        configs: also takes the config files and options of ``sdcorr test`` (trainer, model, data, ...).
+        builds: what ``instantiate_classes`` builds from them: any of ``data``, ``matcher``, ``model``.
+    """
+
+    help: str
+    add_arguments: Callable[[ArgumentParser], None]
+    run: Callable[[SdcorrCLI], Any]
+    configs: bool = False
+    builds: tuple[str, ...] = ()
+
+
+def _match_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("source", type=str, help="the image the points are on")
+    parser.add_argument("target", type=str, help="the image to find them in")
+    parser.add_argument("--points", type=str, required=True, help='source pixel coordinates, "x1,y1 x2,y2 ..."')
+    parser.add_argument("--output_dir", type=Optional[str], default=None, help="default: <default_root_dir>/match")
+
+
+def _merge_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("out", type=str, help="new folder for the merged run")
+    parser.add_argument("folders", type=str, nargs="+", help="the shard run folders")
+    parser.add_argument("--allow_missing", type=bool, default=False, help="merge even if shards or pairs are missing")
+
+
+def _evaluate_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("folder", type=str, help="the run folder")
+    parser.add_argument("--alphas", type=Optional[list[float]], default=None, help="PCK alphas; default: the run's")
+    parser.add_argument("--threshold", type=Optional[str], default=None, help="threshold mode; default: as run")
+    parser.add_argument("--output", type=Optional[str], default=None, help="default: FOLDER/evaluation.json")
+
+
+def _report_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("folder", type=str, help="the run folder")
+    parser.add_argument("--alpha", type=float, default=0.1, help="PCK threshold of the histogram")
+
+
+def _no_arguments(parser: ArgumentParser) -> None:
+    pass
+
+
+def _plan(cli: SdcorrCLI) -> None:
+    cli.datamodule.setup("test")
+    print(f"to do: {make_plan(cli.datamodule.dataset.pairs, cli.matcher)}")
+
+
+def _match(cli: SdcorrCLI) -> None:
+    options = cli.config["match"]
+    trainer = options.trainer
+    folder = options.output_dir or Path(trainer.default_root_dir or ".") / "match"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    cli.save_config(Path(folder) / CONFIG_FILE)
+    fabric = Fabric(accelerator=trainer.accelerator, devices=1, precision=trainer.precision)
+    match_files(cli.model, options.source, options.target, options.points, folder, fabric)
+
+
+def _merge(cli: SdcorrCLI) -> None:
+    options = cli.config["merge"]
+    commands.merge(options.out, options.folders, options.allow_missing)
+
+
+def _evaluate(cli: SdcorrCLI) -> None:
+    options = cli.config["evaluate"]
+    commands.evaluate(options.folder, options.alphas, options.threshold, options.output)
+
+
+def _report(cli: SdcorrCLI) -> None:
+    options = cli.config["report"]
+    print(write_report(options.folder, options.alpha))
+
+
+#: the Trainer's methods that are subcommands, with their one-line help
+TRAINER_COMMANDS = {
+    "test": "match and score a benchmark's pairs into a run folder (resumes an interrupted run)",
+    "predict": "match pairs without scoring them (no ground truth needed) into a run folder",
+}
+#: the subcommands besides the Trainer's ``test`` and ``predict``, in ``--help`` order
+COMMANDS: dict[str, Command] = {
+    "plan": Command("print what a test run would cost (pairs, fits, model passes); loads no model",
+                    _no_arguments, _plan, configs=True, builds=("data", "matcher")),
+    "match": Command("find points of one image in another; writes match.json and match.png",
+                     _match_arguments, _match, configs=True, builds=("model",)),
+    "merge": Command("merge the run folders of shards into one run folder and score it", _merge_arguments, _merge),
+    "evaluate": Command("score a run folder again (other alphas or threshold mode) into evaluation.json",
+                        _evaluate_arguments, _evaluate),
+    "report": Command("(re)write a run folder's index.html", _report_arguments, _report),
+}  # fmt: skip
 
 
 class SdcorrCLI(LightningCLI):
-    """LightningCLI restricted to evaluation; ``fit`` and ``validate`` have no meaning here."""
+    """LightningCLI with evaluation subcommands only (``fit`` and ``validate`` have no meaning here) plus
+    :data:`COMMANDS`."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {
-            "test": {"model", "dataloaders", "datamodule"},
-            "predict": {"model", "dataloaders", "datamodule"},
-            "match": {"model", "datamodule"},
-        }
+        return {name: {"model", "dataloaders", "datamodule"} for name in TRAINER_COMMANDS}
 
-    def add_arguments_to_parser(self, parser) -> None:
-        """Callbacks configured in their own config sections (``output:``, ...), always present."""
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Callbacks configured in their own config sections (``output:``, ...), always present; settings
+        that must agree are linked (the pictures' colours use one of the model's PCK alphas)."""
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PictureCallback, "pictures")
         parser.add_lightning_class_args(RunProgress, "progress")
+        parser.link_arguments("model.alphas", "pictures.alphas", apply_on="parse")
 
-
-class PlanCLI(SdcorrCLI):
-    """``sdcorr plan``: the options and config files of ``sdcorr test``, but only the datamodule and the
-    matcher are built (no model is loaded, no Trainer started); prints the run's :class:`~sdcorr.plan.Plan`."""
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """The Trainer's ``test`` and ``predict`` (with their method arguments), then :data:`COMMANDS`."""
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        subcommands = parser.add_subcommands()
+        for name, help in TRAINER_COMMANDS.items():
+            options = {"description": help, **kwargs.get(name, {})}
+            self._subcommand_parsers[name] = self._prepare_subcommand_parser(self.trainer_class, name, **options)
+            subcommands.add_subcommand(name, self._subcommand_parsers[name], help=help)
+        # sdcorr prints its own PCK table: Lightning's metric table only on request (--verbose true)
+        self._subcommand_parsers["test"].set_defaults(verbose=False)
+        for name, command in COMMANDS.items():
+            subparser = self.init_parser(description=command.help, exit_on_error=False)
+            if command.configs:
+                self._add_arguments(subparser)
+            command.add_arguments(subparser)
+            self._subcommand_parsers[name] = subparser
+            self._subcommand_method_arguments[name] = []
+            subcommands.add_subcommand(name, subparser, help=command.help)
 
     def instantiate_classes(self) -> None:
+        """Build what the subcommand needs: everything for ``test``/``predict``, less for the others."""
+        command = COMMANDS.get(self.subcommand)
+        if command is None:
+            return super().instantiate_classes()
+        self.datamodule = self.model = self.matcher = self.trainer = None
+        if not command.builds:
+            return
         parser = ArgumentParser(exit_on_error=False)
-        parser.add_subclass_arguments(PairDataModule, "data")
-        parser.add_argument("--matcher", type=Optional[Matcher])
-        config = Namespace(data=self.config["data"], matcher=self.config["model"]["matcher"])
-        built = getattr(parser, "instantiate", parser.instantiate_classes)(config)
-        self.datamodule, self.matcher = built.data, built.matcher or PromptMatcher()
+        config = self.config[self.subcommand]
+        parts = {}
+        if "data" in command.builds:
+            parser.add_subclass_arguments(PairDataModule, "data")
+            parts["data"] = config["data"]
+        if "matcher" in command.builds:
+            parser.add_argument("--matcher", type=Optional[Matcher])
+            parts["matcher"] = config["model"]["matcher"]
+        if "model" in command.builds:
+            parser.add_class_arguments(CorrespondenceModule, "model")
+            parts["model"] = config["model"]
+        built = getattr(parser, "instantiate", parser.instantiate_classes)(Namespace(**parts))  # renamed in 4.49
+        self.datamodule, self.model = built.get("data"), built.get("model")
+        if "matcher" in command.builds:
+            self.matcher = built.matcher or PromptMatcher()
 
-    def plan(self) -> str:
-        """The line ``to do:`` of a run with these options, for all its pairs (every process together)."""
-        self.datamodule.setup("test")
-        return str(make_plan(self.datamodule.dataset.pairs, self.matcher))
+    def _run_subcommand(self, subcommand: str) -> None:
+        command = COMMANDS.get(subcommand)
+        if command is None:
+            return super()._run_subcommand(subcommand)
+        command.run(self)
+
+    def save_config(self, path: Path) -> None:
+        """Write the resolved config of this command to ``path``."""
+        try:
+            self._subcommand_parsers[self.subcommand].save(self.config[self.subcommand], str(path), overwrite=True)
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write ({error})") from error
 
 
 class RunFolderConfig(SaveConfigCallback):
@@ -70,22 +213,19 @@ class RunFolderConfig(SaveConfigCallback):
     Lightning's callback writes into ``trainer.log_dir``: the logger's version folder (a new
     ``lightning_logs/version_N`` per run with a CSV logger) or ``default_root_dir`` without one. This one
     writes where the run's files go: the :class:`PredictionWriter`'s folder (``--output.dir`` or
-    ``default_root_dir``), or ``match``'s output folder. A rerun (a resume) rewrites it; a run refused
-    by the folder check never reaches it (it is the last callback).
+    ``default_root_dir``). A rerun (a resume) rewrites it; a run refused by the folder check never
+    reaches it (it is the last callback).
     """
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         if self.already_saved:
             return
         if trainer.is_global_zero:
             writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
-            folder = getattr(trainer, "output_folder", None)
-            if folder is None:
-                folder = writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
+            folder = writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
-                path = Path(folder) / CONFIG_FILE
-                self.parser.save(self.config, str(path), overwrite=True, multifile=self.multifile)
+                self.parser.save(self.config, str(Path(folder) / CONFIG_FILE), overwrite=True, multifile=self.multifile)
             except OSError as error:
                 raise OutputError(f"{folder}: cannot write {CONFIG_FILE} ({error})") from error
             self.save_config(trainer, pl_module, stage)
@@ -93,11 +233,7 @@ class RunFolderConfig(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
-#: subcommands on finished run folders, outside LightningCLI (no model, no Trainer)
-FOLDER_COMMANDS = ("merge", "evaluate", "report")
-
-
-def _known_error(error: BaseException) -> Optional[SdcorrError]:
+def _known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
     """The :class:`SdcorrError` behind ``error`` (itself or a cause), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
@@ -109,26 +245,14 @@ def _known_error(error: BaseException) -> Optional[SdcorrError]:
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of the ``sdcorr`` console script. Known errors print one message and exit with 1."""
-    from_command_line = args is None
-    args = sys.argv[1:] if from_command_line else list(args)
-    if len(args) >= 3 and args[0] == "match" and not args[1].startswith("-") and not args[2].startswith("-"):
-        args = ["match", "--source", args[1], "--target", args[2], *args[3:]]  # SOURCE TARGET as positionals
+    """Entry point of the ``sdcorr`` console script; ``args`` default to the command line."""
     try:
-        if args and args[0] in FOLDER_COMMANDS:
-            commands.main(args)
-        elif args and args[0] == "plan":
-            if from_command_line:  # LightningCLI reads sys.argv itself (and warns when given both)
-                sys.argv[1:] = args[1:]
-            print(f"to do: {_cli(None if from_command_line else args[1:], run=False, cls=PlanCLI).plan()}")
-        elif from_command_line:  # LightningCLI reads sys.argv itself (and warns when given both)
-            sys.argv[1:] = args
-            _cli(None)
-        else:
-            _cli(args)
+        cli(args)
     except ArgumentError as error:
-        command = args[0] if args and args[0] in (*SdcorrCLI.subcommands(), "plan") else ""
-        print(f"sdcorr: error: {error}\n(options: sdcorr {command} --help)", file=sys.stderr)
+        given = sys.argv[1:] if args is None else args
+        command = next((a for a in given if a in (*SdcorrCLI.subcommands(), *COMMANDS)), None)
+        usage = f"sdcorr {command} --help" if command else "sdcorr --help"
+        print(f"sdcorr: error: {error}\n(options: {usage})", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as error:  # known errors may arrive wrapped (jsonargparse instantiation)
         known = _known_error(error)
@@ -138,20 +262,19 @@ def main(args: Optional[list[str]] = None) -> None:
         raise SystemExit(1) from None
 
 
-def _cli(args: Optional[list[str]], run: bool = True, cls: type[SdcorrCLI] = SdcorrCLI) -> SdcorrCLI:
-    return cls(
+def cli(args: Optional[list[str]] = None, run: bool = True) -> SdcorrCLI:
+    """Parse ``args`` (default: the command line), build what the subcommand needs and (``run``) run it."""
+    return SdcorrCLI(
         CorrespondenceModule,
         PairDataModule,
         subclass_mode_data=True,
-        trainer_class=SdcorrTrainer,
         # the inner optimisation needs autograd: never run test/predict under inference_mode
         # progress bars only on a terminal: in a pipe or a log file they are noise
         trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
         save_config_callback=RunFolderConfig,
         save_config_kwargs={"overwrite": True},
         # a bad option or config key raises (main prints one message) instead of printing the whole usage
-        parser_kwargs={name: {"exit_on_error": False} for name in ("test", "predict", "match")}
-        | {"exit_on_error": False},
+        parser_kwargs={name: {"exit_on_error": False} for name in SdcorrCLI.subcommands()} | {"exit_on_error": False},
         args=args,
         run=run,
         auto_configure_optimizers=False,

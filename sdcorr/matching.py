@@ -1,0 +1,131 @@
+"""``sdcorr match``: the points of one image found in another, without a dataset or a run folder.
+
+A thin use case over :meth:`sdcorr.module.CorrespondenceModule.match_pair`: read the two images, check
+the points, run the module on the device and precision asked for (Lightning Fabric places the module
+and enters the precision's autocast, as the Trainer does for ``test``), then write ``match.json`` and
+``match.png`` and print the points.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric import Fabric
+from PIL import Image
+
+from datamodules.base import first_outside, sample_from_record
+from sdcorr import plots
+from sdcorr.engine import MatchResult
+from sdcorr.errors import DataError, OutputError
+from sdcorr.module import CorrespondenceModule
+from sdcorr.runfolder import CONFIG_FILE, describe, model_description
+
+#: what ``sdcorr match`` writes into its output folder
+MATCH_FILE, PICTURE_FILE = "match.json", "match.png"
+_POINT = re.compile(r"^\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*,\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
+
+
+def parse_points(text: str) -> torch.Tensor:
+    """``"x1,y1 x2,y2"`` (spaces or semicolons between points) -> ``[N, 2] (x, y)`` float32."""
+    items = [item for item in re.split(r"[;\s]+", re.sub(r"\s*,\s*", ",", text.strip())) if item]
+    points = []
+    for item in items:
+        match = _POINT.match(item)
+        if match is None:
+            raise DataError(f'--points: cannot read {item!r}; expected pixel coordinates like "120,80 200,64.5"')
+        points.append([float(match.group(1)), float(match.group(2))])
+    if not points:
+        raise DataError('--points: no point given; expected pixel coordinates like "120,80 200,64.5"')
+    return torch.tensor(points, dtype=torch.float32)
+
+
+def match_files(
+    model: CorrespondenceModule, source: str, target: str, points: str, folder: str | Path, fabric: Fabric
+) -> dict[str, Any]:
+    """Find ``points`` of the image file ``source`` in ``target``; write match.json and match.png in ``folder``.
+
+    Args:
+        model: the correspondence module (source model and matcher).
+        source: the image file the points are on.
+        target: the image file to find them in.
+        points: source-image pixel coordinates, ``"x1,y1 x2,y2 ..."``.
+        folder: where match.json and match.png go (created).
+        fabric: the device and precision to run on.
+
+    Returns:
+        The content of match.json.
+    """
+    keypoints = parse_points(points)
+    pair = {
+        "pair_id": f"{Path(source).name} -> {Path(target).name}",
+        "category": "match",
+        "source_path": source,
+        "target_path": target,
+        "source_keypoints": keypoints,
+        "target_keypoints": None,
+        "threshold": None,
+    }
+    sample = sample_from_record(pair)
+    height, width = sample["source_image"].shape[1:]
+    outside = first_outside(keypoints, (width, height))
+    if outside is not None:
+        x, y = keypoints[outside].tolist()
+        size = f"W x H = {width} x {height}"
+        raise DataError(f"--points: point {outside + 1} ({x:g}, {y:g}) is outside {source} ({size})")
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot write ({error}); set --output_dir") from error
+    fabric.setup_module(model)  # moves the module to the device and applies the precision (in place)
+    with fabric.autocast():
+        result = model.match_pair(fabric.to_device(sample))
+    prediction = model.record(sample, result)
+    payload = {
+        "source": str(source),
+        "target": str(target),
+        "source_keypoints": prediction["source_keypoints"],
+        "predicted_keypoints": prediction["predicted_keypoints"],
+        "model": model_description(model.source),
+        "config": {
+            "source": describe(model.source),
+            "matcher": describe(model.matcher),
+            "seed": model.run_seed,
+            "precision": str(fabric.strategy.precision.precision),
+        },
+    }
+    if (folder / CONFIG_FILE).is_file():
+        payload["config"]["file"] = CONFIG_FILE  # the resolved command-line config, beside match.json
+    try:
+        (folder / MATCH_FILE).write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+        draw(sample, result).save(folder / PICTURE_FILE)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot write ({error}); set --output_dir") from error
+    lines = [
+        f"  ({sx:8.1f}, {sy:8.1f}) -> ({tx:8.1f}, {ty:8.1f})"
+        for (sx, sy), (tx, ty) in zip(payload["source_keypoints"], payload["predicted_keypoints"])
+    ]
+    print(f"{pair['pair_id']}\n" + "\n".join(lines))
+    print(f"wrote {folder / MATCH_FILE} and {folder / PICTURE_FILE}")
+    return payload
+
+
+def draw(sample: dict[str, Any], result: MatchResult) -> Image.Image:
+    """The side-by-side correspondence plot above the target heatmaps, as one picture."""
+    pair = plots.correspondence_plot(
+        sample["source_image"], sample["target_image"], sample["source_keypoints"], result.keypoints.cpu(), height=384
+    )
+    maps = plots.heatmap_plot(
+        sample["target_image"],
+        result.heatmaps.float().cpu(),
+        predictions=result.keypoints.cpu(),
+        labels=[f"point {i + 1}" for i in range(len(result.keypoints))],
+    )
+    canvas = Image.new("RGB", (max(pair.width, maps.width), pair.height + maps.height + 8), "white")
+    canvas.paste(pair, (0, 0))
+    canvas.paste(maps, (0, pair.height + 8))
+    return canvas
