@@ -2,11 +2,13 @@
 
 import html
 import json
+import sys
 
 import pytest
 import torch
 import yaml
 
+from sdcorr.cli import main
 from sdcorr.metrics import pck
 from tests.conftest import REPO, sdcorr
 
@@ -143,3 +145,35 @@ def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     assert all(line["predicted_keypoints"] == by_id[line["pair_id"]]["predicted_keypoints"] for line in lines)
     # scored from the same records in pair_id order: not approximately, but byte for byte the same
     assert (tmp_path / "results.json").read_text() == (single / "results.json").read_text()
+
+
+@pytest.mark.parametrize("name", ["spair", "pfwillow", "cub", "demo"])
+def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
+    """Each benchmark config is the shared base (one device, float32, seed 0, the SD 1.4 paper preset)
+    plus its own data, run folder and logger; pictures.alpha is checked against model.alphas as the
+    callback is built, through the CLI's argument link."""
+    monkeypatch.setattr(sys, "argv", ["sdcorr"])  # LightningCLI warns when given args and a command line
+    with pytest.raises(SystemExit):
+        main(["test", "--config", f"configs/{name}.yaml", "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    trainer, model = config["trainer"], config["model"]
+    assert (trainer["devices"], trainer["precision"], config["seed_everything"]) == (1, "32-true", 0)
+    assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == f"runs/{name}"
+    assert model["source"]["init_args"]["pretrained"] == "CompVis/stable-diffusion-v1-4"
+    assert model["matcher"]["init_args"]["steps"] == 129 and model["alphas"] == [0.05, 0.1]
+    assert "alphas" not in config["pictures"]  # linked from model.alphas, not an option of its own
+    expected = {"spair": "SPairDataModule", "pfwillow": "PFWillowDataModule", "cub": "CUBDataModule"}
+    assert config["data"]["class_path"] == f"datamodules.{expected.get(name, 'PairsDataModule')}"
+
+
+def test_picture_alpha_must_be_one_of_the_model_alphas(tmp_path):
+    result = sdcorr("test", "--config", "configs/smoke.yaml", "--pictures.alpha", "0.2",
+                    "--trainer.default_root_dir", str(tmp_path / "run"), check=False)  # fmt: skip
+    assert result.returncode != 0 and "pictures.alpha among the model's alphas ['0.05', '0.1']" in result.stderr
+    assert not (tmp_path / "run").exists()  # refused while building the callbacks, before anything ran
+
+
+def test_help_lists_every_command():
+    text = sdcorr("--help").stdout
+    for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report"):
+        assert f"\n    {name} " in text, name
