@@ -30,7 +30,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, image_size
+from datamodules.base import DataError, PairDataModule
+from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["CUBDataModule", "CUB_FILES", "NUM_PARTS"]
 
@@ -213,7 +214,7 @@ class CUBDataModule(PairDataModule):
             infos = []
             for image_id, path in images:
                 points, visible, lines = parts[image_id]
-                size = image_size(root / "images" / path)
+                size = image_dimensions(root / "images" / path)
                 _check_inside(points, visible, lines, size, parts_file)
                 _, _, box_w, box_h = _lookup(boxes, image_id, boxes_file)
                 if box_w <= 0 or box_h <= 0:

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, image_size
+from datamodules.base import DataError, PairDataModule
 from datamodules.download import Archive, fetch
+from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
 
@@ -179,7 +180,7 @@ class PFWillowDataModule(PairDataModule):
             for side in ("source", "target"):
                 path = row[f"{side}_path"]
                 if path not in sizes:
-                    sizes[path] = image_size(path)
+                    sizes[path] = image_dimensions(path)
                 where = f"{file}: row {row['line']}, {side} keypoints of {path.name}"
                 _check_inside(row[f"{side}_keypoints"], sizes[path], where)
             target_size = sizes[row["target_path"]]

@@ -32,8 +32,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, load_image, sample_from_record
+from datamodules.base import DataError, PairDataModule, sample_from_record
 from datamodules.download import Archive, fetch
+from sdcorr.images import first_outside, load_image
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
 

@@ -1,6 +1,7 @@
 """sdcorr: semantic correspondence from Stable Diffusion attention (Hedlin et al., NeurIPS 2023)."""
 
 from sdcorr.engine import Matcher, MatchResult, PromptMatcher, match
+from sdcorr.images import load_image
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
 from sdcorr.nearest import NearestNeighbourMatcher
@@ -19,6 +20,7 @@ __all__ = [
     "PromptMatcher",
     "Source",
     "StableDiffusionSource",
+    "load_image",
     "match",
     "pck",
 ]

@@ -18,9 +18,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from callbacks.predictions import PredictionWriter
-from datamodules.base import collate_pairs, first_outside, load_image
+from datamodules.base import collate_pairs
 from sdcorr import plots
 from sdcorr.errors import DataError, OutputError
+from sdcorr.images import first_outside, load_image
 from sdcorr.module import CorrespondenceModule
 from sdcorr.runfolder import CONFIG_FILE, describe, model_description
 
