@@ -24,7 +24,7 @@ from sdcorr.cache import LRU
 from sdcorr.crops import CropEncoder, autocast_state
 from sdcorr.errors import InferenceModeError, NumericalError
 from sdcorr.rng import content_key, generator
-from sdcorr.sources.base import FeatureSource, Source
+from sdcorr.sources.base import AttentionSource, Source
 
 
 @dataclass
@@ -236,7 +236,7 @@ class PromptMatcher(Matcher):
             groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
         return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
 
-    def _mode_context(self, source: FeatureSource, device: torch.device) -> ExitStack:
+    def _mode_context(self, source: AttentionSource, device: torch.device) -> ExitStack:
         """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
         stack = ExitStack()
         if self.mode == "reference":
@@ -244,7 +244,7 @@ class PromptMatcher(Matcher):
             stack.enter_context(torch.autocast(device.type, enabled=False))
         return stack
 
-    def crop_encoder(self, source: FeatureSource, image: Tensor) -> CropEncoder:
+    def crop_encoder(self, source: AttentionSource, image: Tensor) -> CropEncoder:
         """Encodes crops of ``image``; in fast mode remembers latents across images and calls."""
         side, _ = self.crop_geometry(source.image_size)
         cache = self._latents if self.mode == "fast" and self.crop_cache else None
@@ -261,17 +261,17 @@ class PromptMatcher(Matcher):
         return [(fit_seed, "fit", image, *map(float, point)) for point in source_keypoints.float().tolist()]
 
     @staticmethod
-    def _slot(source: FeatureSource, key: tuple) -> tuple:
+    def _slot(source: AttentionSource, key: tuple) -> tuple:
         """What a fit is remembered under: its key, within this source and the autocast dtype in force."""
         return (id(source), autocast_state(source.device), *key)
 
-    def pending_fits(self, source: FeatureSource, keys: Sequence[tuple]) -> int:
+    def pending_fits(self, source: AttentionSource, keys: Sequence[tuple]) -> int:
         """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
         return sum(self._slot(source, key) not in self._fits for key in dict.fromkeys(keys))
 
     def fit(
         self,
-        source: FeatureSource,
+        source: AttentionSource,
         image: Tensor,
         keypoints: Tensor,
         seed: object = 0,
@@ -323,7 +323,7 @@ class PromptMatcher(Matcher):
         return torch.stack([fits[slot].to(image.device) for slot in slots])
 
     def _fit_chunk(
-        self, source: FeatureSource, encoder: CropEncoder, keypoints: Tensor, items: list, gens: list
+        self, source: AttentionSource, encoder: CropEncoder, keypoints: Tensor, items: list, gens: list
     ) -> Tensor:
         """Fit the embeddings of ``items`` (``(keypoint, restart)``), each drawing from its generator."""
         size, device = source.image_size, encoder.image.device
@@ -365,7 +365,7 @@ class PromptMatcher(Matcher):
         return embeddings.detach()
 
     @torch.no_grad()
-    def locate(self, source: FeatureSource, image: Tensor, embeddings: Tensor, seed: object = 0) -> MatchResult:
+    def locate(self, source: AttentionSource, image: Tensor, embeddings: Tensor, seed: object = 0) -> MatchResult:
         """Find each embedding's attention peak in ``image``.
 
         Args:
@@ -395,7 +395,7 @@ class PromptMatcher(Matcher):
         )
 
     def _locate_chunk(
-        self, source: FeatureSource, encoder: CropEncoder, embeddings: Tensor, items: list, seed: object
+        self, source: AttentionSource, encoder: CropEncoder, embeddings: Tensor, items: list, seed: object
     ) -> Tensor:
         size, device = source.image_size, encoder.image.device
         side, margin = self.crop_geometry(size)
@@ -422,7 +422,7 @@ class PromptMatcher(Matcher):
 
     def match(
         self,
-        source: FeatureSource,
+        source: AttentionSource,
         source_image: Tensor,
         target_image: Tensor,
         source_keypoints: Tensor,
@@ -437,10 +437,10 @@ class PromptMatcher(Matcher):
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
         """
-        if not isinstance(source, FeatureSource):
+        if not isinstance(source, AttentionSource):
             raise TypeError(
-                f"PromptMatcher needs a FeatureSource (attention maps for an embedding), got {type(source).__name__}; "
-                "dense-feature sources go with sdcorr.NearestNeighbourMatcher"
+                f"PromptMatcher needs an AttentionSource (attention maps for an embedding), got "
+                f"{type(source).__name__}; dense-feature sources go with sdcorr.NearestNeighbourMatcher"
             )
         size = source.image_size
         src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
@@ -477,7 +477,7 @@ def match(
     source_image: Tensor,
     target_image: Tensor,
     source_keypoints: Tensor,
-    source: FeatureSource | None = None,
+    source: AttentionSource | None = None,
     matcher: Matcher | None = None,
     seed: object = 0,
 ) -> Tensor:

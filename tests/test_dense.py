@@ -223,7 +223,7 @@ def test_wrong_kind_of_source_is_refused_with_a_clear_message(source, dino):
         NearestNeighbourMatcher().match(
             source, torch.rand(3, 48, 48), torch.rand(3, 48, 48), torch.tensor([[1.0, 1.0]])
         )
-    with pytest.raises(TypeError, match="needs a FeatureSource .* got Dinov2Source"):
+    with pytest.raises(TypeError, match="needs an AttentionSource .* got Dinov2Source"):
         PromptMatcher().match(dino, torch.rand(3, 48, 48), torch.rand(3, 48, 48), torch.tensor([[1.0, 1.0]]))
 
 
