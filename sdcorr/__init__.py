@@ -2,11 +2,12 @@
 
 from typing import Any
 
-from sdcorr.engine import Matcher, MatchResult, PromptMatcher, match
+from sdcorr.engine import Matcher, MatchResult, match
 from sdcorr.images import load_image
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
 from sdcorr.nearest import NearestNeighbourMatcher
+from sdcorr.prompt import PromptMatcher
 from sdcorr.sources import AttentionSource, DenseSource, DiftSource, Dinov2Source, Source, StableDiffusionSource
 
 __all__ = [

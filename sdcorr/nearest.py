@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, MatchResult
+from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
 from sdcorr.rng import generator
 from sdcorr.sources.base import Source
 from sdcorr.sources.dense import DenseSource
@@ -114,6 +114,8 @@ class NearestNeighbourMatcher(Matcher):
         source_keypoints: Tensor,
         seed: object = 0,
         fit_seed: object = None,
+        *,
+        progress: Optional[Progress] = None,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -124,6 +126,7 @@ class NearestNeighbourMatcher(Matcher):
             source_keypoints: ``[N, 2] (x, y)`` in source-image pixels.
             seed: any printable key; seeds the source's random draws (DIFT's noise), one stream per image.
             fit_seed: ignored (nothing is fitted).
+            progress: told after each image's model passes (see :data:`~sdcorr.engine.Progress`).
 
         Returns:
             keypoints ``[N, 2]`` in target pixels and heatmaps ``[N, S, S]``; no per-layer points or embeddings.
@@ -136,15 +139,12 @@ class NearestNeighbourMatcher(Matcher):
         size = source.image_size
         src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
-        self._start(self.cost(len(keypoints), source))
-        try:
-            features = []
-            for name, image in (("source", source_image), ("target", target_image)):
-                work = geometry.resize_image(image.float().to(source.device), size)
-                features.append(source.features(work[None], [generator(seed, "features", name)])[0])
-                self._advance(source.passes_per_image, "features")
-        finally:
-            self._work = None
+        counter = WorkCounter(self.cost(len(keypoints), source), progress)
+        features = []
+        for name, image in (("source", source_image), ("target", target_image)):
+            work = geometry.resize_image(image.float().to(source.device), size)
+            features.append(source.features(work[None], [generator(seed, "features", name)])[0])
+            counter.advance(source.passes_per_image, "features")
         descriptors = sample_descriptors(features[0], keypoints.to(features[0].device), size)
         similarity = geometry.upsample_maps(cosine_maps(descriptors, features[1])[None], size)[0]  # [N, S, S]
         if self.soft_argmax:

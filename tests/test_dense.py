@@ -14,9 +14,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdcorr import DenseSource, DiftSource, Dinov2Source, NearestNeighbourMatcher
 from sdcorr.cli import main
-from sdcorr.engine import PromptMatcher
 from sdcorr.errors import ModelLoadError
 from sdcorr.nearest import cosine_maps, sample_descriptors
+from sdcorr.prompt import PromptMatcher
 from sdcorr.rng import generator
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
@@ -212,8 +212,8 @@ def test_soft_argmax_with_a_window_stays_near_the_peak():
 def test_progress_counts_model_passes(dift):
     calls = []
     matcher = NearestNeighbourMatcher()
-    matcher.progress = lambda done, total, stage: calls.append((done, total, stage))
-    matcher.match(dift, torch.rand(3, 50, 60), torch.rand(3, 40, 40), torch.tensor([[10.0, 10.0]]))
+    progress = lambda done, total, stage: calls.append((done, total, stage))  # noqa: E731
+    matcher.match(dift, torch.rand(3, 50, 60), torch.rand(3, 40, 40), torch.tensor([[10.0, 10.0]]), progress=progress)
     assert matcher.cost(5, dift) == 4 and matcher.cost(5) == 2
     assert calls == [(0, 4, "start"), (2, 4, "features"), (4, 4, "features")]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sdcorr.engine import PromptMatcher
+from sdcorr.prompt import PromptMatcher
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
 from sdcorr.sources.stable_diffusion import ModelLoadError, StableDiffusionSource, paper_scheduler
