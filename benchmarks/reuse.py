@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.base import load_image
 from datamodules.schedule import GROUP
-from sdcorr.engine import PromptMatcher
+from sdcorr.images import load_image
 from sdcorr.plan import make_plan
+from sdcorr.prompt import PromptMatcher
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 REPO = Path(__file__).resolve().parents[1]

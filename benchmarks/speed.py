@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from datamodules.base import load_image
 from sdcorr import geometry
-from sdcorr.engine import PromptMatcher
+from sdcorr.images import load_image
+from sdcorr.prompt import PromptMatcher
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 DEMO = Path(__file__).resolve().parents[1] / "datamodules" / "demo_pairs"

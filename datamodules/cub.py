@@ -30,13 +30,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, image_size
+from datamodules.base import DataError, PairDataModule
+from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["CUBDataModule", "CUB_FILES", "NUM_PARTS"]
 
 NUM_PARTS = 15
 NUM_CLASSES = 200
-PAPER_SIZE = 512
 SPLITS = ("test", "train", "all")
 CUB_FILES = (
     "images.txt",
@@ -137,8 +138,8 @@ def _pair(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
         "source_keypoints": source["points"][both],
         "target_keypoints": target["points"][both],
         "part_ids": (both.nonzero().flatten() + 1).tolist(),
-        "threshold": target["box_side"] * PAPER_SIZE / w,
-        "pck_scale": torch.tensor([PAPER_SIZE / w, PAPER_SIZE / h], dtype=torch.float32),
+        "threshold": target["box_side"] * REFERENCE_SIZE / w,
+        "pck_scale": torch.tensor([REFERENCE_SIZE / w, REFERENCE_SIZE / h], dtype=torch.float32),
         "num_keypoints": int(both.sum()),
     }
 
@@ -213,7 +214,7 @@ class CUBDataModule(PairDataModule):
             infos = []
             for image_id, path in images:
                 points, visible, lines = parts[image_id]
-                size = image_size(root / "images" / path)
+                size = image_dimensions(root / "images" / path)
                 _check_inside(points, visible, lines, size, parts_file)
                 _, _, box_w, box_h = _lookup(boxes, image_id, boxes_file)
                 if box_w <= 0 or box_h <= 0:

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DataError, PairDataModule, first_outside, image_size, sample_from_record
+from datamodules.base import DataError, PairDataModule, sample_from_record
+from sdcorr.images import first_outside, image_dimensions
 
 #: the fields of a pair and what each holds; any other field is refused (a misspelt one would be ignored)
 FIELDS = {
@@ -146,8 +147,8 @@ class PairsDataset(Dataset):
             "target_path": folder / entry["target"],
         }
         source_kps = _points(entry["source_keypoints"], f"{where}.source_keypoints")
-        _inside(source_kps, image_size(pair["source_path"]), f"{where}.source_keypoints")
-        target_size = image_size(pair["target_path"])
+        _inside(source_kps, image_dimensions(pair["source_path"]), f"{where}.source_keypoints")
+        target_size = image_dimensions(pair["target_path"])
         target_kps = None
         if entry.get("target_keypoints") is not None:
             target_kps = _points(entry["target_keypoints"], f"{where}.target_keypoints")

@@ -28,8 +28,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, image_size
+from datamodules.base import DataError, PairDataModule
 from datamodules.download import Archive, fetch
+from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
 
@@ -41,7 +43,6 @@ PF_WILLOW_ARCHIVE = Archive(
 PAIRS_FILE = "test_pairs.csv"
 NUM_KEYPOINTS = 10
 NUM_COLUMNS = 2 + 4 * NUM_KEYPOINTS
-PAPER_SIZE = 512
 THRESHOLDS = ("kps-trg", "kps-trg-paper")
 
 
@@ -135,7 +136,7 @@ def keypoint_threshold(target_keypoints: Tensor, target_size: tuple[int, int], m
         extent = target_keypoints.max(dim=0).values - target_keypoints.min(dim=0).values
         return float(extent.max()), torch.ones(2)
     w, h = target_size
-    scale = torch.tensor([PAPER_SIZE / w, PAPER_SIZE / h], dtype=torch.float32)
+    scale = torch.tensor([REFERENCE_SIZE / w, REFERENCE_SIZE / h], dtype=torch.float32)
     resized_max = (target_keypoints * scale).max(dim=0).values  # [2] (x_max, y_max) at 512 scale
     return float(resized_max.max()) + 1.0, scale
 
@@ -179,7 +180,7 @@ class PFWillowDataModule(PairDataModule):
             for side in ("source", "target"):
                 path = row[f"{side}_path"]
                 if path not in sizes:
-                    sizes[path] = image_size(path)
+                    sizes[path] = image_dimensions(path)
                 where = f"{file}: row {row['line']}, {side} keypoints of {path.name}"
                 _check_inside(row[f"{side}_keypoints"], sizes[path], where)
             target_size = sizes[row["target_path"]]

@@ -32,8 +32,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, first_outside, load_image, sample_from_record
+from datamodules.base import DataError, PairDataModule, sample_from_record
 from datamodules.download import Archive, fetch
+from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.images import first_outside, load_image
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
 
@@ -48,7 +50,6 @@ GROUP_FIELDS = ("viewpoint_variation", "scale_variation", "truncation", "occlusi
 SPLITS = ("trn", "val", "test")
 LAYOUTS = ("large", "small")
 THRESHOLDS = ("bbox-src-512", "bbox-trg")
-RESIZE = 512  # side of the square the paper's code resizes both images to
 
 EXPECTED_LAYOUT = (
     "expected the official SPair-71k layout: JPEGImages/<category>/, ImageAnnotation/<category>/, "
@@ -151,9 +152,9 @@ def threshold_of(
     """
     if mode == "bbox-src-512":
         (w_src, h_src), (w_trg, h_trg) = source_size, target_size
-        width = float(source_bbox[2] - source_bbox[0]) * RESIZE / w_src
-        height = float(source_bbox[3] - source_bbox[1]) * RESIZE / h_src
-        return max(width, height), (RESIZE / w_trg, RESIZE / h_trg)
+        width = float(source_bbox[2] - source_bbox[0]) * REFERENCE_SIZE / w_src
+        height = float(source_bbox[3] - source_bbox[1]) * REFERENCE_SIZE / h_src
+        return max(width, height), (REFERENCE_SIZE / w_trg, REFERENCE_SIZE / h_trg)
     if mode == "bbox-trg":
         return float(max(target_bbox[2] - target_bbox[0], target_bbox[3] - target_bbox[1])), (1.0, 1.0)
     raise ValueError(f"Expected threshold in {THRESHOLDS} but got {mode!r}")

@@ -1,24 +1,38 @@
 """sdcorr: semantic correspondence from Stable Diffusion attention (Hedlin et al., NeurIPS 2023)."""
 
-from sdcorr.engine import Matcher, MatchResult, PromptMatcher, match
+from typing import Any
+
+from sdcorr.engine import Matcher, MatchResult, match
+from sdcorr.images import load_image
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
 from sdcorr.nearest import NearestNeighbourMatcher
-from sdcorr.sources import DenseSource, DiftSource, Dinov2Source, FeatureSource, Source, StableDiffusionSource
+from sdcorr.prompt import PromptMatcher
+from sdcorr.sources import AttentionSource, DenseSource, DiftSource, Dinov2Source, Source, StableDiffusionSource
 
 __all__ = [
     "PCK",
+    "AttentionSource",
     "CorrespondenceModule",
     "DenseSource",
     "DiftSource",
     "Dinov2Source",
-    "FeatureSource",
     "MatchResult",
     "Matcher",
     "NearestNeighbourMatcher",
     "PromptMatcher",
     "Source",
     "StableDiffusionSource",
+    "load_image",
     "match",
     "pck",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names (``FeatureSource``), resolved with a warning by :mod:`sdcorr.sources.base`."""
+    if name == "FeatureSource":
+        from sdcorr.sources import base
+
+        return base.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ output and, beside it, computes the softmax attention probability of one text to
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
@@ -41,7 +42,7 @@ def cross_attention_layers(unet: nn.Module) -> list[str]:
 
 
 class AttentionStore:
-    """Holds the maps recorded during one UNet forward.
+    """Holds the maps captured during one UNet forward.
 
     Args:
         layers: names of the read layers, in forward order.
@@ -59,8 +60,9 @@ class AttentionStore:
         self.latent_hw = latent_hw
         self.maps = {}
 
-    def record(self, name: str, token_map: Tensor) -> None:
-        """Store ``[B, N]`` flattened probabilities of one layer as ``[B, h, w]``."""
+    def add(self, name: str, token_map: Tensor) -> None:
+        """Keep ``[B, N]`` flattened probabilities of layer ``name`` as ``[B, h, w]``; after the last read
+        layer, stop the forward (with ``early_exit``)."""
         n = token_map.shape[-1]
         lat_h, lat_w = self.latent_hw
         h = round(math.sqrt(n * lat_h / lat_w))
@@ -74,18 +76,23 @@ class AttentionStore:
             raise StopForward
 
     def stacked(self) -> list[Tensor]:
-        """The recorded maps in layer order, each ``[B, h_l, w_l]``."""
+        """The captured maps in layer order, each ``[B, h_l, w_l]``."""
         missing = [name for name in self.layers if name not in self.maps]
         if missing:
             raise RuntimeError(f"the UNet forward did not reach layers {missing}")
         return [self.maps[name] for name in self.layers]
 
+    def record(self, name: str, token_map: Tensor) -> None:
+        """Deprecated name of :meth:`add` ("record" means a prediction line elsewhere in sdcorr)."""
+        warnings.warn("AttentionStore.record is renamed AttentionStore.add", DeprecationWarning, stacklevel=2)
+        self.add(name, token_map)
+
 
 class CaptureProcessor:
-    """Attention processor that records one token's attention probabilities.
+    """Attention processor that captures one token's attention probabilities.
 
     Args:
-        store: where to record.
+        store: where to keep them.
         name: the layer's module name (key in the store).
         token_index: which of the text tokens to read (the paper reads token 1).
         head_slice: which heads to average (the paper's code averages the last half).
@@ -107,11 +114,9 @@ class CaptureProcessor:
         temb: Tensor | None = None,
         **kwargs,
     ) -> Tensor:
-        # record first: after the last read layer the store stops the forward (early exit), so that
+        # capture first: after the last read layer the store stops the forward (early exit), so that
         # layer's attention output is never computed
-        self.store.record(
-            self.name, self.token_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask)
-        )
+        self.store.add(self.name, self.token_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask))
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
     def token_probabilities(

@@ -28,11 +28,12 @@ from callbacks.predictions import PredictionWriter
 from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
-from sdcorr.engine import Matcher, PromptMatcher
+from sdcorr.engine import Matcher
 from sdcorr.errors import OutputError, SdcorrError
 from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.plan import make_plan
+from sdcorr.prompt import PromptMatcher
 from sdcorr.report import write_report
 from sdcorr.runfolder import CONFIG_FILE
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from sdcorr import geometry
 from sdcorr.cache import LRU
 from sdcorr.rng import content_key
-from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.base import AttentionSource
 
 
 def autocast_state(device: torch.device) -> Optional[torch.dtype]:
@@ -40,7 +40,7 @@ class CropEncoder:
             corner); None: remember nothing (encode every crop of every call).
     """
 
-    def __init__(self, source: FeatureSource, image: Tensor, side: int, cache: LRU[Tensor] | None = None) -> None:
+    def __init__(self, source: AttentionSource, image: Tensor, side: int, cache: LRU[Tensor] | None = None) -> None:
         self.source, self.image, self.side, self.cache = source, image, side, cache
         # a latent encoded under autocast has another dtype and rounding than a float32 one
         self.key = (content_key(image), autocast_state(image.device)) if cache is not None else None

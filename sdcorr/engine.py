@@ -1,30 +1,21 @@
-"""The method without Lightning: fit text embeddings on the source image, locate them in the target.
+"""What every matcher shares: the :class:`Matcher` interface, its :class:`MatchResult`, progress
+counting, and the one-call :func:`match`.
 
-Every number of the protocol is a named argument of :class:`PromptMatcher` whose default is the
-paper's (see the project's METHOD sheet). Items (one keypoint, one restart) are independent: each has
-its own random stream and its own Adam state (one Adam over the stacked embeddings is elementwise,
-and the loss is a sum of per-item losses, so each item's update is exactly its own), and items are
-batched through the model up to ``max_batch`` at a time. Batching changes nothing but speed (up to
-float rounding); ``mode="reference"`` runs the original one-at-a-time structure for comparison.
+The paper's method is :class:`sdcorr.prompt.PromptMatcher`; nearest-neighbour matching of dense
+descriptors is :class:`sdcorr.nearest.NearestNeighbourMatcher`.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Optional
 
-import torch
 from torch import Tensor
 
-from sdcorr import geometry
-from sdcorr.cache import LRU
-from sdcorr.crops import CropEncoder, autocast_state
-from sdcorr.errors import InferenceModeError, NumericalError
-from sdcorr.rng import content_key, generator
-from sdcorr.sources.base import FeatureSource, Source
+from sdcorr.sources.base import Source
 
 
 @dataclass
@@ -32,7 +23,8 @@ class MatchResult:
     """What a matcher returns for one pair.
 
     Attributes:
-        keypoints: ``[N, 2] (x, y)`` predicted points in target-image pixels.
+        keypoints: ``[N, 2] (x, y)`` predicted points in target-image pixels (the convention of
+            :mod:`sdcorr.geometry`: a pixel's centre is at ``+ 0.5``).
         heatmaps: ``[N, S, S]`` the score map behind each prediction, at the working size.
         layer_keypoints: ``[L, N, 2] (x, y)`` in target-image pixels: the prediction of each read
             layer alone (argmax of that layer's map), for per-layer PCK; None if not applicable.
@@ -50,21 +42,36 @@ class MatchResult:
 Progress = Callable[[int, int, str], None]
 
 
-class Matcher(ABC):
-    """Given a pair and source keypoints, predict target keypoints. Subclass for other methods.
+class WorkCounter:
+    """Counts the item-passes of one :meth:`Matcher.match` call and tells a :data:`Progress` callback.
 
-    Attributes:
-        progress: called as work advances inside one pair (see :data:`Progress`); set by the
-            progress callback, None otherwise.
+    Created per call, it reports ``(0, total, "start")`` at once; the matcher then calls
+    :meth:`advance` where the passes happen.
+
+    Args:
+        total: item-passes this call will make (the matcher's :meth:`~Matcher.cost`).
+        progress: told of every advance; None: only counted.
     """
 
-    progress: Optional[Progress] = None
+    def __init__(self, total: int, progress: Optional[Progress] = None) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+        self.advance(0, "start")
+
+    def advance(self, passes: int, stage: str) -> None:
+        """Count ``passes`` more item-passes as done (at most :attr:`total`) and tell ``progress``."""
+        self.done = min(self.done + passes, self.total)
+        if self.progress is not None:
+            self.progress(self.done, self.total, stage)
+
+
+class Matcher(ABC):
+    """Given a pair and source keypoints, predict target keypoints. Subclass for other methods."""
+
     #: attributes that change only speed or memory, not results (left out of the run fingerprint)
     speed_options: tuple[str, ...] = ()
     #: whether the work on a source keypoint is shared by every pair with the same source image and
-    #: keypoint (see :attr:`PromptMatcher.reuse_fits`); then a plan counts distinct source keypoints
+    #: keypoint (see :attr:`sdcorr.prompt.PromptMatcher.reuse_fits`); then a plan counts distinct source keypoints
     reuse_fits: bool = False
-    _work: Optional[list[int]] = None  # [done, total] of the pair in progress
 
     def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:
         """Item-passes through the model for a pair with ``num_keypoints`` keypoints (for estimates).
@@ -73,18 +80,6 @@ class Matcher(ABC):
         reuse it across pairs (:attr:`reuse_fits`) count only those.
         """
         return num_keypoints
-
-    def _start(self, total: int) -> None:
-        """Begin counting the work of one pair (``total`` item-passes)."""
-        self._work = [0, total]
-        self._advance(0, "start")
-
-    def _advance(self, passes: int, stage: str) -> None:
-        """Count ``passes`` item-passes as done and tell :attr:`progress`."""
-        if self._work is None or self.progress is None:
-            return
-        self._work[0] = min(self._work[0] + passes, self._work[1])
-        self.progress(self._work[0], self._work[1], stage)
 
     @abstractmethod
     def match(
@@ -95,6 +90,8 @@ class Matcher(ABC):
         source_keypoints: Tensor,
         seed: object = 0,
         fit_seed: object = None,
+        *,
+        progress: Optional[Progress] = None,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -106,378 +103,16 @@ class Matcher(ABC):
             fit_seed: the run's seed, for draws that depend only on the source image and keypoint
                 (a matcher that reuses source-side work across pairs keys them by it instead of
                 ``seed``); None: ``seed``. Matchers without such work ignore it.
+            progress: told as model passes are done (see :data:`Progress`); count them with a
+                :class:`WorkCounter` of :meth:`cost` passes made for this call.
         """
-
-
-class PromptMatcher(Matcher):
-    """The paper's method: optimise one text embedding per keypoint, then find its attention peak.
-
-    Fit reuse (``reuse_fits``, on by default): the embeddings fitted for a source keypoint depend only
-    on the source image, the keypoint and their random draws, never on the target. With reuse, those
-    draws (initial embedding, crops, noise) are keyed by (run seed, source image content, keypoint
-    coordinates as given, restart) instead of by the pair, so every pair that shares a source keypoint
-    gets the same fit, and it is computed once and remembered (``fit_cache``). Every fit is still made
-    exactly as the paper makes one; only pairs sharing a source keypoint now share it. Off: every
-    pair fits its own embeddings with draws keyed by the pair, as the paper's code does. Draws of the
-    locate step are keyed by the pair either way.
-
-    Args:
-        restarts: independent random initialisations per keypoint; paper 5.
-        steps: Adam steps per initialisation; paper 129.
-        lr: Adam learning rate; paper 0.0023755632081200314.
-        crop_fraction: side of the random square crops as a fraction of the working image; paper 0.9316549.
-        margin_fraction: a keypoint stays this fraction of the crop side inside the crop; paper 0.15.
-        sigma: standard deviation of the Gaussian target in pixels at the 512 scale (scaled with the
-            working size); paper 27.97853316316864.
-        fit_timestep_index: index into the DDIM timesteps (980 ... 0) used while fitting; paper -8 (t=140).
-        locate_timestep_index: index into the DDIM timesteps used on the target; paper -3 (t=40).
-        locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
-        reuse_fits: fit each distinct (source image, keypoint) once and share it across pairs (see
-            above); off: per-pair fits seeded by the pair, like the paper's code.
-        max_batch: most items (keypoint x restart) sent through the model at once; only affects speed and memory.
-        mode: ``fast`` batches items and lets the source stop early; ``reference`` keeps the original
-            structure (one item and one crop at a time, the whole model, float32) for comparison.
-            Both give the same results up to float rounding.
-        crop_cache: most crop latents remembered, over all images (exact: crops repeat because the
-            corner range is small, see :mod:`sdcorr.crops`); 64 KiB each for SD at 512 px in float32
-            (the default 8192: 512 MiB of accelerator memory); 0 disables. Not used in reference
-            mode, which encodes every crop.
-        fit_cache: with ``reuse_fits``, most fitted keypoints remembered (on the CPU), each
-            ``restarts x 77 x 768`` float32 for SD 1.4, 1.2 MB at 5 restarts (the default 256: about
-            300 MB). Pairs come grouped by source image, so this needs to hold one image's keypoints.
-            0 refits every pair, with the same keyed draws and so the same results.
-        crop_pool: APPROXIMATION, off (0) by default: encode this many random crops per item once and
-            draw each step's crop from that pool instead of encoding a fresh crop every step. Saves
-            most of the VAE work; its effect on accuracy is not measured on real data.
-    """
-
-    speed_options = ("max_batch", "mode", "crop_cache", "fit_cache")
-
-    def __init__(
-        self,
-        restarts: int = 5,
-        steps: int = 129,
-        lr: float = 0.0023755632081200314,
-        crop_fraction: float = 0.9316549,
-        margin_fraction: float = 0.15,
-        sigma: float = 27.97853316316864,
-        fit_timestep_index: int = -8,
-        locate_timestep_index: int = -3,
-        locate_crops: int = 20,
-        reuse_fits: bool = True,
-        max_batch: int = 10,
-        mode: Literal["fast", "reference"] = "fast",
-        crop_cache: int = 8192,
-        fit_cache: int = 256,
-        crop_pool: int = 0,
-    ) -> None:
-        for name, value in [
-            ("restarts", restarts),
-            ("steps", steps),
-            ("locate_crops", locate_crops),
-            ("max_batch", max_batch),
-        ]:
-            if value < 1:
-                raise ValueError(f"Expected {name} >= 1 but got {value}")
-        if mode not in ("fast", "reference"):
-            raise ValueError(f"Expected mode 'fast' or 'reference' but got {mode!r}")
-        for name, value in [("crop_pool", crop_pool), ("crop_cache", crop_cache), ("fit_cache", fit_cache)]:
-            if value < 0:
-                raise ValueError(f"Expected {name} >= 0 but got {value}")
-        if not 0 < crop_fraction <= 1:
-            raise ValueError(f"Expected crop_fraction in (0, 1] but got {crop_fraction}")
-        self.restarts = restarts
-        self.steps = steps
-        self.lr = lr
-        self.crop_fraction = crop_fraction
-        self.margin_fraction = margin_fraction
-        self.sigma = sigma
-        self.fit_timestep_index = fit_timestep_index
-        self.locate_timestep_index = locate_timestep_index
-        self.locate_crops = locate_crops
-        self.reuse_fits = reuse_fits
-        self.max_batch = max_batch
-        self.mode = mode
-        self.crop_cache = crop_cache
-        self.fit_cache = fit_cache
-        self.crop_pool = crop_pool
-        self._latents: LRU[Tensor] = LRU(crop_cache)
-        self._fits: LRU[Tensor] = LRU(fit_cache)
-        self._counts = {"fits": 0, "reused_fits": 0}
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Work done so far (for benchmarks and tests): keypoints fitted, and keypoints whose fit was
-        already there (remembered, or a repeat within the pair)."""
-        return dict(self._counts)
-
-    def crop_geometry(self, image_size: int) -> tuple[int, int]:
-        """``(side, margin)`` of the crops in pixels: 477 and 71 at 512 for the paper preset."""
-        side = int(image_size * self.crop_fraction)
-        return side, int(self.margin_fraction * side)
-
-    def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:
-        """UNet passes per pair: ``restarts x (fits x steps + N x locate_crops)`` (a pass = one item, one crop).
-
-        ``fits`` (default ``N``): the keypoints that still need fitting.
-        """
-        fits = num_keypoints if fits is None else fits
-        return self.restarts * (fits * self.steps + num_keypoints * self.locate_crops)
-
-    def _chunks(self, items: list[tuple[int, int]], per_keypoint: bool = False) -> list[list[tuple[int, int]]]:
-        """``(keypoint, restart)`` items in chunks of at most ``max_batch`` (1 in reference mode).
-
-        ``per_keypoint``: never put two keypoints in one chunk, so a keypoint's computation (and its
-        float rounding) is the same whichever other keypoints need work in this call.
-        """
-        size = 1 if self.mode == "reference" else self.max_batch
-        groups = [items]
-        if per_keypoint:
-            groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
-        return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
-
-    def _mode_context(self, source: FeatureSource, device: torch.device) -> ExitStack:
-        """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
-        stack = ExitStack()
-        if self.mode == "reference":
-            stack.enter_context(source.full_forward())
-            stack.enter_context(torch.autocast(device.type, enabled=False))
-        return stack
-
-    def crop_encoder(self, source: FeatureSource, image: Tensor) -> CropEncoder:
-        """Encodes crops of ``image``; in fast mode remembers latents across images and calls."""
-        side, _ = self.crop_geometry(source.image_size)
-        cache = self._latents if self.mode == "fast" and self.crop_cache else None
-        return CropEncoder(source, image, side, cache)
-
-    def fit_keys(self, source_image: Tensor, source_keypoints: Tensor, fit_seed: object) -> list[tuple]:
-        """The key of each keypoint's fit with :attr:`reuse_fits`: ``(fit_seed, "fit", image content, x, y)``.
-
-        Args:
-            source_image: the source image as given to :meth:`match` (any size).
-            source_keypoints: ``[N, 2] (x, y)`` in its pixels, as given (float32 values are used exactly).
-        """
-        image = content_key(source_image.float())
-        return [(fit_seed, "fit", image, *map(float, point)) for point in source_keypoints.float().tolist()]
-
-    @staticmethod
-    def _slot(source: FeatureSource, key: tuple) -> tuple:
-        """What a fit is remembered under: its key, within this source and the autocast dtype in force."""
-        return (id(source), autocast_state(source.device), *key)
-
-    def pending_fits(self, source: FeatureSource, keys: Sequence[tuple]) -> int:
-        """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
-        return sum(self._slot(source, key) not in self._fits for key in dict.fromkeys(keys))
-
-    def fit(
-        self,
-        source: FeatureSource,
-        image: Tensor,
-        keypoints: Tensor,
-        seed: object = 0,
-        keys: Optional[Sequence[tuple]] = None,
-    ) -> Tensor:
-        """Optimise embeddings so that the read attention peaks at each keypoint.
-
-        Args:
-            image: ``[3, S, S]`` working image.
-            keypoints: ``[N, 2] (x, y)`` in working pixels.
-            seed: keys the draws of keypoint ``k``, restart ``r`` as ``(seed, "fit", k, r)`` when no ``keys``.
-            keys: one key per keypoint that names everything its fit depends on besides the matcher
-                and the source (see :meth:`fit_keys`); restart ``r`` draws from ``(*key, r)``. Fits
-                with equal keys are computed once and remembered (up to ``fit_cache``).
-
-        Returns:
-            ``[N, R, T, D]`` embeddings (R = restarts).
-        """
-        if torch.is_inference_mode_enabled():
-            raise InferenceModeError(
-                "PromptMatcher optimises text embeddings and cannot run under torch.inference_mode(). "
-                "With Lightning, build the Trainer with inference_mode=False (the sdcorr CLI does this)."
-            )
-        reuse = keys is not None
-        keys = list(keys) if reuse else [(seed, "fit", k) for k in range(len(keypoints))]
-        slots = [self._slot(source, key) if reuse else key for key in keys]
-        fits = {}
-        for slot in dict.fromkeys(slots) if reuse else ():
-            hit = self._fits.get(slot)
-            if hit is not None:
-                fits[slot] = hit
-        todo = [k for k, slot in enumerate(slots) if slot not in fits and slots.index(slot) == k]
-        self._counts["fits"] += len(todo)
-        self._counts["reused_fits"] += len(keys) - len(todo)
-        if todo:
-            encoder = self.crop_encoder(source, image)
-            items = [(k, r) for k in todo for r in range(self.restarts)]
-            out = {}
-            with torch.enable_grad(), self._mode_context(source, image.device):
-                # with reuse, a keypoint's fit must not depend on which others this pair needs
-                for chunk in self._chunks(items, per_keypoint=reuse):
-                    gens = [generator(*keys[k], r) for k, r in chunk]
-                    for item, embedding in zip(chunk, self._fit_chunk(source, encoder, keypoints, chunk, gens)):
-                        out[item] = embedding
-            for k in todo:
-                fits[slots[k]] = torch.stack([out[(k, r)] for r in range(self.restarts)])
-                if reuse:
-                    self._fits.put(slots[k], fits[slots[k]].cpu())
-        return torch.stack([fits[slot].to(image.device) for slot in slots])
-
-    def _fit_chunk(
-        self, source: FeatureSource, encoder: CropEncoder, keypoints: Tensor, items: list, gens: list
-    ) -> Tensor:
-        """Fit the embeddings of ``items`` (``(keypoint, restart)``), each drawing from its generator."""
-        size, device = source.image_size, encoder.image.device
-        side, margin = self.crop_geometry(size)
-        sigma = self.sigma * size / 512
-        points = keypoints[[k for k, _ in items]].float().cpu()
-        embeddings = source.random_embeddings(gens).float().requires_grad_(True)
-        optimizer = torch.optim.Adam([embeddings], lr=self.lr)
-        draw = [
-            lambda p=p.tolist(), g=g: geometry.sample_crop_corner(p, side, margin, size, g)
-            for p, g in zip(points, gens)
-        ]
-        if self.crop_pool:  # the approximation: each item draws its crops from its own few
-            pools = [[d() for _ in range(self.crop_pool)] for d in draw]
-            draw = [
-                lambda pool=pool, g=g: pool[int(torch.randint(len(pool), (1,), generator=g))]
-                for pool, g in zip(pools, gens)
-            ]
-        for _ in range(self.steps):
-            corners = torch.tensor([d() for d in draw])
-            latents = encoder(corners)
-            target = geometry.gaussian_map((points - corners) / side * size, size, sigma).to(device)
-            maps = source.attention_maps(latents, embeddings, self.fit_timestep_index, gens)
-            # per item: mean over layers of the pixel-wise MSE; summed over items so each item's
-            # gradient is exactly what it would be alone
-            losses = torch.stack(
-                [((geometry.upsample_maps(m[:, None], size)[:, 0] - target) ** 2).mean(dim=(-2, -1)) for m in maps]
-            ).mean(dim=0)
-            loss = losses.sum()
-            if not torch.isfinite(loss):
-                raise NumericalError(
-                    f"non-finite loss ({loss.item()}) while fitting embeddings; "
-                    "with fp16 precision try bf16-mixed or 32"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            self._advance(len(items), "fit")
-        return embeddings.detach()
-
-    @torch.no_grad()
-    def locate(self, source: FeatureSource, image: Tensor, embeddings: Tensor, seed: object = 0) -> MatchResult:
-        """Find each embedding's attention peak in ``image``.
-
-        Args:
-            image: ``[3, S, S]`` working image.
-            embeddings: ``[N, R, T, D]`` from :meth:`fit`.
-
-        Returns:
-            keypoints ``[N, 2]`` in working pixels, the heatmaps ``[N, S, S]`` (softmax over
-            pixels per layer, then the mean over layers) and each layer's own argmax ``[L, N, 2]``.
-        """
-        num_keypoints, restarts = embeddings.shape[:2]
-        size = source.image_size
-        sums = None
-        encoder = self.crop_encoder(source, image)
-        with self._mode_context(source, image.device):
-            for chunk in self._chunks([(k, r) for k in range(num_keypoints) for r in range(restarts)]):
-                maps = self._locate_chunk(source, encoder, embeddings, chunk, seed)  # [B, L, S, S]
-                if sums is None:
-                    sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
-                for (k, _), item_map in zip(chunk, maps):
-                    sums[k] += item_map
-        per_layer = (sums / restarts).flatten(-2).softmax(dim=-1).reshape_as(sums)
-        heatmaps = per_layer.mean(dim=1)
-        layer_keypoints = geometry.argmax_xy(per_layer.transpose(0, 1), offset=0.5)
-        return MatchResult(
-            keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps, layer_keypoints=layer_keypoints
-        )
-
-    def _locate_chunk(
-        self, source: FeatureSource, encoder: CropEncoder, embeddings: Tensor, items: list, seed: object
-    ) -> Tensor:
-        size, device = source.image_size, encoder.image.device
-        side, margin = self.crop_geometry(size)
-        gens = [generator(seed, "locate", k, r) for k, r in items]
-        context = torch.stack([embeddings[k, r] for k, r in items]).to(device)
-        canvas = count = None
-        anchors = geometry.corner_anchors(size)
-        for step in range(self.locate_crops):
-            if step < len(anchors):
-                points = [anchors[step]] * len(items)
-            else:
-                points = geometry.argmax_xy(geometry.canvas_average(canvas, count).mean(dim=1)).tolist()
-            corners = torch.tensor(
-                [geometry.sample_crop_corner(p, side, margin, size, g) for p, g in zip(points, gens)]
-            )
-            maps = source.attention_maps(encoder(corners), context, self.locate_timestep_index, gens)
-            crop_maps = torch.cat([geometry.upsample_maps(m[:, None], side) for m in maps], dim=1).float()
-            if canvas is None:
-                canvas = torch.zeros(len(items), len(maps), size, size, device=device)
-                count = torch.zeros(len(items), size, size, device=device)
-            geometry.paste_into_canvas(canvas, count, crop_maps, corners)
-            self._advance(len(items), "locate")
-        return geometry.canvas_average(canvas, count)
-
-    def match(
-        self,
-        source: FeatureSource,
-        source_image: Tensor,
-        target_image: Tensor,
-        source_keypoints: Tensor,
-        seed: object = 0,
-        fit_seed: object = None,
-        embeddings: Optional[Tensor] = None,
-    ) -> MatchResult:
-        """Resize both images to the working size, fit on the source, locate on the target, map back.
-
-        With :attr:`reuse_fits` the fit of each keypoint is keyed by :meth:`fit_keys` with ``fit_seed``
-        (default ``seed``), else by ``seed`` and the keypoint's index; the locate step by ``seed``.
-        ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
-        fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
-        """
-        if not isinstance(source, FeatureSource):
-            raise TypeError(
-                f"PromptMatcher needs a FeatureSource (attention maps for an embedding), got {type(source).__name__}; "
-                "dense-feature sources go with sdcorr.NearestNeighbourMatcher"
-            )
-        size = source.image_size
-        src_hw, trg_hw = source_image.shape[-2:], target_image.shape[-2:]
-        source_work = geometry.resize_image(source_image.float(), size)
-        target_work = geometry.resize_image(target_image.float(), size)
-        keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
-        if embeddings is not None and embeddings.shape[0] != len(keypoints):
-            raise ValueError(f"Expected embeddings for {len(keypoints)} keypoints but got {embeddings.shape[0]}")
-        keys = None
-        if embeddings is None and self.reuse_fits:
-            keys = self.fit_keys(source_image, source_keypoints, seed if fit_seed is None else fit_seed)
-        fits = 0 if embeddings is not None else len(keypoints) if keys is None else self.pending_fits(source, keys)
-        self._start(self.cost(len(keypoints), fits=fits))
-        try:
-            if embeddings is None:
-                embeddings = self.fit(source, source_work, keypoints, seed, keys)
-            embeddings = embeddings.to(target_work.device)
-            located = self.locate(source, target_work, embeddings, seed)
-        finally:
-            self._work = None
-
-        def to_target(points: Tensor) -> Tensor:
-            return geometry.scale_keypoints(points.to(source_keypoints.device), (size, size), (trg_hw[1], trg_hw[0]))
-
-        return MatchResult(
-            keypoints=to_target(located.keypoints),
-            heatmaps=located.heatmaps,
-            layer_keypoints=to_target(located.layer_keypoints),
-            embeddings=embeddings,
-        )
 
 
 def match(
     source_image: Tensor,
     target_image: Tensor,
     source_keypoints: Tensor,
-    source: FeatureSource | None = None,
+    source: Source | None = None,
     matcher: Matcher | None = None,
     seed: object = 0,
 ) -> Tensor:
@@ -497,5 +132,22 @@ def match(
         from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
         source = StableDiffusionSource()
-    matcher = matcher if matcher is not None else PromptMatcher()
+    if matcher is None:
+        from sdcorr.prompt import PromptMatcher  # sdcorr.prompt imports this module
+
+        matcher = PromptMatcher()
     return matcher.match(source, source_image, target_image, source_keypoints, seed).keypoints
+
+
+def __getattr__(name: str) -> Any:
+    """``PromptMatcher``: moved to :mod:`sdcorr.prompt`; still importable from here, with a warning."""
+    if name == "PromptMatcher":
+        warnings.warn(
+            "sdcorr.engine.PromptMatcher moved to sdcorr.prompt; import it from sdcorr.prompt or sdcorr",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from sdcorr.prompt import PromptMatcher
+
+        return PromptMatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,17 @@
 """Pure geometry of the method: resizing, crops, Gaussian targets, canvases and argmax.
 
-Conventions (used everywhere in sdcorr):
+The coordinate convention, used everywhere in sdcorr:
 
-* Keypoints are ``(x, y)`` in pixels of the image they refer to, ``x`` along columns and ``y``
-  along rows. A heatmap value at row ``i``, column ``j`` belongs to the point ``(j, i)``: pixel
-  centres sit at integer coordinates.
-* The one exception is the final prediction, which the paper's code reports as the argmax pixel
-  ``+ 0.5`` (see :func:`argmax_xy`); we keep it for the paper preset.
+* An image of ``W x H`` pixels covers ``[0, W] x [0, H]``; pixel ``(i, j)`` (column ``i``, row ``j``)
+  is the unit square centred at ``(i + 0.5, j + 0.5)``. Keypoints ``(x, y)`` in every file and every
+  matcher's output use it, ``x`` along columns and ``y`` along rows; resizing an image scales them
+  by ``W'/W`` and ``H'/H`` (:func:`scale_keypoints`), nothing else. A map's argmax pixel is therefore
+  the point ``(column, row) + 0.5`` (:func:`argmax_xy` with ``offset=0.5``).
+* Inside the prompt matcher, as in the paper's code, the Gaussian target (:func:`gaussian_map`) and
+  the running argmax that places the inference crops use pixel indices, ``(column, row)`` without the
+  ``+ 0.5``: part of the paper's method, kept so that its numbers stay the paper's.
 * Images are ``[3, H, W]`` float tensors in ``[0, 1]``; the working image is square,
-  ``[3, S, S]``.
+  ``[3, S, S]``. Crop corners are integer pixel edges.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: the working size the paper's numbers are defined at, in pixels: sigma is given in pixels at 512 x 512
+#: (scaled to other working sizes), and SPair's ``bbox-src-512``, CUB's ``bbox-trg-512`` and PF-Willow's
+#: ``kps-trg-paper`` thresholds are measured on images resized to 512 x 512
+REFERENCE_SIZE = 512
 
 
 def resize_image(image: Tensor, size: int) -> Tensor:
@@ -102,7 +110,8 @@ def gaussian_map(centers: Tensor, size: int, sigma: float) -> Tensor:
     """Unnormalised Gaussians ``exp(-d^2 / (2 sigma^2))`` on a ``size x size`` pixel grid.
 
     Args:
-        centers: ``[B, 2] (x, y)`` in pixels of the grid (pixel centres at integers).
+        centers: ``[B, 2] (x, y)`` in pixels of the grid, compared with the pixel indices (the
+            paper's target: pixel ``(i, j)`` is taken at ``(i, j)``, see the module docstring).
 
     Returns:
         ``[B, size, size]`` with value 1 at an integer centre.
@@ -142,7 +151,13 @@ def canvas_average(canvas: Tensor, count: Tensor) -> Tensor:
 def argmax_xy(heatmaps: Tensor, offset: float = 0.0) -> Tensor:
     """Location ``(x, y) = (column, row) + offset`` of the maximum of each ``[..., H, W]`` map.
 
-    Ties go to the first pixel in row-major order. Returns ``[..., 2]``.
+    ``offset=0.5`` gives the centre of the argmax pixel in the module's convention (a prediction);
+    the default 0 gives its indices. Ties go to the first pixel in row-major order. Returns ``[..., 2]``.
+
+    >>> heatmap = torch.zeros(3, 4)
+    >>> heatmap[1, 2] = 1.0  # row 1, column 2
+    >>> argmax_xy(heatmap), argmax_xy(heatmap, offset=0.5)
+    (tensor([2., 1.]), tensor([2.5000, 1.5000]))
     """
     h, w = heatmaps.shape[-2:]
     flat = heatmaps.reshape(*heatmaps.shape[:-2], h * w).argmax(dim=-1)

@@ -11,10 +11,11 @@ import torch
 from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, MatchResult, PromptMatcher
+from sdcorr.engine import Matcher, MatchResult
 from sdcorr.errors import DataError, InferenceModeError, NumericalError
 from sdcorr.evaluate import accumulate, correct
 from sdcorr.metrics import PCK
+from sdcorr.prompt import PromptMatcher
 from sdcorr.runfolder import embedding_file
 from sdcorr.sources.base import Source
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.base import load_image
+from sdcorr.images import load_image
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 REPO = Path(__file__).resolve().parents[1]

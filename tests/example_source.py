@@ -1,4 +1,4 @@
-"""An example of a new feature source: subclass StableDiffusionSource, change one thing, select it by class_path.
+"""An example of a new source: subclass StableDiffusionSource, change one thing, select it by class_path.
 
     sdcorr test --config configs/smoke.yaml \\
         --model.source.class_path tests.example_source.FixedTimestepSource \\

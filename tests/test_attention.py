@@ -3,7 +3,14 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from sdcorr.attention import CaptureProcessor, cross_attention_layers, install_capture, run_unet
+from sdcorr.attention import (
+    AttentionStore,
+    CaptureProcessor,
+    StopForward,
+    cross_attention_layers,
+    install_capture,
+    run_unet,
+)
 from sdcorr.sources.architectures import ARCHITECTURES, build_random
 
 
@@ -93,3 +100,13 @@ def test_bad_layer_index_is_refused():
         install_capture(unet, [7], 1, "all", True)
     with pytest.raises(ValueError, match="heads"):
         install_capture(unet, [1], 1, "first", True)
+
+
+def test_store_add_and_its_deprecated_name_record():
+    store = AttentionStore(["a", "b"], early_exit=True)
+    store.reset((2, 4))
+    store.add("a", torch.arange(16.0).reshape(2, 8))
+    assert store.maps["a"].shape == (2, 2, 4)
+    with pytest.warns(DeprecationWarning, match="AttentionStore.add"), pytest.raises(StopForward):
+        store.record("b", torch.zeros(2, 8))  # the last read layer stops the forward
+    assert [m.shape for m in store.stacked()] == [(2, 2, 4), (2, 2, 4)]

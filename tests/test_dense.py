@@ -12,11 +12,11 @@ import torch.nn.functional as F
 import yaml
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from sdcorr import DenseSource, DiftSource, Dinov2Source, NearestNeighbourMatcher
+from sdcorr import AttentionSource, DenseSource, DiftSource, Dinov2Source, NearestNeighbourMatcher, geometry
 from sdcorr.cli import main
-from sdcorr.engine import PromptMatcher
 from sdcorr.errors import ModelLoadError
 from sdcorr.nearest import cosine_maps, sample_descriptors
+from sdcorr.prompt import PromptMatcher
 from sdcorr.rng import generator
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
@@ -175,17 +175,85 @@ class PatchSource(DenseSource):
 
 
 def test_sampling_and_cosine_follow_the_pixel_centre_convention():
-    features = torch.arange(4.0).reshape(1, 2, 2)  # cells centred at pixels 0.5 and 2.5 of a 4 px image
-    points = torch.tensor([[0.5, 0.5], [2.5, 0.5], [1.5, 0.5], [1.5, 1.5], [-3.0, 0.5]])
+    features = torch.arange(4.0).reshape(1, 2, 2)  # cells centred at (1, 1), (3, 1), (1, 3), (3, 3) of a 4 px image
+    points = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 1.0], [2.0, 2.0], [-3.0, 1.0]])
     assert sample_descriptors(features, points, 4)[:, 0].tolist() == [0.0, 1.0, 0.5, 1.5, 0.0]
     maps = cosine_maps(torch.tensor([[1.0, 0.0]]), torch.tensor([[[2.0, 0.0]], [[0.0, -1.0]]]))
     assert maps.tolist() == [[[1.0, 0.0]]]
 
 
+class PositionSource(DenseSource):
+    """Descriptors that name the working pixel, whatever the image: one-hot, channel ``row * S + column``."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the source a device
+
+    def features(self, images, generators=None):
+        s = self.image_size
+        return torch.eye(s * s).reshape(s * s, s, s).expand(len(images), -1, -1, -1)
+
+
+class PeakAttentionMatcher(PromptMatcher):
+    """The prompt matcher's own locate and match, with crop maps that peak at the working pixel of each
+    source keypoint (no model): what it predicts for a perfect match."""
+
+    def fit(self, source, image, keypoints, seed=0, keys=None, *, counter=None):
+        self.pixels = keypoints.floor().long()  # the working pixel under each keypoint
+        return torch.zeros(len(keypoints), self.restarts, 1, 1)
+
+    def _locate_chunk(self, source, encoder, embeddings, items, seed, counter):
+        size = source.image_size
+        maps = torch.zeros(len(items), 1, size, size)
+        for b, (k, _) in enumerate(items):
+            x, y = self.pixels[k].tolist()
+            maps[b, 0, y, x] = 10.0
+        return maps
+
+
+class StubAttentionSource(AttentionSource):
+    """An AttentionSource that is never run (the matcher above reads no maps from it)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, images):
+        raise AssertionError("not used")
+
+    def random_embeddings(self, generators):
+        raise AssertionError("not used")
+
+    def attention_maps(self, latents, embeddings, timestep_index, generators):
+        raise AssertionError("not used")
+
+
+def test_both_matchers_predict_pixel_centres_in_one_convention():
+    """A source keypoint at the centre of working pixel (i, j) goes to the centre of pixel (i, j) of the
+    target, in target pixels, for the nearest-neighbour and the prompt matcher alike (sdcorr.geometry:
+    pixel (i, j) covers [i, i + 1) x [j, j + 1)). Non-square images of other sizes, so scaling matters."""
+    size = 8
+    pixels = torch.tensor([[0, 0], [3, 5], [7, 7], [6, 1]])
+    src, trg = torch.rand(3, 30, 50), torch.rand(3, 45, 20)  # [3, H, W]
+    keypoints = geometry.scale_keypoints(pixels + 0.5, (size, size), (50, 30))
+    expected = geometry.scale_keypoints(pixels + 0.5, (size, size), (20, 45))
+    nearest = NearestNeighbourMatcher().match(PositionSource(size), src, src, keypoints).keypoints
+    assert torch.allclose(nearest, keypoints, atol=1e-5)  # an identical target: the same points
+    nearest = NearestNeighbourMatcher().match(PositionSource(size), src, trg, keypoints).keypoints
+    assert torch.allclose(nearest, expected, atol=1e-5)
+    soft = NearestNeighbourMatcher(soft_argmax=True, temperature=1e-3).match(PositionSource(size), src, trg, keypoints)
+    assert torch.allclose(soft.keypoints, expected, atol=1e-4)
+    prompt = PeakAttentionMatcher(restarts=2, locate_crops=4).match(StubAttentionSource(size), src, trg, keypoints)
+    assert torch.allclose(prompt.keypoints, expected, atol=1e-5)
+    assert torch.allclose(prompt.layer_keypoints[0], expected, atol=1e-5)
+
+
 def test_exact_shift_of_a_texture_is_found_to_the_pixel():
     texture = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
     src, trg = texture[:, 4:36, 2:34], texture[:, 1:33, 6:38]  # target = source moved by (-4, +3)
-    points = torch.tensor([[10.0, 10.0], [20.0, 15.0], [25.0, 5.0]])
+    points = torch.tensor([[10.5, 10.5], [20.5, 15.5], [25.5, 5.5]])  # pixel centres
     result = NearestNeighbourMatcher().match(PatchSource(32), src, trg, points)
     assert torch.equal(result.keypoints, points + torch.tensor([-4.0, 3.0]))
     assert result.heatmaps.shape == (3, 32, 32)
@@ -199,7 +267,7 @@ def test_exact_shift_of_a_texture_is_found_to_the_pixel():
 def test_soft_argmax_with_a_window_stays_near_the_peak():
     texture = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(1))
     src, trg = texture[:, 4:36, 2:34], texture[:, 1:33, 6:38]
-    points = torch.tensor([[10.0, 10.0], [20.0, 15.0]])
+    points = torch.tensor([[10.5, 10.5], [20.5, 15.5]])
     hard = NearestNeighbourMatcher().match(PatchSource(32), src, trg, points).keypoints
     soft = NearestNeighbourMatcher(soft_argmax=True, temperature=0.05, window=3).match(
         PatchSource(32), src, trg, points
@@ -212,8 +280,8 @@ def test_soft_argmax_with_a_window_stays_near_the_peak():
 def test_progress_counts_model_passes(dift):
     calls = []
     matcher = NearestNeighbourMatcher()
-    matcher.progress = lambda done, total, stage: calls.append((done, total, stage))
-    matcher.match(dift, torch.rand(3, 50, 60), torch.rand(3, 40, 40), torch.tensor([[10.0, 10.0]]))
+    progress = lambda done, total, stage: calls.append((done, total, stage))  # noqa: E731
+    matcher.match(dift, torch.rand(3, 50, 60), torch.rand(3, 40, 40), torch.tensor([[10.0, 10.0]]), progress=progress)
     assert matcher.cost(5, dift) == 4 and matcher.cost(5) == 2
     assert calls == [(0, 4, "start"), (2, 4, "features"), (4, 4, "features")]
 
@@ -223,7 +291,7 @@ def test_wrong_kind_of_source_is_refused_with_a_clear_message(source, dino):
         NearestNeighbourMatcher().match(
             source, torch.rand(3, 48, 48), torch.rand(3, 48, 48), torch.tensor([[1.0, 1.0]])
         )
-    with pytest.raises(TypeError, match="needs a FeatureSource .* got Dinov2Source"):
+    with pytest.raises(TypeError, match="needs an AttentionSource .* got Dinov2Source"):
         PromptMatcher().match(dino, torch.rand(3, 48, 48), torch.rand(3, 48, 48), torch.tensor([[1.0, 1.0]]))
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from sdcorr import geometry
-from sdcorr.engine import PromptMatcher, match
+from sdcorr.engine import Matcher, WorkCounter, match
+from sdcorr.prompt import CropCorners, PromptMatcher
 
 # the tiny-model protocol of configs/smoke.yaml
 from tests.conftest import FAST
@@ -78,3 +79,51 @@ def test_paper_defaults():
     assert m.crop_geometry(512) == (477, 71)
     with pytest.raises(ValueError, match="restarts"):
         PromptMatcher(restarts=0)
+
+
+def test_progress_is_an_argument_of_match_and_counts_every_pass(source):
+    calls = []
+    matcher = PromptMatcher(**dict(FAST, steps=2, restarts=2, locate_crops=4), max_batch=3)
+    progress = lambda done, total, stage: calls.append((done, total, stage))  # noqa: E731
+    matcher.match(source, torch.rand(3, 40, 50), torch.rand(3, 30, 30), torch.tensor([[9.0, 9.0], [20.0, 15.0]]),
+                  progress=progress)  # fmt: skip
+    total = matcher.cost(2)  # 2 restarts x (2 x 2 steps + 2 x 4 crops) = 24
+    assert total == 24 and calls[0] == (0, total, "start") and calls[-1] == (total, total, "locate")
+    assert [stage for _, _, stage in calls[1:]] == ["fit"] * 4 + ["locate"] * 8  # chunks of 3 and 1 items
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    assert not hasattr(Matcher, "progress")  # no shared state on the class
+
+
+def test_work_counter_reports_to_its_callback_and_stops_at_the_total():
+    calls = []
+    counter = WorkCounter(5, lambda *args: calls.append(args))
+    counter.advance(3, "fit")
+    counter.advance(4, "locate")
+    assert calls == [(0, 5, "start"), (3, 5, "fit"), (5, 5, "locate")] and counter.done == 5
+    WorkCounter(2).advance(1, "fit")  # no callback: only counted
+
+
+def test_crop_corners_draw_as_before_with_and_without_a_pool():
+    """The fitting crops: a fresh corner per call from the keypoint's range, or picks from a pool drawn first."""
+    side, margin, size = 40, 6, 48
+    fresh = CropCorners([20.5, 30.0], side, margin, size, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    assert [fresh() for _ in range(5)] == [geometry.sample_crop_corner([20.5, 30.0], side, margin, size, g)
+                                           for _ in range(5)]  # fmt: skip
+    pooled = CropCorners([20.5, 30.0], side, margin, size, torch.Generator().manual_seed(0), pool=2)
+    g = torch.Generator().manual_seed(0)
+    pool = [geometry.sample_crop_corner([20.5, 30.0], side, margin, size, g) for _ in range(2)]
+    assert pooled.pool == pool
+    assert [pooled() for _ in range(6)] == [pool[int(torch.randint(2, (1,), generator=g))] for _ in range(6)]
+
+
+def test_prompt_matcher_moved_to_its_own_module_with_the_old_import_kept():
+    import sdcorr
+    from sdcorr import engine
+
+    assert sdcorr.PromptMatcher is PromptMatcher
+    with pytest.warns(DeprecationWarning, match="moved to sdcorr.prompt"):
+        from sdcorr.engine import PromptMatcher as old
+    assert old is PromptMatcher
+    with pytest.raises(AttributeError):
+        engine.NoSuchMatcher  # noqa: B018

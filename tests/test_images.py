@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.base import DataError, image_size, load_image
+from datamodules import base
 from datamodules.pairs import PairsDataset
+from sdcorr.errors import DataError
+from sdcorr.images import image_dimensions, load_image
 from tests.conftest import DEMO
 
 
@@ -25,7 +27,7 @@ def rotated_jpeg(path, orientation=6):
 def test_exif_orientation_is_applied_as_viewers_do(tmp_path):
     upright = rotated_jpeg(tmp_path / "phone.jpg")
     assert Image.open(tmp_path / "phone.jpg").size == (200, 300)  # as stored
-    assert image_size(tmp_path / "phone.jpg") == (300, 200)  # as displayed
+    assert image_dimensions(tmp_path / "phone.jpg") == (300, 200)  # as displayed
     image = load_image(tmp_path / "phone.jpg")
     assert image.shape == (3, 200, 300)
     reference = np.asarray(upright, dtype=np.float32).transpose(2, 0, 1) / 255
@@ -49,6 +51,15 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
 
 def test_too_small_images_are_refused(tmp_path):
     Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
-    for read in (load_image, image_size):
+    for read in (load_image, image_dimensions):
         with pytest.raises(DataError, match=r"dot.png: image is 1x1 pixels; expected at least 8"):
             read(tmp_path / "dot.png")
+
+
+def test_image_io_moved_into_sdcorr_with_the_old_names_kept(tmp_path):
+    """``datamodules.base`` re-exports the readers of :mod:`sdcorr.images`; its ``image_size`` warns and still works."""
+    assert base.load_image is load_image and base.image_dimensions is image_dimensions
+    assert set(base.__all__) <= set(dir(base))
+    Image.new("RGB", (40, 30)).save(tmp_path / "box.png")
+    with pytest.warns(DeprecationWarning, match="image_dimensions"):
+        assert base.image_size(tmp_path / "box.png") == (40, 30)

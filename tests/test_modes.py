@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sdcorr import geometry
-from sdcorr.engine import PromptMatcher
 from sdcorr.errors import NumericalError
+from sdcorr.prompt import PromptMatcher
 from tests.conftest import FAST
 
 

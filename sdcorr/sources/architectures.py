@@ -2,7 +2,7 @@
 
 ``sd-v1-4`` is the published Stable Diffusion 1.4 UNet and VAE architecture (for speed and memory
 work); ``tiny`` is a small model with the same block types for tests and CPU runs. ``sd-v2-1`` and
-``tiny-v2`` are the same pair for Stable Diffusion 2.1 (the DIFT feature source): linear projections in
+``tiny-v2`` are the same pair for Stable Diffusion 2.1 (the DIFT source): linear projections in
 the transformers, per-block head sizes and 1024-wide text embeddings.
 """
 

@@ -1,15 +1,18 @@
-"""The interfaces a feature source implements. Subclass :class:`FeatureSource` to try a new model.
+"""The interfaces a model wrapper implements. Subclass :class:`AttentionSource` to try a new model.
 
 :class:`Source` is what every model wrapper shares (the module accepts any); each matcher says which
-kind it needs: the prompt matcher needs a :class:`FeatureSource` (attention maps for an embedding).
+kind it needs: the prompt matcher needs an :class:`AttentionSource` (attention maps for an embedding),
+the nearest-neighbour matcher a :class:`~sdcorr.sources.dense.DenseSource` (dense features).
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
@@ -59,7 +62,7 @@ class Source(HyperparametersMixin, nn.Module):
         return name
 
 
-class FeatureSource(Source, ABC):
+class AttentionSource(Source, ABC):
     """Maps ``(image, text embedding)`` to attention maps; all the prompt matcher needs of a model.
 
     A source works on square images of side :attr:`image_size` and owns everything model specific
@@ -94,3 +97,15 @@ class FeatureSource(Source, ABC):
     def full_forward(self) -> Iterator[None]:
         """Inside this block run the whole model (no early exit); the engine's reference mode uses it."""
         yield
+
+
+def __getattr__(name: str) -> Any:
+    """``FeatureSource``: the old name of :class:`AttentionSource` (the same class), with a warning."""
+    if name == "FeatureSource":
+        warnings.warn(
+            "FeatureSource is renamed AttentionSource (it produces attention maps; DenseSource produces features)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AttentionSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

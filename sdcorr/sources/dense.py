@@ -20,7 +20,8 @@ class DenseSource(Source, ABC):
     * :meth:`features`: images ``[B, 3, S, S]`` in ``[0, 1]`` (``S`` = :attr:`image_size`) and
       optionally one generator per image -> float32 descriptors ``[B, C, h, w]`` on the source's
       device. The grid ``h x w`` covers the whole image (any resolution); cell ``(i, j)`` describes
-      the image around pixel ``((j + 0.5) S / w - 0.5, (i + 0.5) S / h - 0.5)``.
+      the image around the point ``((j + 0.5) S / w, (i + 0.5) S / h)`` (coordinates of
+      :mod:`sdcorr.geometry`: the image covers ``[0, S] x [0, S]``).
     * Sources with random draws (diffusion noise) take every draw from the image's generator, so
       the result does not depend on batching; without generators they use a fixed stream per image.
 

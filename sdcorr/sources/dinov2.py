@@ -102,8 +102,8 @@ class Dinov2Source(DenseSource):
 
         No random draws. With ``stride < patch``, copy ``(m, n)`` is the image moved up by ``m s`` and
         left by ``n s`` pixels (edges replicated, after a margin of ``(p - s) / 2`` so that cell centres
-        land at ``(k + 0.5) s - 0.5``; half a pixel off when ``p - s`` is odd); its token ``(i, j)``
-        is cell ``(i p/s + m, j p/s + n)``.
+        land at ``(k + 0.5) s`` in the coordinates of :mod:`sdcorr.geometry`; half a pixel off when
+        ``p - s`` is odd); its token ``(i, j)`` is cell ``(i p/s + m, j p/s + n)``.
         """
         x = (images.to(self.device, self.mean.dtype) - self.mean) / self.std
         if self.stride == self.patch_size:

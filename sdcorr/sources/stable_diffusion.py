@@ -1,4 +1,4 @@
-"""Stable Diffusion cross-attention as a feature source."""
+"""Stable Diffusion cross-attention as an attention source (maps for a text embedding)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import Tensor
 from sdcorr.attention import install_capture, run_unet
 from sdcorr.errors import ModelLoadError
 from sdcorr.sources.architectures import build_random
-from sdcorr.sources.base import FeatureSource
+from sdcorr.sources.base import AttentionSource
 from sdcorr.sources.hub import load_from_hub_or_folder
 
 
@@ -55,7 +55,7 @@ def load_pretrained(pretrained: str, local_files_only: bool = False) -> tuple[UN
     return load_from_hub_or_folder(_load, pretrained, "Stable Diffusion", local_files_only, hint=tiny)
 
 
-class StableDiffusionSource(FeatureSource):
+class StableDiffusionSource(AttentionSource):
     """Cross-attention maps of a Stable Diffusion UNet for one text token.
 
     Args:

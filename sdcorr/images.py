@@ -1,0 +1,104 @@
+"""Reading image files: pixels as tensors, sizes from headers, and the image-bounds check of keypoints.
+
+Library users load images here without the datamodules (``from sdcorr import load_image``). Every
+size is ``(W, H)`` of the image as displayed (EXIF orientation applied), in pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from sdcorr.errors import DataError
+
+__all__ = ["MIN_IMAGE_SIDE", "first_outside", "image_dimensions", "load_image"]
+
+
+@contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` whose failures become a :class:`DataError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(f"{path}: cannot decode image ({error})") from error
+
+
+#: the smallest image side accepted, in pixels: below it there is nothing to match
+MIN_IMAGE_SIDE = 8
+#: EXIF tag of the orientation (1: as stored; 2..8: mirrored and/or rotated, see ``ImageOps.exif_transpose``)
+_ORIENTATION = 0x0112
+#: the full-scale value of integer modes with more than 8 bits per sample
+_HIGH_BIT_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _check_size(path: Path, size: tuple[int, int]) -> None:
+    if min(size) < MIN_IMAGE_SIDE:
+        raise DataError(f"{path}: image is {size[0]}x{size[1]} pixels; expected at least {MIN_IMAGE_SIDE} on each side")
+
+
+def _rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` float32 RGB in [0, 1] of a decoded image: high-bit-depth modes scaled, not clipped."""
+    if image.mode in _HIGH_BIT_DEPTH:  # 16-bit grayscale (PNG, TIFF, PGM): ``convert("RGB")`` would clip at 255
+        gray = np.asarray(image).astype(np.float64)
+        if gray.size and (gray.min() < 0 or gray.max() > _HIGH_BIT_DEPTH[image.mode]):
+            raise DataError(f"{path}: {image.mode} pixel values outside 0..65535; save the image as 8 or 16 bits")
+        gray = gray / _HIGH_BIT_DEPTH[image.mode]
+    elif image.mode == "F":  # 32-bit float: taken as intensities in [0, 1]
+        gray = np.asarray(image).astype(np.float64)
+        if not np.isfinite(gray).all() or gray.min() < 0 or gray.max() > 1:
+            raise DataError(f"{path}: floating-point image with values outside [0, 1]; save it as 8 or 16 bits")
+    else:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return np.repeat(gray.astype(np.float32)[:, :, None], 3, axis=2)
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Read an image file as ``[3, H, W]`` float RGB in [0, 1], as image viewers show it.
+
+    The EXIF orientation is applied (a phone photo stored sideways with orientation 6 comes out
+    upright, so ``H, W`` and keypoints refer to the displayed image); 16-bit grayscale is scaled by
+    65535 (PIL's ``convert("RGB")`` would clip it to white); other modes (palette, CMYK, gray with or
+    without alpha) are converted to RGB, dropping alpha. Images under :data:`MIN_IMAGE_SIDE` pixels
+    on a side are refused.
+    """
+    path = Path(path)
+    with _open_image(path) as image:
+        image = ImageOps.exif_transpose(image)
+        _check_size(path, image.size)
+        array = _rgb_array(path, image)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float()
+
+
+def image_dimensions(path: str | Path) -> tuple[int, int]:
+    """``(W, H)`` of an image file as displayed (EXIF orientation applied), reading only its header."""
+    path = Path(path)
+    with _open_image(path) as image:
+        w, h = image.size
+        if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+            w, h = h, w
+    _check_size(path, (w, h))
+    return w, h
+
+
+def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] = None) -> Optional[int]:
+    """Index of the first ``[N, 2] (x, y)`` point outside ``[0, W] x [0, H]`` of ``size = (W, H)`` (or None).
+
+    Only points where ``mask`` ``[N]`` is true are checked.
+    """
+    w, h = size
+    outside = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
+    if mask is not None:
+        outside &= mask
+    hits = outside.nonzero().flatten()
+    return int(hits[0]) if len(hits) else None
