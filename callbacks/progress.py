@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
+from callbacks.predictions import pair_datamodule
 from sdcorr.plan import make_plan
 
 
@@ -65,8 +66,9 @@ class RunProgress(Callback):
         if self.inner_bar and trainer.progress_bar_callback is not None and sys.stdout.isatty():
             self._trainer = trainer
             pl_module.matcher.progress = self._advance
-        dataset = getattr(trainer.datamodule, "dataset", None)
-        pairs = getattr(dataset, "pairs", None)
+        if trainer.datamodule is None:  # e.g. `sdcorr match`: one pair given directly, nothing to estimate
+            return
+        pairs = pair_datamodule(trainer, "the RunProgress estimate").pending()
         if not self.estimate or not pairs or not trainer.is_global_zero:
             return
         plan = make_plan(pairs, pl_module.matcher, pl_module.source)

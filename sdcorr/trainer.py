@@ -127,7 +127,7 @@ class SdcorrTrainer(Trainer):
             self.callbacks = callbacks
             model.return_results = False
             self.output_folder = None
-        record, result = output["records"][0], output["results"][0]
+        record, result = output["predictions"][0].to_json(), output["matches"][0]
         payload = {
             "source": str(source),
             "target": str(target),
