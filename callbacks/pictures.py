@@ -3,42 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from pathlib import Path
 from typing import Any, Literal, Optional
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-from callbacks.predictions import PredictionWriter
+from callbacks.predictions import PredictionWriter, RunResultsCallback, pair_datamodule
 from datamodules.schedule import split
 from sdcorr.errors import SdcorrError
-from sdcorr.evaluate import read_predictions
 from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.report import (
-    HISTOGRAM_FILE,
-    PICTURES,
-    histogram_of,
-    layer_rows,
-    missing_note,
-    picture_name,
-    summary_rows,
-    write_report,
-)
+from sdcorr.prediction import Prediction
+from sdcorr.report import histogram_of, missing_note, write_report
+from sdcorr.runfolder import RunFolder
+from sdcorr.scoring import layer_rows, summary_rows
 
 
-class PictureCallback(Callback):
+class PictureCallback(RunResultsCallback):
     """Draw the first pairs of a test run and summarise the run, like the paper's supplementary figures.
 
     Per drawn pair (see :mod:`sdcorr.plots`): a correspondence plot (a line from each source keypoint
     to its prediction, blue when correct at PCK@``alpha``, orange when wrong), the target attention
     heatmaps (ground truth: yellow star; prediction: white ring) and, with ``source_maps``, where the
-    fitted embeddings attend in the source image. At the end of the test run: the PCK tables of
-    ``results.json`` (per category, per group, per layer) and the histogram of pairs by the fraction
-    of their keypoints that are correct.
+    fitted embeddings attend in the source image. At the end of the test run, when the
+    :class:`~callbacks.predictions.PredictionWriter` hands over the run's tables (in any callback
+    order, see :class:`~callbacks.predictions.RunResultsCallback`): the PCK tables (per category, per
+    group, per layer) and the histogram of pairs by the fraction of their keypoints that are correct.
+    Without a PredictionWriter, the page has the pictures only.
 
     Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
     ``log_image``, tables with ``log_table``, a bar chart of the histogram); into the output folder
@@ -47,8 +40,9 @@ class PictureCallback(Callback):
 
     Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
 
-    Which pairs: ``pair_ids``, else the first ``num_pairs`` of the run's pairs (the datamodule's
-    ``selected``, process 0's share under DDP), decided before the run starts, so a resumed run draws
+    Which pairs: ``pair_ids``, else the first ``num_pairs`` of the run's pairs (the
+    :class:`~datamodules.base.PairDataModule`'s ``selected``, process 0's share under DDP; without a
+    datamodule, the first pairs matched), decided before the run starts, so a resumed run draws
     the same pairs as an uninterrupted one. Pairs among them that an earlier, interrupted run of the
     folder finished without their pictures (killed between the prediction and the picture, or the
     pictures were deleted) are matched again when the test loop starts (the same random draws: the
@@ -101,7 +95,7 @@ class PictureCallback(Callback):
         self._drawn = 0
         self._rows: list[list[Any]] = []
         self._targets: Optional[list[str]] = None  # the pairs to draw, when the run's pair list is known
-        self._undrawn: list[str] = []  # targets already predicted by an earlier run but without pictures
+        self._undrawn: Optional[list[str]] = None  # targets predicted by an earlier run without pictures
 
     # where things go
     @staticmethod
@@ -116,10 +110,14 @@ class PictureCallback(Callback):
         return self.files == "always" or (self.files == "auto" and self.wandb_logger(trainer) is None)
 
     @staticmethod
-    def folder(trainer: Trainer) -> Path:
+    def run_folder(trainer: Trainer) -> RunFolder:
         """The output folder: the PredictionWriter's, else the Trainer's ``default_root_dir``."""
-        writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
-        return writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
+        writer = PictureCallback._writer(trainer)
+        return writer.run_folder(trainer) if writer is not None else RunFolder(trainer.default_root_dir)
+
+    @staticmethod
+    def _writer(trainer: Trainer) -> Optional[PredictionWriter]:
+        return next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
 
     def _active(self, trainer: Trainer) -> bool:
         """Enabled, rank 0, and somewhere to put the pictures (files or W&B)."""
@@ -131,32 +129,26 @@ class PictureCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.enabled or stage != "test":
             return
-        _check_alpha(self.alpha, getattr(pl_module, "alphas", []))
-        self._drawn, self._rows, self._undrawn = 0, [], []
-        selected = getattr(getattr(trainer, "datamodule", None), "selected", None)
+        _check_alpha(self.alpha, pl_module.alphas)
+        self._drawn, self._rows, self._undrawn = 0, [], None
         self._targets = None
         if self.pair_ids is not None:
             self._targets = list(self.pair_ids)
-        elif selected is not None:  # process r's share of the pairs (datamodules.base.UnpaddedDistributedSampler)
-            part = split(selected, getattr(trainer, "world_size", 1))[getattr(trainer, "global_rank", 0)]
-            share = [selected[i] for i in part]
-            self._targets = [pair["pair_id"] for pair in share[: self.num_pairs]]
+        elif trainer.datamodule is not None:  # process r's share (datamodules.base.UnpaddedDistributedSampler)
+            selected = pair_datamodule(trainer, "the PictureCallback").selected
+            part = split(selected, trainer.world_size)[trainer.global_rank]
+            self._targets = [selected[i]["pair_id"] for i in part][: self.num_pairs]
+
+    def _find_undrawn(self, trainer: Trainer) -> list[str]:
+        """Pairs to draw that the folder's predictions have but its pictures do not (an earlier run's)."""
         if not self._active(trainer) or not self.writes_files(trainer) or self._targets is None:
-            return
-        folder = self.folder(trainer)
+            return []
+        run = self.run_folder(trainer)
         try:
-            done = {record["pair_id"] for record in read_predictions(folder)}
+            done = {prediction.pair_id for prediction in run.predictions()}
         except (SdcorrError, OSError):  # the PredictionWriter reports a broken folder
-            return
-        pictures = folder / PICTURES
-        self._undrawn = [
-            pair_id
-            for pair_id in self._targets
-            if pair_id in done and not (pictures / picture_name(pair_id, "correspondence")).is_file()
-        ]
-        if selected is not None and done >= {pair["pair_id"] for pair in selected}:
-            # nothing left to run: no test loop, no on_test_end; the page is written now
-            self._summarise(trainer, pl_module)
+            return []
+        return [i for i in self._targets if i in done and not run.picture_file(i, "correspondence").is_file()]
 
     def _wanted(self, pair_id: str) -> bool:
         if self._targets is not None:
@@ -165,35 +157,44 @@ class PictureCallback(Callback):
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Draw the pairs to draw that an earlier run of the folder predicted but did not draw."""
-        if not self._undrawn or not self._active(trainer):
+        self._undrawn = self._find_undrawn(trainer)
+        if not self._undrawn:
             return
-        folder, datamodule = self.folder(trainer), trainer.datamodule
-        records = {record["pair_id"]: record for record in read_predictions(folder)}
+        datamodule = pair_datamodule(trainer, "the PictureCallback")
+        predictions = {p.pair_id: p for p in self.run_folder(trainer).predictions()}
         pairs = {pair["pair_id"]: pair for pair in datamodule.selected}
         for pair_id in list(self._undrawn):
             batch = [datamodule.load_sample(pairs[pair_id])]
             (sample,) = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            result = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
-            self._publish(trainer, records[pair_id], self.draw(pl_module, sample, records[pair_id], result))
+            match = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
+            prediction = predictions[pair_id]
+            self._publish(trainer, prediction, self.draw(pl_module, sample, prediction, match))
             self._undrawn.remove(pair_id)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self._active(trainer) or not outputs:
             return
-        results = outputs.get("results") or [None] * len(outputs["records"])
-        for sample, record, result in zip(batch, outputs["records"], results):
-            if self._wanted(record["pair_id"]):
+        matches = outputs.get("matches") or [None] * len(outputs["predictions"])
+        for sample, prediction, match in zip(batch, outputs["predictions"], matches):
+            if self._wanted(prediction.pair_id):
                 self._drawn += 1
-                self._publish(trainer, record, self.draw(pl_module, sample, record, result))
+                self._publish(trainer, prediction, self.draw(pl_module, sample, prediction, match))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._summarise(trainer, pl_module)
+        if self._writer(trainer) is None:  # no tables will come: the page of the pictures alone
+            self._summarise(trainer, None)
 
-    def _summarise(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The run's tables and histogram, to W&B and/or into index.html (rank 0, after results.json)."""
+    def on_run_results(self, trainer: Trainer, pl_module: LightningModule, results: dict[str, Any]) -> None:
+        """The PredictionWriter wrote results.json: the tables and the page (also when nothing was left to run)."""
+        if self.enabled and self._undrawn is None:  # nothing was left to run: no test loop, nothing redrawn
+            self._undrawn = self._find_undrawn(trainer)
+        self._summarise(trainer, results)
+
+    def _summarise(self, trainer: Trainer, results: Optional[dict[str, Any]]) -> None:
+        """The run's tables and histogram, to W&B and/or into index.html (rank 0)."""
         if not self._active(trainer):
             return
-        folder = self.folder(trainer)
+        run = self.run_folder(trainer)
         if self._undrawn:
             rank_zero_warn(f"pictures: {missing_note(self._undrawn)}")
         logger = self.wandb_logger(trainer)
@@ -201,94 +202,96 @@ class PictureCallback(Callback):
             if self._rows:
                 columns = ["pair_id", "category", f"pck@{self.alpha:g}", *self._kinds()]
                 logger.log_table("pictures/pairs", columns=columns, data=self._rows, step=trainer.global_step)
-            results = _read_json(folder / "results.json")
             if results is not None:
-                self._log_summary(logger, trainer, folder, results)
+                self._log_summary(logger, trainer, run, results)
         if self.writes_files(trainer):
-            counts = histogram_of(folder, self.alpha) if (folder / "results.json").exists() else None
+            counts = histogram_of(run, self.alpha, results) if results is not None else None
             if counts is not None:
-                (folder / PICTURES).mkdir(parents=True, exist_ok=True)
-                self._histogram_picture(counts).save(folder / PICTURES / HISTOGRAM_FILE)
-            write_report(folder, self.alpha, missing=self._undrawn)
+                run.pictures.mkdir(parents=True, exist_ok=True)
+                self._histogram_picture(counts).save(run.histogram_file)
+            write_report(run, self.alpha, missing=self._undrawn, results=results)
 
     # drawing
     def _kinds(self) -> list[str]:
         return ["correspondence", "target-heatmaps"] + (["source-heatmaps"] if self.source_maps else [])
 
-    def draw(self, pl_module: LightningModule, sample: dict, record: dict, result: Any) -> dict[str, Image.Image]:
+    def draw(
+        self, pl_module: LightningModule, sample: dict, prediction: Prediction, match: Any
+    ) -> dict[str, Image.Image]:
         """The pictures of one pair: ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``.
 
         Args:
             sample: the sample dict (images, see :mod:`datamodules.base`).
-            record: its ``predictions.jsonl`` line (points, ``correct``).
-            result: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, embeddings), or None.
+            prediction: its ``predictions.jsonl`` line (points, ``correct``).
+            match: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, embeddings), or None.
         """
-        correct = (record.get("correct") or {}).get(f"{self.alpha:g}")
-        target = record.get("target_keypoints")
+        correct = (prediction.correct_flags or {}).get(f"{self.alpha:g}")
+        target = prediction.target_keypoints
         score = f"PCK@{self.alpha:g} {sum(correct)}/{len(correct)}" if correct is not None else "no ground truth"
         pictures = {
             "correspondence": correspondence_plot(
                 sample["source_image"],
                 sample["target_image"],
-                record["source_keypoints"],
-                record["predicted_keypoints"],
+                prediction.source_keypoints,
+                prediction.predicted_keypoints,
                 correct,
                 target,
                 height=self.height,
-                caption=f"{record['pair_id']} ({record['category']})  {score}",
+                caption=f"{prediction.pair_id} ({prediction.category})  {score}",
             )
         }
-        if result is None:
+        if match is None:
             return pictures
-        k = len(record["source_keypoints"]) if self.keypoints is None else self.keypoints
-        flags = correct if correct is not None else [None] * len(record["source_keypoints"])
+        n = len(prediction.source_keypoints)
+        k = n if self.keypoints is None else self.keypoints
+        flags = correct if correct is not None else [None] * n
         labels = [f"#{i}" + {None: "", True: " correct", False: " wrong"}[ok] for i, ok in enumerate(flags)][:k]
         pictures["target-heatmaps"] = heatmap_plot(
             sample["target_image"],
-            result.heatmaps[:k],
+            match.heatmaps[:k],
             points=None if target is None else target[:k],
-            predictions=record["predicted_keypoints"][:k],
+            predictions=prediction.predicted_keypoints[:k],
             labels=labels,
             panel_size=self.panel_size,
         )
         if self.source_maps:
             # the fitted embeddings of the drawn keypoints only: their maps do not depend on the others
-            embeddings = None if result.embeddings is None else result.embeddings[:k]
-            maps = pl_module.source_heatmaps(sample, dataclasses.replace(result, embeddings=embeddings))
+            embeddings = None if match.embeddings is None else match.embeddings[:k]
+            maps = pl_module.source_heatmaps(sample, dataclasses.replace(match, embeddings=embeddings))
             if maps is not None:
                 pictures["source-heatmaps"] = heatmap_plot(
                     sample["source_image"],
                     maps[:k],
-                    points=record["source_keypoints"][:k],
+                    points=prediction.source_keypoints[:k],
                     labels=[f"#{i}" for i in range(len(maps[:k]))],
                     panel_size=self.panel_size,
                 )
         return pictures
 
-    def _publish(self, trainer: Trainer, record: dict, pictures: dict[str, Image.Image]) -> None:
+    def _publish(self, trainer: Trainer, prediction: Prediction, pictures: dict[str, Image.Image]) -> None:
         if self.writes_files(trainer):
-            folder = self.folder(trainer) / PICTURES
-            folder.mkdir(parents=True, exist_ok=True)
+            run = self.run_folder(trainer)
+            run.pictures.mkdir(parents=True, exist_ok=True)
             for kind, picture in pictures.items():
-                picture.save(folder / picture_name(record["pair_id"], kind))
+                picture.save(run.picture_file(prediction.pair_id, kind))
         logger = self.wandb_logger(trainer)
         if logger is None:
             return
         import wandb
 
-        caption = f"{record['pair_id']} ({record['category']})"
+        caption = f"{prediction.pair_id} ({prediction.category})"
         for kind, picture in pictures.items():
             logger.log_image(f"pictures/{kind}", [picture], step=trainer.global_step, caption=[caption])
-        correct = (record.get("correct") or {}).get(f"{self.alpha:g}")
+        correct = (prediction.correct_flags or {}).get(f"{self.alpha:g}")
         fraction = None if not correct else sum(correct) / len(correct)
         images = [wandb.Image(pictures[k]) if k in pictures else None for k in self._kinds()]
-        self._rows.append([record["pair_id"], record["category"], fraction, *images])
+        self._rows.append([prediction.pair_id, prediction.category, fraction, *images])
 
     def _histogram_picture(self, counts: dict[str, Any]) -> Image.Image:
         title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
         return histogram_plot(counts["bins"], counts["counts"], title=title)
 
-    def _log_summary(self, logger: WandbLogger, trainer: Trainer, folder: Path, results: dict[str, Any]) -> None:
+    def _log_summary(self, logger: WandbLogger, trainer: Trainer, run: RunFolder, results: dict[str, Any]) -> None:
         """Per-category and per-layer tables, per-layer PCK values and the histogram, to W&B."""
         import wandb
 
@@ -300,7 +303,7 @@ class PictureCallback(Callback):
             logger.log_table("pck/per_layer", columns=columns, data=rows, step=step)
             values = {f"per_layer/{row[0]}/{c}": v for row in rows for c, v in zip(columns[1:], row[1:])}
             logger.log_metrics({k: v for k, v in values.items() if v is not None}, step=step)
-        counts = histogram_of(folder, self.alpha)
+        counts = histogram_of(run, self.alpha, results)
         if counts is None:
             return
         data = [[label, count] for label, count in zip(counts["bins"], counts["counts"])]
@@ -315,10 +318,3 @@ def _check_alpha(alpha: float, alphas: list[float]) -> None:
     names = [f"{a:g}" for a in alphas]
     if f"{alpha:g}" not in names:
         raise ValueError(f"Expected pictures.alpha among the model's alphas {names} but got {alpha:g}")
-
-
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

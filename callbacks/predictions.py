@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from datamodules.base import PairDataModule
 from sdcorr.errors import OutputError, SdcorrError
-from sdcorr.evaluate import PREDICTION_FILES, accumulate, read_predictions, results_payload
-from sdcorr.results import format_table
-from sdcorr.runfolder import (
-    EMBEDDINGS,
-    MANIFEST,
-    RESULTS,
-    describe,
-    differences,
-    embedding_file,
-    model_description,
-    read_manifest,
-    write_json,
-)
+from sdcorr.runfolder import PredictionAppender, RunFolder, describe, model_description
+from sdcorr.scoring import format_table
+
+
+class RunResultsCallback(Callback):
+    """A callback that wants the run's metric tables: :class:`PredictionWriter` calls :meth:`on_run_results`
+    on every such callback of the Trainer once results.json is written, whatever their order."""
+
+    def on_run_results(self, trainer: Trainer, pl_module: LightningModule, results: dict[str, Any]) -> None:
+        """The run's tables are written (rank 0 only); ``results`` is the content of results.json."""
+
+
+def pair_datamodule(trainer: Trainer, who: str) -> PairDataModule:
+    """The Trainer's datamodule, which ``who`` needs to be a :class:`PairDataModule`."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if not isinstance(datamodule, PairDataModule):
+        raise TypeError(f"Expected a PairDataModule for {who} but got {type(datamodule).__name__}")
+    return datamodule
 
 
 class PredictionWriter(Callback):
     """Save what a ``test`` or ``predict`` run produced, and pick up where an interrupted run stopped.
 
-    Files, in ``dir`` (default: the Trainer's ``default_root_dir``):
+    Files, in ``dir`` (default: the Trainer's ``default_root_dir``), see :mod:`sdcorr.runfolder`:
 
     * ``run.json``: what was run (data selection, source, matcher, seed, precision) and which pairs;
     * ``predictions.jsonl``: one JSON object per pair, appended and flushed as soon as the pair is done
@@ -43,6 +47,9 @@ class PredictionWriter(Callback):
     Running the same command on the same folder again resumes: pairs with a prediction are skipped
     and results.json covers all pairs, equal to that of an uninterrupted run. A folder made by a
     different run (other data selection, model, protocol, seed or precision) is refused.
+
+    Once results.json is written, every :class:`RunResultsCallback` of the Trainer gets the tables
+    (:meth:`RunResultsCallback.on_run_results`). Needs a :class:`~datamodules.base.PairDataModule`.
 
     Args:
         dir: output folder; default: ``trainer.default_root_dir``. Environment variables are expanded,
@@ -57,109 +64,75 @@ class PredictionWriter(Callback):
         self.dir = dir
         self.overwrite = overwrite
         self.save_embeddings = save_embeddings
-        self._file: Optional[IO[str]] = None
+        self._appender: Optional[PredictionAppender] = None
         self._done: list[str] = []
-        self._results_written = False
+        self._nothing_left = False
 
     def folder(self, trainer: Trainer) -> Path:
         """Where the files go."""
         return Path(os.path.expandvars(self.dir) if self.dir else trainer.default_root_dir)
 
+    def run_folder(self, trainer: Trainer) -> RunFolder:
+        """The run folder the files go to."""
+        return RunFolder(self.folder(trainer))
+
     def manifest(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The ``run.json`` of this run: fingerprint, the model in words, pair ids, alphas and read layers."""
-        datamodule = trainer.datamodule
-        data = datamodule.describe() if hasattr(datamodule, "describe") else None
-        selected = getattr(datamodule, "selected", None) or []
+        datamodule = pair_datamodule(trainer, "the PredictionWriter")
         return {
             "fingerprint": {
-                "data": data,
+                "data": datamodule.describe(),
                 "source": describe(pl_module.source),
                 "matcher": describe(pl_module.matcher),
                 "seed": pl_module.run_seed,
                 "precision": str(trainer.precision),
-                "embeddings": getattr(pl_module, "embeddings", None),
+                "embeddings": pl_module.embeddings,
             },
             "model": model_description(pl_module.source),
-            "pair_ids": [p["pair_id"] for p in selected],
+            "pair_ids": datamodule.selected_ids(),
             "alphas": list(pl_module.alphas),
             "layers": (getattr(pl_module.source, "hparams", None) or {}).get("layers"),
         }
 
-    def _prepare(self, folder: Path, manifest: dict[str, Any], stage: str) -> list[str]:
-        """Check the folder against this run (rank 0); returns the pair ids already done."""
-        old = read_manifest(folder)
-        has_predictions = any(folder.glob(PREDICTION_FILES))
-        if not self.overwrite and has_predictions and old is None:
-            raise OutputError(
-                f"{folder}: holds predictions but no {MANIFEST} (not an sdcorr run folder of this version); "
-                "use another output folder, or --output.overwrite true to discard them"
-            )
-        if not self.overwrite and old is not None:
-            changed = differences(old["fingerprint"], manifest["fingerprint"])
-            if changed:
-                raise OutputError(
-                    f"{folder}: was made by a different run, so its predictions cannot be resumed:\n  "
-                    + "\n  ".join(changed[:12])
-                    + "\nuse another --trainer.default_root_dir (or --output.dir), or --output.overwrite true "
-                    "to discard the old predictions"
-                )
-        if self.overwrite:
-            for path in folder.glob(PREDICTION_FILES):
-                path.unlink()
-            shutil.rmtree(folder / EMBEDDINGS, ignore_errors=True)
-        if stage == "test" or self.overwrite:  # a test run rewrites it; until then it would be stale
-            (folder / RESULTS).unlink(missing_ok=True)
-        write_json(folder / MANIFEST, manifest)
-        selected = set(manifest["pair_ids"])
-        return [r["pair_id"] for r in read_predictions(folder, repair=True) if r["pair_id"] in selected]
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        folder = self.folder(trainer)
+        run, datamodule = self.run_folder(trainer), pair_datamodule(trainer, "the PredictionWriter")
         decision: Any = None
         if trainer.is_global_zero:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                decision = self._prepare(folder, self.manifest(trainer, pl_module), stage)
+                run.path.mkdir(parents=True, exist_ok=True)
+                decision = run.begin(self.manifest(trainer, pl_module), self.overwrite, clear_results=stage == "test")
             except SdcorrError as error:
                 decision = error
             except OSError as error:
-                decision = OutputError(f"{folder}: cannot write the output folder ({error}); set --output.dir")
+                decision = OutputError(f"{run.path}: cannot write the output folder ({error}); set --output.dir")
         decision = trainer.strategy.broadcast(decision, src=0)
         if isinstance(decision, Exception):  # every process stops with the same message
             raise decision
         self._done = decision
+        # nothing left: Lightning runs no test loop (and calls no on_test_end): scored in teardown
+        self._nothing_left = stage == "test" and bool(self._done) and len(self._done) == len(datamodule.selected_ids())
         if self._done:
-            rank_zero_info(f"resuming {folder}: {len(self._done)} pairs already done are skipped")
-            if hasattr(trainer.datamodule, "exclude"):
-                trainer.datamodule.exclude(set(self._done))
-            # nothing left: Lightning runs no test loop (and calls no on_test_end), so score now
-            if stage == "test" and len(self._done) == len(getattr(trainer.datamodule, "selected", None) or [None]):
-                if trainer.is_global_zero:
-                    self.write_results(trainer, pl_module)
-        name = "predictions.jsonl" if trainer.world_size == 1 else f"predictions.rank{trainer.global_rank}.jsonl"
-        try:
-            self._file = open(folder / name, "a")
-        except OSError as error:
-            raise OutputError(f"{folder / name}: cannot write ({error}); set --output.dir") from error
+            rank_zero_info(f"resuming {run.path}: {len(self._done)} pairs already done are skipped")
+            datamodule.exclude(set(self._done))
+        self._appender = run.appender(trainer.global_rank, trainer.world_size)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # pairs done before a resume count in the metrics this run logs (once: on rank 0)
-        if self._done and trainer.is_global_zero and hasattr(pl_module, "pck"):
+        if self._done and trainer.is_global_zero:
             done = set(self._done)
-            records = [r for r in read_predictions(self.folder(trainer)) if r["pair_id"] in done]
-            accumulate(records, pl_module.pck, pl_module.pck_groups)
+            pl_module.add_done([p for p in self.run_folder(trainer).predictions() if p.pair_id in done])
 
     def _write(self, trainer: Trainer, outputs: Any) -> None:
-        if self._file is None or not outputs:
+        if self._appender is None or not outputs:
             return
-        results = outputs.get("results") or [None] * len(outputs["records"])
-        for record, result in zip(outputs["records"], results):
-            if self.save_embeddings and result is not None and result.embeddings is not None:
-                path = embedding_file(self.folder(trainer), record["pair_id"])
+        matches = outputs.get("matches") or [None] * len(outputs["predictions"])
+        run = self.run_folder(trainer)
+        for prediction, match in zip(outputs["predictions"], matches):
+            if self.save_embeddings and match is not None and match.embeddings is not None:
+                path = run.embedding_file(prediction.pair_id)
                 path.parent.mkdir(exist_ok=True)
-                torch.save(result.embeddings.detach().cpu(), path)
-            self._file.write(json.dumps(record, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
-        self._file.flush()
+                torch.save(match.embeddings.detach().cpu(), path)
+            self._appender.write(prediction)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._write(trainer, outputs)
@@ -168,29 +141,29 @@ class PredictionWriter(Callback):
         self._write(trainer, outputs)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._file is not None:
-            self._file.flush()
         trainer.strategy.barrier()  # every process has written its last pair
         if trainer.is_global_zero:
             self.write_results(trainer, pl_module)
 
-    def write_results(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Score every pair of the folder and write results.json (rank 0, at the end of a test run)."""
-        folder = self.folder(trainer)
-        manifest = read_manifest(folder)
-        records = read_predictions(folder)
-        missing = sorted(set(manifest["pair_ids"]) - {r["pair_id"] for r in records})
-        if missing:
-            raise OutputError(f"{folder}: {len(missing)} pairs have no prediction, e.g. {missing[:5]}")
-        payload = results_payload(records, manifest)
-        write_json(folder / RESULTS, payload)
-        self._results_written = True
-        skipped = (payload["data"] or {}).get("skipped")
+    def write_results(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Score every pair of the folder, write results.json, print the table and hand the tables to
+        every :class:`RunResultsCallback` (rank 0, at the end of a test run); returns them."""
+        run = self.run_folder(trainer)
+        results = run.finish()
+        skipped = (results["data"] or {}).get("skipped")
         note = f"\nskipped pairs (not scored): {skipped}" if skipped else ""
         # the run's result, on stdout (progress, warnings and notes go to stderr)
-        print(f"\n{format_table(payload, payload['alphas'])}{note}\nresults: {folder / RESULTS}", flush=True)
+        print(f"\n{format_table(results, results['alphas'])}{note}\nresults: {run.results_file}", flush=True)
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunResultsCallback):
+                callback.on_run_results(trainer, pl_module, results)
+        return results
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+        # every callback is set up by now, so the tables reach them all whatever their order
+        if self._nothing_left and trainer.is_global_zero:
+            self._nothing_left = False
+            self.write_results(trainer, pl_module)

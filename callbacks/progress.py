@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
+from callbacks.predictions import pair_datamodule
 from sdcorr.plan import make_plan
 
 
@@ -64,9 +65,9 @@ class RunProgress(Callback):
         self._first_pair_start = None
         if self.inner_bar and trainer.progress_bar_callback is not None and sys.stdout.isatty():
             self._trainer = trainer
-            pl_module.matcher.progress = self._advance
-        dataset = getattr(trainer.datamodule, "dataset", None)
-        pairs = getattr(dataset, "pairs", None)
+        if trainer.datamodule is None:  # dataloaders given directly (from Python): no pair list to estimate from
+            return
+        pairs = pair_datamodule(trainer, "the RunProgress estimate").pending()
         if not self.estimate or not pairs or not trainer.is_global_zero:
             return
         plan = make_plan(pairs, pl_module.matcher, pl_module.source)
@@ -79,8 +80,11 @@ class RunProgress(Callback):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module)
 
-    def _advance(self, done: int, total: int, stage: str) -> None:
-        bar = self._trainer.progress_bar_callback if self._trainer is not None else None
+    def on_match_progress(self, trainer: Trainer, pl_module: LightningModule, done: int, total: int, stage: str):
+        """The module's :class:`~sdcorr.module.MatchProgressHook`: the bar inside the pair, when shown."""
+        if self._trainer is None:  # no inner bar (off, not a terminal, or no Trainer bar)
+            return
+        bar = self._trainer.progress_bar_callback
         if isinstance(bar, RichProgressBar):  # a row under Lightning's rich bar
             if bar.progress is None:
                 return
@@ -142,4 +146,3 @@ class RunProgress(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._close_bars()
         self._trainer = None
-        pl_module.matcher.progress = None

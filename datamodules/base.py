@@ -154,6 +154,10 @@ class PairDataModule(LightningDataModule):
     :mod:`datamodules.schedule`): shards and DDP processes get whole source images, so a matcher
     that reuses fits does each once.
 
+    What the run's callbacks ask of it (after ``setup``): :meth:`describe` (the data part of the run's
+    fingerprint), :meth:`selected_ids` and the records :attr:`selected` (the pairs of the run),
+    :meth:`exclude` (a resumed run leaves out the pairs done) and :meth:`pending` (the pairs still to match).
+
     Args:
         root: dataset folder.
         categories: keep only these categories (default: all).
@@ -264,9 +268,26 @@ class PairDataModule(LightningDataModule):
             self.selected = self.select(self.read_pairs())
             self.dataset = PairListDataset(self.selected, self.load_sample)
 
+    def _require_setup(self) -> list[dict[str, Any]]:
+        if self.selected is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for its pairs")
+        return self.selected
+
+    def selected_ids(self) -> list[str]:
+        """Ids of the pairs this run is responsible for (:attr:`selected`, after selection and sharding),
+        in run order; a resumed run's done pairs included. Needs ``setup``."""
+        return [pair["pair_id"] for pair in self._require_setup()]
+
     def exclude(self, pair_ids: set[str]) -> None:
         """Leave out pairs already done (a resumed run); they stay in :attr:`selected` and ``describe``."""
-        self.dataset = PairListDataset([p for p in self.selected if p["pair_id"] not in pair_ids], self.load_sample)
+        selected = self._require_setup()
+        self.dataset = PairListDataset([p for p in selected if p["pair_id"] not in pair_ids], self.load_sample)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The pair records this run will still match: :attr:`selected` less what :meth:`exclude` left out
+        (every process's pairs together). Needs ``setup``."""
+        self._require_setup()
+        return list(self.dataset.pairs)
 
     def _loader(self) -> DataLoader:
         sampler = None

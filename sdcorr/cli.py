@@ -34,8 +34,7 @@ from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.plan import make_plan
 from sdcorr.prompt import PromptMatcher
-from sdcorr.report import write_report
-from sdcorr.runfolder import CONFIG_FILE
+from sdcorr.runfolder import CONFIG_FILE, RunFolder
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def _evaluate(cli: SdcorrCLI) -> None:
 
 def _report(cli: SdcorrCLI) -> None:
     options = cli.config["report"]
-    print(write_report(options.folder, options.alpha))
+    commands.report(options.folder, options.alpha)
 
 
 #: the Trainer's methods that are subcommands, with their one-line help
@@ -223,12 +222,12 @@ class RunFolderConfig(SaveConfigCallback):
             return
         if trainer.is_global_zero:
             writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
-            folder = writer.folder(trainer) if writer is not None else Path(trainer.default_root_dir)
+            folder = writer.run_folder(trainer) if writer is not None else RunFolder(trainer.default_root_dir)
             try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                self.parser.save(self.config, str(Path(folder) / CONFIG_FILE), overwrite=True, multifile=self.multifile)
+                folder.path.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(folder.config_file), overwrite=True, multifile=self.multifile)
             except OSError as error:
-                raise OutputError(f"{folder}: cannot write {CONFIG_FILE} ({error})") from error
+                raise OutputError(f"{folder.config_file}: cannot write ({error})") from error
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)

@@ -84,12 +84,12 @@ def match_files(
     fabric.setup_module(model)  # moves the module to the device and applies the precision (in place)
     with fabric.autocast():
         result = model.match_pair(fabric.to_device(sample))
-    prediction = model.record(sample, result)
+    prediction = model.prediction(sample, result)
     payload = {
         "source": str(source),
         "target": str(target),
-        "source_keypoints": prediction["source_keypoints"],
-        "predicted_keypoints": prediction["predicted_keypoints"],
+        "source_keypoints": prediction.source_keypoints,
+        "predicted_keypoints": prediction.predicted_keypoints,
         "model": model_description(model.source),
         "config": {
             "source": describe(model.source),

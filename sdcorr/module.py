@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, MatchResult
+from sdcorr.engine import Matcher, MatchResult, Progress
 from sdcorr.errors import DataError, InferenceModeError, NumericalError
-from sdcorr.evaluate import accumulate, correct
 from sdcorr.metrics import PCK
+from sdcorr.prediction import Prediction
 from sdcorr.prompt import PromptMatcher
-from sdcorr.runfolder import embedding_file
+from sdcorr.runfolder import RunFolder
+from sdcorr.scoring import accumulate
 from sdcorr.sources.base import Source
 
 INFERENCE_MODE_MESSAGE = (
@@ -26,9 +26,16 @@ INFERENCE_MODE_MESSAGE = (
 )
 
 
-def _points(tensor: torch.Tensor) -> list[list[float]]:
-    """``[N, 2]`` float32 -> JSON lists; exact (a float32 survives the round trip through JSON)."""
-    return tensor.float().tolist()
+@runtime_checkable
+class MatchProgressHook(Protocol):
+    """A Trainer callback that follows the model passes inside each pair.
+
+    While a pair is matched, the module calls ``on_match_progress(trainer, pl_module, done, total, stage)``
+    on every callback of its Trainer that has this method: ``done`` of ``total`` item-passes through the
+    model, ``stage`` ``"fit"`` or ``"locate"`` (see :data:`sdcorr.engine.Progress`).
+    """
+
+    def on_match_progress(self, trainer: Any, pl_module: Any, done: int, total: int, stage: str) -> None: ...
 
 
 class CorrespondenceModule(LightningModule):
@@ -70,8 +77,6 @@ class CorrespondenceModule(LightningModule):
         self.pck_groups = PCK(self.alphas)
         #: predict_step also returns the MatchResults (heatmaps...); off because Lightning keeps predict outputs
         self.return_results = False
-        #: the metric table of the last test run (see :class:`sdcorr.metrics.PCK`), set at epoch end
-        self.results: Optional[dict[str, Any]] = None
 
     @property
     def run_seed(self) -> int:
@@ -86,14 +91,27 @@ class CorrespondenceModule(LightningModule):
         seed = (self.run_seed, sample["pair_id"])
         options = {}
         if self.embeddings is not None:
-            path = embedding_file(self.embeddings, sample["pair_id"])
+            path = RunFolder(self.embeddings).embedding_file(sample["pair_id"])
             if not path.is_file():
                 raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
             options["embeddings"] = torch.load(path, map_location=self.device)
         try:
-            return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, **options)
+            return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, progress=self._progress(), **options)
         except NumericalError as error:
             raise NumericalError(f"pair {sample['pair_id']!r}: {error}") from error
+
+    def _progress(self) -> Optional[Progress]:
+        """Tells the Trainer's :class:`MatchProgressHook` callbacks how the matcher advances; None without any."""
+        trainer = self._trainer  # None outside a Trainer (e.g. `sdcorr match`, or a notebook)
+        hooks = [c for c in trainer.callbacks if isinstance(c, MatchProgressHook)] if trainer is not None else []
+        if not hooks:
+            return None
+
+        def progress(done: int, total: int, stage: str) -> None:
+            for hook in hooks:
+                hook.on_match_progress(trainer, self, done, total, stage)
+
+        return progress
 
     @torch.no_grad()
     def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:
@@ -110,63 +128,43 @@ class CorrespondenceModule(LightningModule):
             self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
         ).heatmaps
 
-    def record(self, sample: dict[str, Any], result: MatchResult) -> dict[str, Any]:
-        """The JSON-ready line of ``predictions.jsonl`` for one pair."""
-        target = sample.get("target_keypoints")
-        threshold = sample.get("threshold")
-        if not torch.isfinite(result.keypoints).all():
-            raise NumericalError(f"pair {sample['pair_id']!r}: a predicted keypoint is NaN or infinite")
-        line = {
-            "pair_id": sample["pair_id"],
-            "category": sample["category"],
-            "source_keypoints": _points(sample["source_keypoints"]),
-            "predicted_keypoints": _points(result.keypoints),
-            "target_keypoints": None if target is None else _points(target),
-            "threshold": None if threshold is None else float(threshold),
-            "pck_scale": [float(v) for v in sample["pck_scale"]],
-            "groups": dict(sample.get("groups") or {}),
-            "references": sample.get("references") or {},
-            "layer_predictions": None if result.layer_keypoints is None else list(map(_points, result.layer_keypoints)),
-            "correct": None,
-        }
-        flags = correct(line, self.alphas)  # from the line itself, as every later scoring reads it
-        if flags is not None:
-            line["correct"] = {f"{alpha:g}": flags[:, i].tolist() for i, alpha in enumerate(self.alphas)}
-        return line
+    def prediction(self, sample: dict[str, Any], result: MatchResult) -> Prediction:
+        """The ``predictions.jsonl`` line of one pair, scored at :attr:`alphas` (see :meth:`Prediction.from_sample`)."""
+        return Prediction.from_sample(sample, result, self.alphas)
+
+    def add_done(self, predictions: list[Prediction]) -> None:
+        """Count pairs an earlier run of the folder finished in this run's metrics (a resume; rank 0)."""
+        accumulate(predictions, self.pck, self.pck_groups)
 
     def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
-        records, results = [], []
+        predictions, matches = [], []
         for sample in batch:
-            result = self.match_pair(sample)
-            records.append(self.record(sample, result))
-            results.append(result)
-        if score:  # from the records, exactly as results.json and `sdcorr evaluate` score them
-            accumulate(records, self.pck, self.pck_groups)
-        return {"records": records, "results": results}
+            match = self.match_pair(sample)
+            predictions.append(self.prediction(sample, match))
+            matches.append(match)
+        if score:  # from the lines, exactly as results.json and `sdcorr evaluate` score them
+            accumulate(predictions, self.pck, self.pck_groups)
+        return {"predictions": predictions, "matches": matches}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
         """Match and score every pair of the batch.
 
-        Returns ``{"records": [...], "results": [MatchResult, ...]}``, one of each per pair: the
-        ``predictions.jsonl`` lines and what the matcher returned (heatmaps, per-layer points, embeddings).
+        Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...]}``, one of each per pair:
+        the ``predictions.jsonl`` lines and what the matcher returned (heatmaps, per-layer points, embeddings).
         """
         return self._step(batch, score=True)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match every pair of the batch (no ground truth needed). Returns ``{"records": [...]}``.
+        """Match every pair of the batch (no ground truth needed). Returns ``{"predictions": [...]}``.
 
-        The MatchResults (heatmaps...) are added only when :attr:`return_results` is set: Lightning keeps
-        every ``predict_step`` output in memory until the end.
+        The MatchResults (``"matches"``: heatmaps...) are added only when :attr:`return_results` is set:
+        Lightning keeps every ``predict_step`` output in memory until the end.
         """
         outputs = self._step(batch, score=False)
-        return outputs if self.return_results else {"records": outputs["records"]}
+        return outputs if self.return_results else {"predictions": outputs["predictions"]}
 
     def on_test_epoch_end(self) -> None:
-        results = self.pck.compute()
-        with warnings.catch_warnings():  # most datasets have no groups: an empty breakdown is expected
-            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-            results["per_group"] = self.pck_groups.compute()["per_category"]
-        self.results = results
+        results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.scoring)
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
             if not results["overall"]["num_pairs"]:  # nothing scored: PCK is undefined, log no NaN

@@ -15,41 +15,20 @@ import base64
 import html
 import io
 import json
-import re
-import zlib
 from pathlib import Path
 from typing import Any, Optional
 
 from PIL import Image
 
 from sdcorr.errors import SdcorrError
-from sdcorr.evaluate import histogram, read_predictions
 from sdcorr.plots import histogram_plot
-from sdcorr.runfolder import CONFIG_FILE
+from sdcorr.runfolder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder
+from sdcorr.scoring import histogram, layer_rows, summary_rows
 
-__all__ = [
-    "HISTOGRAM_FILE",
-    "KINDS",
-    "PICTURES",
-    "histogram_of",
-    "layer_rows",
-    "missing_note",
-    "picture_name",
-    "pck_columns",
-    "summary_rows",
-    "write_report",
-]
+__all__ = ["KINDS", "histogram_of", "missing_note", "write_report"]
 
-#: the folder of pair pictures inside a run folder
-PICTURES = "pictures"
-#: the histogram picture inside :data:`PICTURES`
-HISTOGRAM_FILE = "histogram.png"
-#: picture kinds of a pair, in page order, with their headings
-KINDS = {
-    "correspondence": "correspondences",
-    "target-heatmaps": "target attention",
-    "source-heatmaps": "source attention",
-}
+#: picture kinds of a pair (see :data:`sdcorr.runfolder.PICTURE_KINDS`), in page order, with their headings
+KINDS = dict(zip(PICTURE_KINDS, ["correspondences", "target attention", "source attention"]))
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1e1e1e; background: #ffffff; }
@@ -66,76 +45,23 @@ pre { font-size: 12px; background: #f6f8fa; padding: 8px; }
 """
 
 
-def picture_name(pair_id: str, kind: str) -> str:
-    """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png``, unique per pair id.
-
-    An id of lowercase letters, digits, ``.``, ``_`` and ``-`` (up to 100) is used as it is; any other
-    is made file-safe and followed by ``~`` and the CRC-32 of the id, so ``cat 1``, ``cat_1`` and
-    ``Cat_1`` get different files, also on case-insensitive file systems (``~`` never occurs in a
-    name used as it is).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"Expected a picture kind in {list(KINDS)} but got {kind!r}")
-    if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
-        return f"{pair_id}.{kind}.png"
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", pair_id)[:100]
-    return f"{safe}~{zlib.crc32(pair_id.encode()):08x}.{kind}.png"
-
-
-def pck_columns(alphas: list[float]) -> list[str]:
-    """``["pck@0.05/per_image", "pck@0.05/per_point", ...]``: the value columns of the tables."""
-    return [f"pck@{a:g}/{kind}" for a in alphas for kind in ("per_image", "per_point")]
-
-
-def _values(entry: dict[str, Any], alphas: list[float]) -> list[Optional[float]]:
-    return [(entry.get(f"pck@{a:g}") or {}).get(kind) for a in alphas for kind in ("per_image", "per_point")]
-
-
-def summary_rows(results: dict[str, Any], groups: bool = True) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the PCK table: one row per category, (per group,) then ``overall``.
-
-    Values are fractions in [0, 1] as in ``results.json``; a group row is named ``key=value``.
-    """
-    alphas = list(results.get("alphas") or [])
-    columns = ["category", "pairs", "keypoints", *pck_columns(alphas)]
-    entries = list((results.get("per_category") or {}).items())
-    if groups:
-        entries += list((results.get("per_group") or {}).items())
-    entries.append(("overall", results.get("overall") or {}))
-    rows = [[name, e.get("num_pairs"), e.get("num_keypoints"), *_values(e, alphas)] for name, e in entries]
-    return columns, rows
-
-
-def layer_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the per-layer table (each read layer's own prediction); no rows if absent."""
-    alphas = list(results.get("alphas") or [])
-    rows = [[str(layer), *_values(entry, alphas)] for layer, entry in (results.get("per_layer") or {}).items()]
-    return ["layer", *pck_columns(alphas)], rows
-
-
-def histogram_of(folder: str | Path, alpha: float = 0.1) -> Optional[dict[str, Any]]:
-    """``{"alpha", "bins", "counts"}`` of a run folder: from results.json when it has this alpha,
-    else computed from its predictions; None when neither gives one."""
-    folder = Path(folder)
-    results = _read_results(folder) or {}
+def histogram_of(
+    folder: str | Path | RunFolder, alpha: float = 0.1, results: Optional[dict[str, Any]] = None
+) -> Optional[dict[str, Any]]:
+    """``{"alpha", "bins", "counts"}`` of a run folder: from its results (``results``, else its
+    results.json) when they have this alpha, else computed from its predictions; None when neither gives one."""
+    run = folder if isinstance(folder, RunFolder) else RunFolder(folder)
+    results = results if results is not None else run.read_results() or {}
     stored = results.get("histogram")
     if stored and abs(float(stored.get("alpha", -1)) - alpha) < 1e-9:
         return stored
     try:
-        records = read_predictions(folder)
+        predictions = run.predictions()
     except (SdcorrError, OSError):  # a broken folder's report shows what it can
         return None
-    if not any(r.get("target_keypoints") is not None for r in records):
+    if not any(p.target_keypoints is not None for p in predictions):
         return None
-    return histogram(records, alpha, results.get("threshold_mode"))
-
-
-def _read_results(folder: Path) -> Optional[dict[str, Any]]:
-    path = folder / "results.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return histogram(predictions, alpha, results.get("threshold_mode"))
 
 
 def _data_uri(image: Image.Image | Path) -> str:
@@ -165,10 +91,10 @@ def _table(columns: list[str], rows: list[list[Any]], percent_from: int) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _pair_pictures(folder: Path) -> dict[str, dict[str, Path]]:
-    """``{file-safe pair id: {kind: path}}`` of the pictures in ``pictures/``, sorted by pair."""
+def _pair_pictures(run: RunFolder) -> dict[str, dict[str, Path]]:
+    """``{file-safe pair id: {kind: path}}`` of the pair pictures in ``pictures/``, sorted by pair."""
     pairs: dict[str, dict[str, Path]] = {}
-    for path in sorted((folder / PICTURES).glob("*.png")):
+    for path in run.picture_files():
         for kind in KINDS:
             suffix = f".{kind}.png"
             if path.name.endswith(suffix):
@@ -176,21 +102,21 @@ def _pair_pictures(folder: Path) -> dict[str, dict[str, Path]]:
     return pairs
 
 
-def _pair_notes(folder: Path) -> dict[str, str]:
+def _pair_notes(run: RunFolder) -> dict[str, str]:
     """``{file-safe pair id: "pair_id (category): PCK@a k/N ..."}`` from the predictions, if readable."""
     try:
-        records = read_predictions(folder)
+        predictions = run.predictions()
     except (SdcorrError, OSError):  # the pictures are still worth showing
         return {}
     notes = {}
-    for record in records:
-        scores = [f"PCK@{a} {sum(c)}/{len(c)}" for a, c in (record.get("correct") or {}).items()]
-        key = picture_name(record["pair_id"], "correspondence")[: -len(".correspondence.png")]
-        notes[key] = f"{record['pair_id']} ({record.get('category')})" + (": " + ", ".join(scores) if scores else "")
+    for prediction in predictions:
+        scores = [f"PCK@{a} {sum(c)}/{len(c)}" for a, c in (prediction.correct_flags or {}).items()]
+        key = run.picture_file(prediction.pair_id, "correspondence").name[: -len(".correspondence.png")]
+        notes[key] = f"{prediction.pair_id} ({prediction.category})" + (": " + ", ".join(scores) if scores else "")
     return notes
 
 
-def _meta(results: dict[str, Any], folder: Path) -> str:
+def _meta(results: dict[str, Any], run: RunFolder) -> str:
     """What was run, in full: the model in words, data, source and matcher settings, seed, and the
     folder's resolved ``config.yaml`` (folded) when there is one."""
     data = results.get("data") or {}
@@ -203,7 +129,7 @@ def _meta(results: dict[str, Any], folder: Path) -> str:
         f"seed: {results.get('seed')}, precision: {results.get('precision')}",
     ]
     out = "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
-    config = folder / CONFIG_FILE
+    config = run.config_file
     if config.is_file():
         note = "the resolved command-line config; arguments a source did not use (e.g. pretrained beside architecture) "
         note += "are listed as given, the model line above says which weights ran"
@@ -226,40 +152,45 @@ def missing_note(pair_ids: list[str]) -> str:
 
 
 def write_report(
-    folder: str | Path, alpha: float = 0.1, title: Optional[str] = None, missing: Optional[list[str]] = None
+    folder: str | Path | RunFolder,
+    alpha: float = 0.1,
+    title: Optional[str] = None,
+    missing: Optional[list[str]] = None,
+    results: Optional[dict[str, Any]] = None,
 ) -> Path:
-    """Write ``<folder>/index.html`` and return its path.
+    """Write the folder's ``index.html`` and return its path.
 
     Args:
         folder: a run folder (``results.json``, ``predictions*.jsonl``, ``pictures/``; each optional).
         alpha: the PCK threshold of the histogram and of the colours' legend.
         title: page title; default: the folder's name.
         missing: ids of pairs that were to be drawn but have no pictures (see :func:`missing_note`).
+        results: the run's tables (the content of results.json); default: read from the folder.
     """
-    folder = Path(folder)
-    results = _read_results(folder)
-    parts = [f"<h1>{html.escape(title or folder.resolve().name)}</h1>"]
+    run = folder if isinstance(folder, RunFolder) else RunFolder(folder)
+    results = results if results is not None else run.read_results()
+    parts = [f"<h1>{html.escape(title or run.path.resolve().name)}</h1>"]
     if results is None:
-        parts.append('<p class="meta">No results.json in this folder (not a finished test run).</p>')
+        parts.append(f'<p class="meta">No {RESULTS} in this folder (not a finished test run).</p>')
     else:
-        parts.append(_meta(results, folder))
+        parts.append(_meta(results, run))
         columns, rows = summary_rows(results)
         parts += ["<h2>PCK</h2>", _table(columns, rows, percent_from=3)]
         columns, rows = layer_rows(results)
         if rows:
             parts += ["<h2>PCK of each layer's own prediction</h2>", _table(columns, rows, percent_from=1)]
-    counts = histogram_of(folder, alpha)
+    counts = histogram_of(run, alpha, results)
     if counts is not None:
         picture = histogram_plot(counts["bins"], counts["counts"], title=f"pairs by keypoints correct at PCK@{alpha:g}")
         parts += [
             f"<h2>Pairs by fraction of keypoints correct at PCK@{alpha:g}</h2>",
             f'<img src="{_data_uri(picture)}">',
         ]
-    pictures = _pair_pictures(folder)
+    pictures = _pair_pictures(run)
     if missing:
         parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
     if pictures:
-        notes = _pair_notes(folder)
+        notes = _pair_notes(run)
         parts += [
             "<h2>Pairs</h2>",
             f'<p class="legend">lines: <span style="color:#1f77b4">blue</span> correct at PCK@{alpha:g}, '
@@ -273,9 +204,8 @@ def write_report(
                 if kind in kinds:
                     parts.append(f'<p class="meta">{heading}</p><img src="{_data_uri(kinds[kind])}" alt="{kind}">')
     page = (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or folder.name)}</title>'
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or run.path.name)}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
-    path = folder / "index.html"
-    path.write_text(page)
-    return path
+    run.report_file.write_text(page)
+    return run.report_file

@@ -119,12 +119,12 @@ def test_unknown_top_level_key_and_duplicate_ids_are_named(tmp_path):
 
 
 def test_unscorable_pairs_are_counted_and_named_never_nan(tmp_path):
-    from sdcorr.evaluate import evaluate
-    from sdcorr.results import format_table
+    from sdcorr.prediction import Prediction
+    from sdcorr.scoring import format_table, score
 
     record = {"pair_id": "lonely", "category": "cat", "source_keypoints": [[1.0, 1.0]],
               "predicted_keypoints": [[2.0, 2.0]], "target_keypoints": None, "threshold": None}  # fmt: skip
-    results = evaluate([record])
+    results = score([Prediction.from_json(record)])
     assert results["unscored_pairs"] == 1 and results["unscored_pair_ids"] == ["lonely"]
     assert results["overall"]["pck@0.1"] == {"per_image": None, "per_point": None}
     json.dumps(results, allow_nan=False)  # strict JSON: no NaN token

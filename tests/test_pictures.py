@@ -20,7 +20,8 @@ from callbacks.wandb_logger import logged_in, resolve_offline
 from sdcorr.cli import main
 from sdcorr.engine import MatchResult
 from sdcorr.plots import BAR, STAR
-from tests.conftest import REPO
+from sdcorr.prediction import Prediction
+from tests.conftest import FAST, REPO
 
 QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.yaml"]
 
@@ -49,21 +50,28 @@ def fake_pair(pair_id, n=5):
         "target_keypoints": points.tolist(),
         "correct": {"0.05": [True] * n, "0.1": [True] * (n - 1) + [False]},
     }
-    result = MatchResult(keypoints=points, heatmaps=torch.rand(n, 8, 8), embeddings=torch.rand(n, 2, 3, 4))
-    return sample, record, result
+    match = MatchResult(keypoints=points, heatmaps=torch.rand(n, 8, 8), embeddings=torch.rand(n, 2, 3, 4))
+    return sample, Prediction.from_json(record), match
 
 
 def fake_trainer(folder, rank_zero=True):
+    """A Trainer without datamodule or PredictionWriter: the first pairs matched are drawn, no tables."""
     return SimpleNamespace(
-        is_global_zero=rank_zero, loggers=[], callbacks=[], default_root_dir=str(folder), global_step=0
+        is_global_zero=rank_zero,
+        loggers=[],
+        callbacks=[],
+        default_root_dir=str(folder),
+        global_step=0,
+        datamodule=None,
     )
 
 
 def run_batches(callback, trainer, module, pair_ids):
     callback.setup(trainer, module, "test")
     for index, pair_id in enumerate(pair_ids):
-        sample, record, result = fake_pair(pair_id)
-        callback.on_test_batch_end(trainer, module, {"records": [record], "results": [result]}, [sample], index)
+        sample, prediction, match = fake_pair(pair_id)
+        outputs = {"predictions": [prediction], "matches": [match]}
+        callback.on_test_batch_end(trainer, module, outputs, [sample], index)
     callback.on_test_end(trainer, module)
 
 
@@ -225,7 +233,7 @@ def test_offline_unless_logged_in_or_wandb_mode(tmp_path):
 
 
 def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path):
-    from sdcorr.report import picture_name
+    from sdcorr.runfolder import picture_name
 
     ids = ["cat 1", "cat_1", "Cat_1", "cat/1", "p0"]
     names = {picture_name(pair_id, "correspondence") for pair_id in ids}
@@ -234,3 +242,39 @@ def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path
     assert len(list((tmp_path / "pictures").glob("*.png"))) == 2 * 2
     page = (tmp_path / "index.html").read_text()
     assert page.count("<h3>") == 2
+
+
+def python_run(folder, order):
+    """A test run built in Python (no CLI): the tiny model on two demo pairs, the callbacks in ``order``."""
+    from lightning.pytorch import Trainer
+
+    from callbacks.predictions import PredictionWriter
+    from datamodules.pairs import PairsDataModule
+    from sdcorr.engine import PromptMatcher
+    from sdcorr.module import CorrespondenceModule
+    from tests.conftest import DEMO, tiny_source
+
+    callbacks = {"writer": PredictionWriter(), "pictures": PictureCallback(num_pairs=1, keypoints=2, source_maps=False)}
+    module = CorrespondenceModule(tiny_source(), PromptMatcher(**{**FAST, "restarts": 1, "steps": 4}), seed=0)
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        inference_mode=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(folder),
+        callbacks=[callbacks[name] for name in order],
+    )
+    trainer.test(module, datamodule=PairsDataModule(root=str(DEMO), subsample=2))
+    return (folder / "index.html").read_text()
+
+
+def test_the_page_has_the_tables_whatever_the_callback_order(tmp_path):
+    pages = {order: python_run(tmp_path / "-".join(order), order) for order in [("writer", "pictures"),
+                                                                                 ("pictures", "writer")]}  # fmt: skip
+    for page in pages.values():
+        assert "<h2>PCK</h2>" in page and "<td>overall</td>" in page  # the tables
+        assert "Pairs by fraction of keypoints correct" in page  # the histogram
+    # the same content (the title is the folder's name)
+    first, second = (re.sub(r"<h1>.*?</h1>|<title>.*?</title>", "", page) for page in pages.values())
+    assert first == second

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from sdcorr.plots import CORRECT, STAR, UNSCORED, WRONG, correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.report import histogram_of, picture_name, summary_rows, write_report
+from sdcorr.report import histogram_of, write_report
+from sdcorr.runfolder import picture_name
+from sdcorr.scoring import summary_rows
 
 GREY = (128, 128, 128)
 

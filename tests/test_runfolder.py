@@ -1,0 +1,185 @@
+"""The run folder (sdcorr.runfolder) and its prediction lines (sdcorr.prediction) on hand-made folders."""
+
+import json
+
+import pytest
+import torch
+
+from sdcorr.engine import MatchResult
+from sdcorr.errors import DataError, NumericalError, OutputError
+from sdcorr.prediction import Prediction
+from sdcorr.runfolder import RunFolder
+
+#: the keys of a predictions.jsonl line, in the order every version wrote them
+KEYS = ["pair_id", "category", "source_keypoints", "predicted_keypoints", "target_keypoints", "threshold",
+        "pck_scale", "groups", "references", "layer_predictions", "correct"]  # fmt: skip
+
+
+def sample(pair_id="p0", n=3, target=True):
+    generator = torch.Generator().manual_seed(len(pair_id) + n)
+    points = torch.rand(n, 2, generator=generator) * 100
+    return {
+        "pair_id": pair_id,
+        "category": "cat",
+        "source_keypoints": points,
+        "target_keypoints": points + 1 / 3 if target else None,
+        "threshold": torch.tensor(10.0) if target else None,
+        "pck_scale": torch.tensor([1.0, 0.7]),
+        "groups": {"occlusion": "1"},
+        "references": {"bbox": {"threshold": 20.0, "pck_scale": [1.0, 1.0]}},
+    }
+
+
+def match(n=3, shift=0.2, seed=0):
+    points = torch.rand(n, 2, generator=torch.Generator().manual_seed(seed)) * 100
+    return MatchResult(points + shift, torch.rand(n, 4, 4), layer_keypoints=torch.stack([points, points + 7]))
+
+
+def line(pair_id, **changes):
+    prediction = Prediction.from_sample(sample(pair_id), match(seed=ord(pair_id[0])), [0.05, 0.1])
+    return json.dumps(prediction.to_json() | changes) + "\n"
+
+
+def test_a_line_read_and_written_again_is_the_same_bytes():
+    prediction = Prediction.from_sample(sample(), match(), [0.05, 0.1])
+    text = json.dumps(prediction.to_json(), allow_nan=False)
+    assert list(json.loads(text)) == KEYS
+    again = Prediction.from_json(json.loads(text))
+    assert json.dumps(again.to_json(), allow_nan=False) == text and again == prediction
+    # a key this version does not know survives a rewrite (at the end)
+    extended = json.loads(text) | {"future": [1.5]}
+    assert json.dumps(Prediction.from_json(extended).to_json()) == json.dumps(extended)
+
+
+def test_correct_flags_by_hand():
+    # distances 1 and 3 against a threshold of 10 with a y-scale of 0.5: alpha 0.2 is 2 pixels
+    prediction = Prediction.from_json(
+        {"pair_id": "p", "category": "c", "source_keypoints": [[0.0, 0.0]] * 2,
+         "predicted_keypoints": [[0.0, 2.0], [3.0, 0.0]], "target_keypoints": [[0.0, 0.0], [0.0, 0.0]],
+         "threshold": 10.0, "pck_scale": [1.0, 0.5],
+         "references": {"wide": {"threshold": 40.0, "pck_scale": [1.0, 1.0]}}}
+    )  # fmt: skip
+    assert prediction.correct([0.05, 0.2, 0.3]).tolist() == [[False, True, True], [False, False, True]]
+    assert prediction.correct([0.05], threshold_mode="wide").tolist() == [[True], [False]]
+    with pytest.raises(DataError, match="no threshold 'other' recorded"):
+        prediction.correct([0.1], threshold_mode="other")
+    unscored = Prediction.from_json({**prediction.to_json(), "target_keypoints": None})
+    assert unscored.correct([0.1]) is None and not unscored.scored()
+
+
+def test_from_sample_refuses_non_finite_points_and_scores_itself():
+    bad = match()
+    bad.keypoints[1, 0] = float("nan")
+    with pytest.raises(NumericalError, match="pair 'p0': a predicted keypoint is NaN"):
+        Prediction.from_sample(sample(), bad, [0.1])
+    prediction = Prediction.from_sample(sample(), match(), [0.05, 0.1])
+    assert prediction.correct_flags == {"0.05": prediction.correct([0.05])[:, 0].tolist(),
+                                        "0.1": prediction.correct([0.1])[:, 0].tolist()}  # fmt: skip
+    assert Prediction.from_sample(sample(target=False), match(), [0.1]).correct_flags is None
+
+
+def test_reading_never_changes_a_file_and_repair_cuts_only_the_incomplete_line(tmp_path):
+    run = RunFolder(tmp_path)
+    text = line("a") + line("b")[:40]  # the crash hit mid-write
+    run.prediction_file().write_text(text)
+    with pytest.raises(OutputError, match=r"predictions.jsonl:2: last line is incomplete"):
+        run.predictions()
+    assert run.prediction_file().read_text() == text
+    assert run.repair() == [run.prediction_file()]
+    assert run.prediction_file().read_text() == line("a")
+    assert [p.pair_id for p in run.predictions()] == ["a"] and run.repair() == []
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json\n", r"predictions.jsonl:2: not a JSON prediction record"),
+     ('{"pair_id": "x"}\n', r"predictions.jsonl:2: not a prediction line .*'category'"),
+     ("[1, 2]\n", r"predictions.jsonl:2: not a prediction line .*JSON object")],
+)  # fmt: skip
+def test_a_malformed_line_is_named_by_file_and_line(tmp_path, text, message):
+    run = RunFolder(tmp_path)
+    run.prediction_file().write_text(line("a") + text)
+    with pytest.raises(OutputError, match=message):
+        run.predictions()
+
+
+def test_ranks_are_read_together_and_missing_pairs_listed(tmp_path):
+    run = RunFolder(tmp_path)
+    run.prediction_file(1, 2).write_text(line("c") + line("a"))
+    run.prediction_file(0, 2).write_text(line("b"))
+    manifest = {"pair_ids": ["a", "b", "c", "d", "e"]}
+    assert [p.pair_id for p in run.predictions()] == ["a", "b", "c"]
+    assert run.missing_pairs(manifest) == ["d", "e"] and run.done(manifest) == ["a", "b", "c"]
+    run.prediction_file(0, 2).write_text(line("b") + line("a", predicted_keypoints=[[0.0, 0.0]]))
+    with pytest.raises(OutputError, match="pair 'a' has two different predictions"):
+        run.predictions()
+
+
+def manifest(pair_ids, shard=(0, 1), restarts=2):
+    return {
+        "fingerprint": {
+            "data": {"datamodule": "PairsDataModule", "shard": list(shard), "num_pairs": len(pair_ids)},
+            "source": {"class": "tiny"},
+            "matcher": {"class": "PromptMatcher", "restarts": restarts},
+            "seed": 0,
+            "precision": "32-true",
+            "embeddings": None,
+        },
+        "model": "tiny",
+        "pair_ids": pair_ids,
+        "alphas": [0.05, 0.1],
+        "layers": [0, 1],
+    }
+
+
+def test_a_run_resumes_its_folder_and_refuses_another_runs(tmp_path):
+    run = RunFolder(tmp_path)
+    assert run.begin(manifest(["a", "b"])) == []
+    run.prediction_file().write_text(line("a") + line("b")[:30])
+    run.results_file.write_text("{}")
+    assert run.begin(manifest(["a", "b"])) == ["a"]  # the cut line is repaired, the stale results removed
+    assert not run.results_file.exists() and run.prediction_file().read_text() == line("a")
+    with pytest.raises(OutputError, match=r"was made by a different run(.|\n)*matcher.restarts: 2 -> 1"):
+        run.begin(manifest(["a", "b"], restarts=1))
+    assert run.begin(manifest(["a", "b"], restarts=1), overwrite=True) == [] and not run.prediction_files()
+    with pytest.raises(OutputError, match="1 pairs have no prediction"):
+        run.prediction_file().write_text(line("a"))
+        run.finish()
+    run.prediction_file().write_text(line("a") + line("b"))
+    results = run.finish()
+    assert json.loads(run.results_file.read_text()) == results and results["overall"]["num_pairs"] == 2
+    payload, path = run.rescore([0.5], output=tmp_path / "again.json")
+    assert path == tmp_path / "again.json" and list(payload["overall"]) == ["num_pairs", "num_keypoints", "pck@0.5"]
+
+
+def shard(folder, index, pair_ids):
+    run = RunFolder(folder)
+    folder.mkdir()
+    run.write_manifest(manifest(pair_ids, shard=(index, 3)))
+    run.prediction_file().write_text("".join(line(p) for p in pair_ids))
+    return folder
+
+
+def test_merge_checks_and_messages(tmp_path):
+    a, b, c = shard(tmp_path / "a", 0, ["a"]), shard(tmp_path / "b", 1, ["b"]), shard(tmp_path / "c", 2, ["c"])
+    with pytest.raises(OutputError, match=r"shard 0/3 is also .*a; give each shard once"):
+        RunFolder.merge(tmp_path / "out", [a, a])
+    with pytest.raises(OutputError, match=r"merge: shards \[2\] of 3 were not given"):
+        RunFolder.merge(tmp_path / "out", [a, b])
+    assert not (tmp_path / "out").exists()
+    payload = RunFolder.merge(tmp_path / "partial", [a, b], allow_missing=True)
+    assert payload["incomplete"] and payload["missing_shards"] == [2] and "not listed" in payload["missing"]
+    with pytest.raises(OutputError, match="already holds a run"):
+        RunFolder.merge(tmp_path / "partial", [a, b, c])
+    merged = RunFolder(tmp_path / "merged")
+    payload = RunFolder.merge(merged.path, [c, a, b])
+    assert merged.prediction_file().read_text() == line("a") + line("b") + line("c")  # byte for byte
+    assert merged.manifest()["pair_ids"] == ["a", "b", "c"]
+    assert merged.manifest()["fingerprint"]["data"]["shard"] == [0, 1]
+    assert json.loads(merged.results_file.read_text()) == payload and payload["overall"]["num_pairs"] == 3
+    overlap = shard(tmp_path / "d", 1, ["a"])
+    with pytest.raises(OutputError, match="pair 'a' is also predicted in"):
+        RunFolder.merge(tmp_path / "x", [a, overlap])
+    RunFolder(b).write_manifest(manifest(["b"], shard=(1, 3), restarts=1))
+    with pytest.raises(OutputError, match=r"not a shard of the same run as(.|\n)*matcher.restarts: 2 -> 1"):
+        RunFolder.merge(tmp_path / "y", [a, b])
