@@ -133,9 +133,23 @@ def _listing(ids: Sequence[str], limit: int = 10) -> str:
     return ", ".join(map(repr, ids[:limit])) + more
 
 
+#: classes that moved to another module since run folders were first written: old path -> new
+MOVED_CLASSES = {"sdcorr.engine.PromptMatcher": "sdcorr.prompt.PromptMatcher"}
+
+
+def current_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a manifest's fingerprint with the class paths of :data:`MOVED_CLASSES` brought up to date,
+    so that a folder written before a class moved still resumes and merges (the class computes the same)."""
+    fingerprint = copy.deepcopy(fingerprint)
+    for part in fingerprint.values():
+        if isinstance(part, dict) and part.get("class") in MOVED_CLASSES:
+            part["class"] = MOVED_CLASSES[part["class"]]
+    return fingerprint
+
+
 def _shardless(manifest: dict[str, Any]) -> dict[str, Any]:
     """The fingerprint without what differs between shards of one run."""
-    fingerprint = copy.deepcopy(manifest["fingerprint"])
+    fingerprint = current_fingerprint(manifest["fingerprint"])
     for key in ("shard", "num_pairs"):
         (fingerprint.get("data") or {}).pop(key, None)
     return fingerprint
@@ -310,7 +324,7 @@ class RunFolder:
                 "use another output folder, or --output.overwrite true to discard them"
             )
         if not overwrite and old is not None:
-            changed = differences(old["fingerprint"], manifest["fingerprint"])
+            changed = differences(current_fingerprint(old["fingerprint"]), manifest["fingerprint"])
             if changed:
                 raise OutputError(
                     f"{self.path}: was made by a different run, so its predictions cannot be resumed:\n  "

@@ -152,6 +152,19 @@ def test_a_run_resumes_its_folder_and_refuses_another_runs(tmp_path):
     assert path == tmp_path / "again.json" and list(payload["overall"]) == ["num_pairs", "num_keypoints", "pck@0.5"]
 
 
+def test_a_folder_written_before_a_class_moved_still_resumes(tmp_path):
+    old, new = manifest(["a"]), manifest(["a"])
+    old["fingerprint"]["matcher"]["class"] = "sdcorr.engine.PromptMatcher"  # its module until issue 13
+    new["fingerprint"]["matcher"]["class"] = "sdcorr.prompt.PromptMatcher"
+    run = RunFolder(tmp_path)
+    run.write_manifest(old)
+    run.prediction_file().write_text(line("a"))
+    assert run.begin(new) == ["a"]
+    new["fingerprint"]["matcher"]["class"] = "sdcorr.prompt.Other"
+    with pytest.raises(OutputError, match="matcher.class: 'sdcorr.prompt.PromptMatcher' -> 'sdcorr.prompt.Other'"):
+        run.begin(new)
+
+
 def shard(folder, index, pair_ids):
     run = RunFolder(folder)
     folder.mkdir()
