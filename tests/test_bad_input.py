@@ -63,6 +63,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_is_one_clear_message_and_nothing_partial(tmp_path, name):
     build, extra, code, fragments = CASES[name]

@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # the benchmark scripts in subprocesses
 
 
 def test_speed_benchmark_runs_on_the_tiny_model():

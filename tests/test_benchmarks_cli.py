@@ -9,6 +9,8 @@ from tests.fixtures_cub import write_cub
 from tests.fixtures_pfwillow import write_pfwillow
 from tests.fixtures_spair import write_spair
 
+pytestmark = pytest.mark.slow  # every benchmark config run end to end on its fixture
+
 BENCHMARKS = {
     "spair": (write_spair, "bbox-src-512"),
     "pfwillow": (write_pfwillow, "kps-trg"),

@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return out, result, logs
 
 
+@pytest.mark.slow
 def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
     out, result, _ = smoke_run
     results = json.loads((out / "results.json").read_text())
@@ -44,6 +45,7 @@ def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
         assert len(line["predicted_keypoints"]) == len(line["source_keypoints"])
 
 
+@pytest.mark.slow
 def test_outputs_name_the_tiny_model_truthfully_and_in_full(smoke_run):
     out, result, logs = smoke_run
     for name in ("run.json", "results.json", "index.html"):
@@ -66,6 +68,7 @@ def test_outputs_name_the_tiny_model_truthfully_and_in_full(smoke_run):
     assert "Test metric" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mixed_precision_run(tmp_path):
     result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.precision", "bf16-mixed",
                     "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
@@ -73,6 +76,7 @@ def test_mixed_precision_run(tmp_path):
     assert "was called before the ``update``" not in result.stderr
 
 
+@pytest.mark.slow
 def test_layered_configs_and_overrides_resolve():
     result = sdcorr(
         "test",
@@ -94,6 +98,7 @@ def test_layered_configs_and_overrides_resolve():
     assert config["trainer"]["inference_mode"] is False
 
 
+@pytest.mark.slow
 def test_forcing_inference_mode_fails_with_a_clear_message(tmp_path):
     result = sdcorr(
         "test",
@@ -110,6 +115,7 @@ def test_forcing_inference_mode_fails_with_a_clear_message(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_predict_needs_no_ground_truth(tmp_path):
     pairs = json.loads((REPO / "datamodules/demo_pairs/pairs.json").read_text())["pairs"][:1]
     pairs[0] = {k: v for k, v in pairs[0].items() if k != "target_keypoints"}
@@ -129,6 +135,7 @@ def test_predict_needs_no_ground_truth(tmp_path):
     assert line["target_keypoints"] is None and len(line["predicted_keypoints"]) == 5
 
 
+@pytest.mark.slow
 def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     """3 demo pairs on 2 CPU processes (gloo): no pair padded in twice, the same table as 1 process."""
     single, _, _ = smoke_run
@@ -166,6 +173,7 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     assert config["data"]["class_path"] == f"datamodules.{expected.get(name, 'PairsDataModule')}"
 
 
+@pytest.mark.slow
 def test_picture_alpha_must_be_one_of_the_model_alphas(tmp_path):
     result = sdcorr("test", "--config", "configs/smoke.yaml", "--pictures.alpha", "0.2",
                     "--trainer.default_root_dir", str(tmp_path / "run"), check=False)  # fmt: skip
@@ -173,6 +181,7 @@ def test_picture_alpha_must_be_one_of_the_model_alphas(tmp_path):
     assert not (tmp_path / "run").exists()  # refused while building the callbacks, before anything ran
 
 
+@pytest.mark.slow
 def test_help_lists_every_command():
     text = sdcorr("--help").stdout
     for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report"):

@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import DEMO, QUICK, REPO, sdcorr
+
+pytestmark = pytest.mark.slow  # `sdcorr match` and `sdcorr test` in subprocesses
 
 SOURCE, TARGET = str(DEMO / "0_chelsea_source.jpg"), str(DEMO / "0_chelsea_target.jpg")  # 300 x 200
 

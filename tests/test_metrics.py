@@ -110,6 +110,7 @@ def batch_seeded():
     return batch()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process():
     preds, target, threshold = batch_seeded()
     single = PCK(alphas=[0.05, 0.1])

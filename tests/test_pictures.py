@@ -136,6 +136,7 @@ def smoke_folder(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_pngs_and_index_html(smoke_folder):
     names = sorted(p.name for p in (smoke_folder / "pictures").iterdir())
     kinds = ["correspondence", "source-heatmaps", "target-heatmaps"]
@@ -157,6 +158,7 @@ def chromium():
 
 
 @pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.slow
 def test_index_html_renders_in_chromium(smoke_folder, tmp_path):
     shot = tmp_path / "page.png"
     subprocess.run(
@@ -185,6 +187,7 @@ def offline_env(tmp_path):
     return env
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(

@@ -50,6 +50,7 @@ def test_set_up_and_test_commands_are_the_ones_ci_runs():
     assert "python -m pytest" in commands() and ci.strip().splitlines()[-1] == "python -m pytest"
 
 
+@pytest.mark.slow
 def test_main_job_resolves_and_plans_without_weights():
     config = sdcorr("test", "--config", "configs/demo.yaml", "--print_config").stdout
     assert "CompVis/stable-diffusion-v1-4" in config and "restarts: 5" in config

@@ -13,6 +13,8 @@ import pytest
 # QUICK: the smoke run, shortened: these tests are about bookkeeping, not accuracy
 from tests.conftest import QUICK, REPO, sdcorr
 
+pytestmark = pytest.mark.slow  # every test runs `sdcorr test` end to end, some twice
+
 PAIRS = ["0_chelsea", "1_astronaut", "2_astronaut"]
 
 

@@ -87,6 +87,7 @@ def test_copies_of_one_image_are_one_source_group(tmp_path):
     assert groups["cat-a"] == groups["cat-copy"] != groups["astro1-a"]
 
 
+@pytest.mark.slow
 def test_plan_counts_distinct_fits_without_loading_the_model(tmp_path):
     # per category: pairs k = 0, 2, 4 go A -> B with A's 3 keypoints, k = 1, 3 go B -> A with B's first 2:
     # 13 keypoints, of which 5 distinct (A's 3, B's 2); two categories
@@ -108,6 +109,7 @@ def shared(tmp_path_factory):
     return folder, out
 
 
+@pytest.mark.slow
 def test_ddp_ranks_get_whole_source_images_and_the_same_results(shared, tmp_path):
     folder, whole = shared
     sdcorr(
@@ -123,6 +125,7 @@ def test_ddp_ranks_get_whole_source_images_and_the_same_results(shared, tmp_path
     assert (tmp_path / "results.json").read_text() == (whole / "results.json").read_text()
 
 
+@pytest.mark.slow
 def test_three_shards_merge_to_the_same_results(shared, tmp_path):
     folder, whole = shared
     for index in range(3):

@@ -54,6 +54,7 @@ def test_noise_kinds_and_bad_options():
         tiny_source(token_index=77)
 
 
+@pytest.mark.slow
 def test_compiled_source_matches_the_plain_one():
     """torch.compile (about a minute to compile on 2 CPU cores) gives the same maps and fitting steps."""
     plain, compiled = tiny_source(), tiny_source(compile=True)
