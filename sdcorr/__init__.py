@@ -7,7 +7,9 @@ from sdcorr.images import load_image
 from sdcorr.metrics import PCK, pck
 from sdcorr.module import CorrespondenceModule
 from sdcorr.nearest import NearestNeighbourMatcher
+from sdcorr.prediction import Prediction
 from sdcorr.prompt import PromptMatcher
+from sdcorr.runfolder import RunFolder
 from sdcorr.sources import AttentionSource, DenseSource, DiftSource, Dinov2Source, Source, StableDiffusionSource
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "MatchResult",
     "Matcher",
     "NearestNeighbourMatcher",
+    "Prediction",
     "PromptMatcher",
+    "RunFolder",
     "Source",
     "StableDiffusionSource",
     "load_image",
