@@ -12,7 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
 from sdcorr.errors import OutputError, SdcorrError
-from sdcorr.runfolder import PredictionAppender, RunFolder, describe, model_description
+from sdcorr.fingerprint import describe, model_description
+from sdcorr.runfolder import PredictionAppender, RunFolder
 from sdcorr.scoring import format_table
 
 

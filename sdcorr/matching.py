@@ -21,8 +21,9 @@ from datamodules.base import first_outside, sample_from_record
 from sdcorr import plots
 from sdcorr.engine import MatchResult
 from sdcorr.errors import DataError, OutputError
+from sdcorr.fingerprint import describe, model_description
 from sdcorr.module import CorrespondenceModule
-from sdcorr.runfolder import CONFIG_FILE, describe, model_description
+from sdcorr.runfolder import CONFIG_FILE
 
 #: what ``sdcorr match`` writes into its output folder
 MATCH_FILE, PICTURE_FILE = "match.json", "match.png"

@@ -12,9 +12,8 @@ A run folder holds:
 * ``embeddings/``: optionally, the fitted embeddings of each pair;
 * ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.report`).
 
-Two runs with equal fingerprints produce the same predictions, so one may resume the other and shards
-with equal fingerprints (but for the shard) may be merged. Options that only change speed
-(``speed_options`` of a matcher or source, e.g. ``max_batch``) are not part of the fingerprint.
+A new run resumes a folder whose fingerprint equals its own, and shards whose fingerprints are equal but
+for the shard merge (see :mod:`sdcorr.fingerprint`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from sdcorr.errors import OutputError
+from sdcorr.fingerprint import current_fingerprint, differences, shardless
 from sdcorr.prediction import Prediction
 from sdcorr.scoring import results_payload
 
@@ -51,45 +51,6 @@ HISTOGRAM_FILE = "histogram.png"
 REPORT = "index.html"
 #: kinds of pair pictures, in page order
 PICTURE_KINDS = ("correspondence", "target-heatmaps", "source-heatmaps")
-_JSON_SCALARS = (str, int, float, bool, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, _JSON_SCALARS):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def describe(obj: Any) -> dict[str, Any]:
-    """An object's class and its saved hyper-parameters (else its public, JSON-plain attributes), less its
-    ``speed_options`` and ``unused_options`` (arguments that had no effect, e.g. ``pretrained`` of a
-    random-weight build)."""
-    skip = set(getattr(obj, "speed_options", ())) | set(getattr(obj, "unused_options", ())) | {"training"}
-    fields = dict(getattr(obj, "hparams", None) or vars(obj))
-    fields = {k: v for k, v in fields.items() if not k.startswith("_") and k not in skip and _is_plain(v)}
-    return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **json.loads(json.dumps(fields))}
-
-
-def model_description(source: Any) -> str:
-    """The model of a source in words (its ``model_description()``, else its class): the checkpoint it
-    was loaded from, or random weights of an architecture."""
-    if hasattr(source, "model_description"):
-        return source.model_description()
-    return f"{type(source).__module__}.{type(source).__qualname__}"
-
-
-def differences(old: Any, new: Any, path: str = "") -> list[str]:
-    """Human-readable ``path: old -> new`` lines where two JSON values differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-        return out
-    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -131,28 +92,6 @@ def picture_name(pair_id: str, kind: str) -> str:
 def _listing(ids: Sequence[str], limit: int = 10) -> str:
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
     return ", ".join(map(repr, ids[:limit])) + more
-
-
-#: classes that moved to another module since run folders were first written: old path -> new
-MOVED_CLASSES = {"sdcorr.engine.PromptMatcher": "sdcorr.prompt.PromptMatcher"}
-
-
-def current_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a manifest's fingerprint with the class paths of :data:`MOVED_CLASSES` brought up to date,
-    so that a folder written before a class moved still resumes and merges (the class computes the same)."""
-    fingerprint = copy.deepcopy(fingerprint)
-    for part in fingerprint.values():
-        if isinstance(part, dict) and part.get("class") in MOVED_CLASSES:
-            part["class"] = MOVED_CLASSES[part["class"]]
-    return fingerprint
-
-
-def _shardless(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The fingerprint without what differs between shards of one run."""
-    fingerprint = current_fingerprint(manifest["fingerprint"])
-    for key in ("shard", "num_pairs"):
-        (fingerprint.get("data") or {}).pop(key, None)
-    return fingerprint
 
 
 class PredictionAppender:
@@ -424,7 +363,7 @@ class RunFolder:
         first = manifests[0]
         given: dict[int, Path] = {}
         for folder, manifest in zip(folders, manifests):
-            changed = differences(_shardless(first), _shardless(manifest))
+            changed = differences(shardless(first), shardless(manifest))
             if changed:
                 raise OutputError(
                     f"{folder.path}: not a shard of the same run as {folders[0].path}:\n  " + "\n  ".join(changed[:12])

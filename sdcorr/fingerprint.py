@@ -1,0 +1,75 @@
+"""What makes two runs the same run: the fingerprint a run folder's ``run.json`` records.
+
+Two runs with equal fingerprints produce the same predictions, so one may resume the other, and shards
+with equal fingerprints (but for the shard) may be merged. A fingerprint holds the data selection, the
+source and matcher (:func:`describe`), the seed and the precision. Options that only change speed
+(``speed_options`` of a matcher or source, e.g. ``max_batch``) are not part of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, _JSON_SCALARS):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """An object's class and its saved hyper-parameters (else its public, JSON-plain attributes), less its
+    ``speed_options`` and ``unused_options`` (arguments that had no effect, e.g. ``pretrained`` of a
+    random-weight build)."""
+    skip = set(getattr(obj, "speed_options", ())) | set(getattr(obj, "unused_options", ())) | {"training"}
+    fields = dict(getattr(obj, "hparams", None) or vars(obj))
+    fields = {k: v for k, v in fields.items() if not k.startswith("_") and k not in skip and _is_plain(v)}
+    return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **json.loads(json.dumps(fields))}
+
+
+def model_description(source: Any) -> str:
+    """The model of a source in words (its ``model_description()``, else its class): the checkpoint it
+    was loaded from, or random weights of an architecture."""
+    if hasattr(source, "model_description"):
+        return source.model_description()
+    return f"{type(source).__module__}.{type(source).__qualname__}"
+
+
+def differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable ``path: old -> new`` lines where two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+#: classes that moved to another module since run folders were first written: old path -> new
+MOVED_CLASSES = {"sdcorr.engine.PromptMatcher": "sdcorr.prompt.PromptMatcher"}
+
+
+def current_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a manifest's fingerprint with the class paths of :data:`MOVED_CLASSES` brought up to date,
+    so that a folder written before a class moved still resumes and merges (the class computes the same)."""
+    fingerprint = copy.deepcopy(fingerprint)
+    for part in fingerprint.values():
+        if isinstance(part, dict) and part.get("class") in MOVED_CLASSES:
+            part["class"] = MOVED_CLASSES[part["class"]]
+    return fingerprint
+
+
+def shardless(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint without what differs between shards of one run."""
+    fingerprint = current_fingerprint(manifest["fingerprint"])
+    for key in ("shard", "num_pairs"):
+        (fingerprint.get("data") or {}).pop(key, None)
+    return fingerprint
