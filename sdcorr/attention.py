@@ -83,7 +83,7 @@ class AttentionStore:
         return [self.maps[name] for name in self.layers]
 
     def record(self, name: str, token_map: Tensor) -> None:
-        """Deprecated name of :meth:`add` ("record" means a prediction line elsewhere in sdcorr)."""
+        """Deprecated name of :meth:`add` ("record" means a datamodule pair record elsewhere in sdcorr)."""
         warnings.warn("AttentionStore.record is renamed AttentionStore.add", DeprecationWarning, stacklevel=2)
         self.add(name, token_map)
 

@@ -435,7 +435,7 @@ def _read_lines(path: Path) -> list[Prediction]:
         try:
             predictions.append(Prediction.from_json(json.loads(line)))
         except json.JSONDecodeError as error:
-            raise OutputError(f"{path}:{number}: not a JSON prediction record ({error.msg})") from error
+            raise OutputError(f"{path}:{number}: not a JSON prediction line ({error.msg})") from error
         except ValueError as error:
             raise OutputError(f"{path}:{number}: not a prediction line ({error})") from error
     return predictions

@@ -105,7 +105,7 @@ def test_histogram_bars_are_proportional_to_counts():
 
 
 def record(pair_id, errors, category="cat", target=True):
-    """A prediction record with one keypoint per error (offset in pixels along x; threshold 10)."""
+    """A prediction line with one keypoint per error (offset in pixels along x; threshold 10)."""
     points = [[20.0, 20.0]] * len(errors)
     return {
         "pair_id": pair_id,

@@ -92,7 +92,7 @@ def test_reading_never_changes_a_file_and_repair_cuts_only_the_incomplete_line(t
 
 @pytest.mark.parametrize(
     "text, message",
-    [("{not json\n", r"predictions.jsonl:2: not a JSON prediction record"),
+    [("{not json\n", r"predictions.jsonl:2: not a JSON prediction line"),
      ('{"pair_id": "x"}\n', r"predictions.jsonl:2: not a prediction line .*'category'"),
      ("[1, 2]\n", r"predictions.jsonl:2: not a prediction line .*JSON object")],
 )  # fmt: skip
