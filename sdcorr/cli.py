@@ -34,7 +34,7 @@ from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.plan import make_plan
 from sdcorr.prompt import PromptMatcher
-from sdcorr.runfolder import CONFIG_FILE, RunFolder
+from sdcorr.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,8 @@ def _match(cli: SdcorrCLI) -> None:
     options = cli.config["match"]
     trainer = options.trainer
     folder = options.output_dir or Path(trainer.default_root_dir or ".") / "match"
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    cli.save_config(Path(folder) / CONFIG_FILE)
     fabric = Fabric(accelerator=trainer.accelerator, devices=1, precision=trainer.precision)
-    match_files(cli.model, options.source, options.target, options.points, folder, fabric)
+    match_files(cli.model, options.source, options.target, options.points, folder, fabric, cli.save_config)
 
 
 def _merge(cli: SdcorrCLI) -> None:

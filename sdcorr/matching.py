@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from lightning.fabric import Fabric
@@ -45,7 +46,13 @@ def parse_points(text: str) -> torch.Tensor:
 
 
 def match_files(
-    model: CorrespondenceModule, source: str, target: str, points: str, folder: str | Path, fabric: Fabric
+    model: CorrespondenceModule,
+    source: str,
+    target: str,
+    points: str,
+    folder: str | Path,
+    fabric: Fabric,
+    save_config: Optional[Callable[[Path], None]] = None,
 ) -> dict[str, Any]:
     """Find ``points`` of the image file ``source`` in ``target``; write match.json and match.png in ``folder``.
 
@@ -56,6 +63,8 @@ def match_files(
         points: source-image pixel coordinates, ``"x1,y1 x2,y2 ..."``.
         folder: where match.json and match.png go (created).
         fabric: the device and precision to run on.
+        save_config: writes the resolved config to the path it is given (``config.yaml`` in ``folder``),
+            once the inputs are checked: a refused command writes nothing.
 
     Returns:
         The content of match.json.
@@ -82,6 +91,8 @@ def match_files(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{folder}: cannot write ({error}); set --output_dir") from error
+    if save_config is not None:
+        save_config(folder / CONFIG_FILE)
     fabric.setup_module(model)  # moves the module to the device and applies the precision (in place)
     with fabric.autocast():
         result = model.match_pair(fabric.to_device(sample))

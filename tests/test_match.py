@@ -62,7 +62,7 @@ def test_bad_points_are_refused(tmp_path):
                         check=False)  # fmt: skip
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
-    assert not (tmp_path / "match.json").exists()
+    assert not (tmp_path / "match.json").exists() and not (tmp_path / "config.yaml").exists()  # nothing partial
 
 
 def run_on_terminal(args, cwd):
