@@ -87,7 +87,7 @@ def _no_arguments(parser: ArgumentParser) -> None:
 
 def _plan(cli: SdcorrCLI) -> None:
     cli.datamodule.setup("test")
-    print(f"to do: {make_plan(cli.datamodule.dataset.pairs, cli.matcher)}")
+    print(f"to do: {make_plan(cli.datamodule.pending(), cli.matcher)}")
 
 
 def _match(cli: SdcorrCLI) -> None:
