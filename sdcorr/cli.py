@@ -12,7 +12,10 @@ Errors the user can fix print one ``sdcorr: error:`` line (exit code 2 for a bad
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +169,12 @@ class SdcorrCLI(LightningCLI):
             self._subcommand_method_arguments[name] = []
             subcommands.add_subcommand(name, subparser, help=command.help)
 
+    def before_instantiate_classes(self) -> None:
+        """Quiet by default: third-party noise is hidden unless ``test --verbose true`` or ``SDCORR_VERBOSE=1``."""
+        verbose = self.subcommand == "test" and self.config["test"].get("verbose")
+        if not verbose and os.environ.get(VERBOSE_VARIABLE) != "1":
+            hide_third_party_noise()
+
     def instantiate_classes(self) -> None:
         """Build what the subcommand needs: everything for ``test``/``predict``, less for the others."""
         command = COMMANDS.get(self.subcommand)
@@ -229,6 +238,26 @@ class RunFolderConfig(SaveConfigCallback):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+#: an environment variable that, set to 1, shows what :func:`hide_third_party_noise` hides, in every command
+VERBOSE_VARIABLE = "SDCORR_VERBOSE"
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip:" advertisements (for its cloud products), nothing else it logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip:")
+
+
+def hide_third_party_noise() -> None:
+    """Hide the lines a normal run prints that are neither sdcorr's nor about the run: Lightning's product
+    tips, and torch's deprecation notice about Lightning's own pytree code. Filters match those messages
+    exactly; every other warning (sdcorr's included) still shows."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    pytree = r"`isinstance\(treespec, LeafSpec\)` is deprecated"  # torch 2.10+ on lightning's _pytree.py
+    warnings.filterwarnings("ignore", message=pytree, category=FutureWarning)
 
 
 def _known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:

@@ -2,13 +2,14 @@
 
 import html
 import json
+import logging
 import sys
 
 import pytest
 import torch
 import yaml
 
-from sdcorr.cli import main
+from sdcorr.cli import _NoTips, main
 from sdcorr.metrics import pck
 from tests.conftest import REPO, sdcorr
 
@@ -32,6 +33,8 @@ def test_smoke_writes_results_and_predictions_that_agree(smoke_run):
     assert results["overall"]["num_pairs"] == 3 and results["overall"]["num_keypoints"] == 16
     # the table printed for the user
     assert "overall" in result.stderr + result.stdout and "PCK@0.1" in result.stderr + result.stdout
+    # quiet: no third-party advertisement or deprecation notice, our own lines still there
+    assert "Tip:" not in result.stderr and "LeafSpec" not in result.stderr and "to do:" in result.stderr
     # recompute PCK from the per-pair lines; it must equal results.json, and each line's flags must agree
     for alpha in ("0.05", "0.1"):
         per_image = [sum(line["correct"][alpha]) / len(line["correct"][alpha]) for line in lines]
@@ -186,3 +189,13 @@ def test_help_lists_every_command():
     text = sdcorr("--help").stdout
     for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report"):
         assert f"\n    {name} " in text, name
+
+
+def test_only_lightnings_tips_are_filtered():
+    hide = _NoTips()
+
+    def record(message):
+        return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, message, None, None)
+
+    assert not hide.filter(record("💡 Tip: For seamless cloud logging, try installing litlogger"))
+    assert hide.filter(record("GPU available: False, used: False")) and hide.filter(record("to do: 3 pairs"))
