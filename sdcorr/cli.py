@@ -138,6 +138,9 @@ class SdcorrCLI(LightningCLI):
     """LightningCLI with evaluation subcommands only (``fit`` and ``validate`` have no meaning here) plus
     :data:`COMMANDS`."""
 
+    #: whether the parser being built requires a ``data:`` section (not for a command that builds no datamodule)
+    _data_required = True
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {name: {"model", "dataloaders", "datamodule"} for name in TRAINER_COMMANDS}
@@ -149,6 +152,17 @@ class SdcorrCLI(LightningCLI):
         parser.add_lightning_class_args(PictureCallback, "pictures")
         parser.add_lightning_class_args(RunProgress, "progress")
         parser.link_arguments("model.alphas", "pictures.alphas", apply_on="parse")
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Lightning's ``trainer``, ``model`` and ``data`` sections; ``data`` optional for ``match`` (accepted,
+        so a benchmark config works, and ignored), as Lightning makes it without a datamodule class."""
+        if self._data_required:
+            return super().add_core_arguments_to_parser(parser)
+        datamodule_class, self.datamodule_class = self.datamodule_class, None
+        try:
+            super().add_core_arguments_to_parser(parser)
+        finally:
+            self.datamodule_class = datamodule_class
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """The Trainer's ``test`` and ``predict`` (with their method arguments), then :data:`COMMANDS`."""
@@ -163,7 +177,9 @@ class SdcorrCLI(LightningCLI):
         for name, command in COMMANDS.items():
             subparser = self.init_parser(description=command.help, exit_on_error=False)
             if command.configs:
+                self._data_required = "data" in command.builds
                 self._add_arguments(subparser)
+                self._data_required = True
             command.add_arguments(subparser)
             self._subcommand_parsers[name] = subparser
             self._subcommand_method_arguments[name] = []

@@ -52,6 +52,16 @@ def test_match_writes_points_and_a_picture(tmp_path):
     assert payload["config"]["file"] == "config.yaml" and "architecture: tiny" in (out / "config.yaml").read_text()
 
 
+def test_match_needs_only_a_model_config(tmp_path):
+    """A model config alone (no data section, no trainer section) is enough to match one pair."""
+    result = sdcorr("match", SOURCE, TARGET, "--points", "100,80 150,90", "--config", "configs/model/tiny.yaml",
+                    "--model.matcher.init_args.steps", "3", "--model.matcher.init_args.locate_crops", "4",
+                    "--output_dir", str(tmp_path))  # fmt: skip
+    payload = json.loads((tmp_path / "match.json").read_text())
+    assert len(payload["predicted_keypoints"]) == 2 and "wrote" in result.stdout
+    assert "datamodules." not in (tmp_path / "config.yaml").read_text()  # no datamodule was configured
+
+
 def test_bad_points_are_refused(tmp_path):
     for points, message in [
         ("114,75 311,90", "point 2 (311, 90) is outside"),
