@@ -61,7 +61,8 @@ class AutoWandbLogger(WandbLogger):
 
     Args:
         project: W&B project; ``WANDB_PROJECT``, when set (e.g. by a sweep agent), wins.
-        save_dir: folder under which W&B writes its ``wandb/`` run folders.
+        save_dir: folder under which W&B writes its ``wandb/`` run folders; the ``sdcorr`` command links it to
+            ``trainer.default_root_dir``, so they are in the run folder.
         name: display name of the run; default: W&B picks one.
         offline: force offline (true) or online (false); default: decided as in :mod:`callbacks.wandb_logger`.
         tags: W&B tags of the run.

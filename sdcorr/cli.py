@@ -152,6 +152,8 @@ class SdcorrCLI(LightningCLI):
         parser.add_lightning_class_args(PictureCallback, "pictures")
         parser.add_lightning_class_args(RunProgress, "progress")
         parser.link_arguments("model.alphas", "pictures.alphas", apply_on="parse")
+        # the logger's files (W&B's wandb/, CSVLogger's versions) go in the run's folder, wherever that is
+        parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir", apply_on="parse")
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Lightning's ``trainer``, ``model`` and ``data`` sections; ``data`` optional for ``match`` (accepted,

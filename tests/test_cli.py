@@ -17,11 +17,10 @@ from tests.conftest import REPO, sdcorr
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    logs = tmp_path_factory.mktemp("logs")  # a logger, as configs/demo.yaml has: its folder is not the run's
+    # a logger, as configs/demo.yaml has: its save_dir follows the run folder (linked to default_root_dir)
     result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(out),
-                    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                    "--trainer.logger.save_dir", str(logs))  # fmt: skip
-    return out, result, logs
+                    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger")  # fmt: skip
+    return out, result, out / "lightning_logs"
 
 
 @pytest.mark.slow
@@ -65,7 +64,7 @@ def test_outputs_name_the_tiny_model_truthfully_and_in_full(smoke_run):
     # the resolved config beside results.json, not in the logger's version folder; shown in the page
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["source"]["init_args"]["architecture"] == "tiny"
-    assert not list(logs.rglob("config.yaml")) and "config.yaml</summary>" in page
+    assert list(logs.rglob("metrics.csv")) and not list(logs.rglob("config.yaml")) and "config.yaml</summary>" in page
     # one results table, ours, on stdout; no Lightning "Test metric" table
     assert "overall" in result.stdout and "PCK@0.1 img" in result.stdout
     assert "Test metric" not in result.stdout + result.stderr
@@ -168,7 +167,8 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     config = yaml.safe_load(capsys.readouterr().out)
     trainer, model = config["trainer"], config["model"]
     assert (trainer["devices"], trainer["precision"], config["seed_everything"]) == (1, "32-true", 0)
-    assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == f"runs/{name}"
+    assert trainer["default_root_dir"] == f"runs/{name}"
+    assert "save_dir" not in trainer["logger"]["init_args"]  # linked from default_root_dir: logs in the run folder
     assert model["source"]["init_args"]["pretrained"] == "CompVis/stable-diffusion-v1-4"
     assert model["matcher"]["init_args"]["steps"] == 129 and model["alphas"] == [0.05, 0.1]
     assert "alphas" not in config["pictures"]  # linked from model.alphas, not an option of its own
