@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from datamodules.schedule import GROUP, file_digest, split
 from sdcorr.errors import DataError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
+from sdcorr.paths import bundled
 
 __all__ = [
     "DataError",
@@ -189,7 +190,7 @@ class PairDataModule(LightningDataModule):
             raise ValueError(f"Expected 0 <= shard_index < num_shards but got {shard_index} and {num_shards}")
         if subsample is not None and subsample < 1:
             raise ValueError(f"Expected subsample >= 1 but got {subsample}")
-        self.root = root
+        self.root = str(bundled(root))  # a bundled dataset (the demo pairs) is found from any folder
         self.categories = list(categories) if categories else None
         self.subsample = subsample
         self.subsample_seed = subsample_seed

@@ -35,6 +35,7 @@ from sdcorr.engine import Matcher
 from sdcorr.errors import OutputError, SdcorrError
 from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
+from sdcorr.paths import bundled
 from sdcorr.plan import make_plan
 from sdcorr.prompt import PromptMatcher
 from sdcorr.runfolder import RunFolder
@@ -98,7 +99,8 @@ def _match(cli: SdcorrCLI) -> None:
     trainer = options.trainer
     folder = options.output_dir or Path(trainer.default_root_dir or ".") / "match"
     fabric = Fabric(accelerator=trainer.accelerator, devices=1, precision=trainer.precision)
-    match_files(cli.model, options.source, options.target, options.points, folder, fabric, cli.save_config)
+    source, target = str(bundled(options.source)), str(bundled(options.target))  # the demo images from anywhere
+    match_files(cli.model, source, target, options.points, folder, fabric, cli.save_config)
 
 
 def _merge(cli: SdcorrCLI) -> None:
@@ -289,10 +291,26 @@ def _known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
     return None
 
 
+def bundled_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``--config`` file that is not found from here taken from the installation
+    (see :func:`sdcorr.paths.bundled`): ``--config configs/smoke.yaml`` works from any folder."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = str(bundled(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = f"--config={bundled(arg.removeprefix('--config='))}"
+    return out
+
+
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``sdcorr`` console script; ``args`` default to the command line."""
     try:
-        cli(args)
+        if args is None:  # LightningCLI reads sys.argv itself (and warns when also given args)
+            sys.argv[1:] = bundled_configs(sys.argv[1:])
+            cli(None)
+        else:
+            cli(bundled_configs(args))
     except ArgumentError as error:
         given = sys.argv[1:] if args is None else args
         command = next((a for a in given if a in (*SdcorrCLI.subcommands(), *COMMANDS)), None)

@@ -3,6 +3,7 @@ and ``sdcorr`` run in a subprocess as a user runs it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,12 @@ QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "8
          "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
 
 
-def sdcorr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the ``sdcorr`` command in a subprocess from the repository root; ``check``: fail on a non-zero exit."""
+def sdcorr(*args: str, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the ``sdcorr`` command in a subprocess (from the repository root unless ``cwd``); ``check``: fail
+    on a non-zero exit."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, "-m", "sdcorr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "sdcorr.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
     )
     if check and result.returncode != 0:
         raise AssertionError(f"sdcorr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

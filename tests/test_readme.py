@@ -58,8 +58,11 @@ def test_main_job_resolves_and_plans_without_weights():
 
 
 @pytest.mark.slow
-def test_every_sdcorr_command_runs(tmp_path):
-    spair = write_spair(tmp_path / "SPair-71k")
+def test_every_sdcorr_command_runs_from_any_folder(tmp_path):
+    """Run from an empty folder, not the checkout: bundled configs and demo files are found, and nothing is
+    written where the command was started."""
+    spair, elsewhere = write_spair(tmp_path / "SPair-71k"), tmp_path / "elsewhere"
+    elsewhere.mkdir()
     ran = 0
     for line in commands():
         args = shlex.split(line)
@@ -68,11 +71,11 @@ def test_every_sdcorr_command_runs(tmp_path):
         args = [a.replace("/path/to/SPair-71k", str(spair)) for a in args[1:]]
         out = tmp_path / f"out{ran}"
         extra = {"test": ["--trainer.default_root_dir", str(out)], "match": ["--output_dir", str(out)]}
-        result = sdcorr(*args, *extra.get(args[0], []))  # fails on a non-zero exit
+        result = sdcorr(*args, *extra.get(args[0], []), cwd=elsewhere)  # fails on a non-zero exit
         wrote = {"test": out / "results.json", "match": out / "match.json"}
         assert wrote[args[0]].is_file() if args[0] in wrote else "to do:" in result.stdout, line
         ran += 1
-    assert ran == 3
+    assert ran == 3 and not list(elsewhere.iterdir())
 
 
 @pytest.mark.slow
