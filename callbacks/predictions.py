@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from datamodules.base import PairDataModule
 from sdcorr.errors import OutputError, SdcorrError
 from sdcorr.fingerprint import describe, model_description
-from sdcorr.runfolder import PredictionAppender, RunFolder
+from sdcorr.runfolder import PredictionAppender, RunFolder, RunLock
 from sdcorr.scoring import format_table
 
 
@@ -45,6 +45,9 @@ class PredictionWriter(Callback):
       ends, and only then: a crashed run leaves no results file (a stale one is removed at start);
     * ``embeddings/<pair>.pt`` with ``save_embeddings``: the fitted ``[N, R, T, D]`` embeddings.
 
+    Rank 0 holds the folder's lock (:meth:`~sdcorr.runfolder.RunFolder.lock`) from setup to teardown: a
+    second run into a folder a live run is writing is refused at once; a killed run leaves no lock behind.
+
     Running the same command on the same folder again resumes: pairs with a prediction are skipped
     and results.json covers all pairs, equal to that of an uninterrupted run. A folder made by a
     different run (other data selection, model, protocol, seed or precision) is refused.
@@ -66,6 +69,7 @@ class PredictionWriter(Callback):
         self.overwrite = overwrite
         self.save_embeddings = save_embeddings
         self._appender: Optional[PredictionAppender] = None
+        self._lock: Optional[RunLock] = None
         self._done: list[str] = []
         self._nothing_left = False
 
@@ -100,7 +104,7 @@ class PredictionWriter(Callback):
         decision: Any = None
         if trainer.is_global_zero:
             try:
-                run.path.mkdir(parents=True, exist_ok=True)
+                self._lock = self._lock or run.lock()  # before anything is written
                 decision = run.begin(self.manifest(trainer, pl_module), self.overwrite, clear_results=stage == "test")
             except SdcorrError as error:
                 decision = error
@@ -108,6 +112,7 @@ class PredictionWriter(Callback):
                 decision = OutputError(f"{run.path}: cannot write the output folder ({error}); set --output.dir")
         decision = trainer.strategy.broadcast(decision, src=0)
         if isinstance(decision, Exception):  # every process stops with the same message
+            self._release()
             raise decision
         self._done = decision
         # nothing left: Lightning runs no test loop (and calls no on_test_end): scored in teardown
@@ -160,11 +165,22 @@ class PredictionWriter(Callback):
                 callback.on_run_results(trainer, pl_module, results)
         return results
 
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._release()  # a failed run in a notebook lets the next one in
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._appender is not None:
             self._appender.close()
             self._appender = None
-        # every callback is set up by now, so the tables reach them all whatever their order
-        if self._nothing_left and trainer.is_global_zero:
-            self._nothing_left = False
-            self.write_results(trainer, pl_module)
+        try:
+            # every callback is set up by now, so the tables reach them all whatever their order
+            if self._nothing_left and trainer.is_global_zero:
+                self._nothing_left = False
+                self.write_results(trainer, pl_module)
+        finally:
+            self._release()

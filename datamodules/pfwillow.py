@@ -1,13 +1,20 @@
 """PF-Willow: 900 test pairs of 10 sub-classes with 10 keypoints each.
 
-Layout (``root`` is the ``PF-WILLOW`` folder)::
+Layouts: the same public annotations circulate in three layouts, all accepted (same pairs, same numbers)::
 
-    PF-WILLOW/test_pairs.csv          header row, then one pair per row
-    PF-WILLOW/<sub-class>/<name>.png  e.g. car(G)/Cars_006a.png
+    root/test_pairs.csv      + root/<sub-class>/<name>.png             HPF / CATs (``root`` = PF-WILLOW)
+    root/test_pairs_pf.csv   + root/PF-dataset/<sub-class>/<name>.png  geometric matching (Rocco et al.)
+    root/test_pairs.csv      + root/PF-dataset/<sub-class>/<name>.png  SD4Match
 
-CSV columns: 0 source path, 1 target path (like ``PF-dataset/car(G)/Cars_006a.png``; the first path
-component is dropped to find the file under ``root``), 2..21 source ``x1..x10`` then ``y1..y10``,
-22..41 target ``x1..x10`` then ``y1..y10``, in pixels. The category is the sub-folder name.
+that is: the pairs file is ``test_pairs.csv`` or else ``test_pairs_pf.csv`` in ``root``; the images are in
+``root/PF-dataset`` when that folder exists, else in ``root`` (e.g. ``car(G)/Cars_006a.png``).
+
+CSV (the same in every layout): a header row, then one pair per row; columns 0 source path, 1 target
+path (like ``PF-dataset/car(G)/Cars_006a.png``; the first path component is dropped to find the file
+under the image folder), 2..21 source ``x1..x10`` then ``y1..y10``, 22..41 target ``x1..x10`` then
+``y1..y10``, in pixels. The category is the sub-folder name. Pair ids are the row and the file names,
+so every layout gives the same ids. Some images are byte-identical copies in two sub-class folders:
+nothing here takes two paths for two different images or one image for one path.
 
 PCK thresholds (``threshold``):
 
@@ -40,7 +47,10 @@ PF_WILLOW_ARCHIVE = Archive(
     filename="PF-dataset.zip",
     folder="PF-dataset",
 )
-PAIRS_FILE = "test_pairs.csv"
+#: the pairs file's names, in the order they are looked for (HPF, CATs and SD4Match; geometric matching)
+PAIRS_FILES = ("test_pairs.csv", "test_pairs_pf.csv")
+#: the image folder of the geometric-matching and SD4Match layouts (the Proposal Flow archive's folder)
+IMAGE_FOLDER = "PF-dataset"
 NUM_KEYPOINTS = 10
 NUM_COLUMNS = 2 + 4 * NUM_KEYPOINTS
 THRESHOLDS = ("kps-trg", "kps-trg-paper")
@@ -48,9 +58,31 @@ THRESHOLDS = ("kps-trg", "kps-trg-paper")
 
 def _csv_hint(root: Path) -> str:
     return (
-        f"place the benchmark's {PAIRS_FILE} (900 pairs; columns: source path, target path, "
+        f"place the benchmark's {PAIRS_FILES[0]} (900 pairs; columns: source path, target path, "
         f"source x1..x10, y1..y10, target x1..x10, y1..y10) into {root}"
     )
+
+
+def find_layout(root: Path) -> tuple[Path, Path]:
+    """``(pairs file, image folder)`` of a PF-Willow folder in any accepted layout (see the module docstring).
+
+    Raises:
+        DataError: no pairs file: the message lists the names looked for, and any other CSV file found
+            that should be renamed.
+    """
+    images = root / IMAGE_FOLDER if (root / IMAGE_FOLDER).is_dir() else root
+    for name in PAIRS_FILES:
+        if (root / name).is_file():
+            return root / name, images
+    looked = " or ".join(PAIRS_FILES)
+    others = sorted({*root.glob("*.csv"), *images.glob("*.csv")}) if root.is_dir() else []
+    if others:
+        found = ", ".join(str(p) for p in others)
+        raise DataError(
+            f"{root}: no PF-Willow pairs file ({looked}); found {found}: if it is the PF-Willow test pairs, "
+            f"rename it to {root / PAIRS_FILES[0]}"
+        )
+    raise DataError(f"{root / PAIRS_FILES[0]}: pairs file not found (nor {PAIRS_FILES[1]}); {_csv_hint(root)}")
 
 
 def _relative_path(value: str, where: str) -> PurePosixPath:
@@ -84,16 +116,14 @@ def _check_inside(points: Tensor, size: tuple[int, int], where: str) -> None:
 
 
 def read_pfwillow_csv(root: Path) -> list[dict[str, Any]]:
-    """Parse ``root/test_pairs.csv`` into rows (no image access).
+    """Parse the pairs file of ``root`` (any layout, see :func:`find_layout`) into rows (no image access).
 
     Returns:
         One dict per data row: ``line`` (1-based row of the file, the header is row 1), ``index``
         (0-based data row), ``source_path``, ``target_path`` (absolute), ``category``,
         ``source_keypoints`` and ``target_keypoints`` ``[10, 2] (x, y)`` in pixels.
     """
-    file = root / PAIRS_FILE
-    if not file.is_file():
-        raise DataError(f"{file}: pairs file not found; {_csv_hint(root)}")
+    file, images = find_layout(root)
     with open(file, newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:
@@ -111,8 +141,8 @@ def read_pfwillow_csv(root: Path) -> list[dict[str, Any]]:
             {
                 "line": line,
                 "index": index,
-                "source_path": root / source,
-                "target_path": root / target,
+                "source_path": images / source,
+                "target_path": images / target,
                 "category": source.parent.name,
                 "source_keypoints": _numbers(row, 2, line, file),
                 "target_keypoints": _numbers(row, 2 + 2 * NUM_KEYPOINTS, line, file),
@@ -145,7 +175,8 @@ class PFWillowDataModule(PairDataModule):
     """PF-Willow test pairs (see :mod:`datamodules.pfwillow` for the layout and thresholds).
 
     Args:
-        root: the ``PF-WILLOW`` folder holding ``test_pairs.csv`` and the sub-class image folders.
+        root: the PF-Willow folder: ``test_pairs.csv`` (or ``test_pairs_pf.csv``) beside the sub-class image
+            folders or beside a ``PF-dataset`` folder of them (see :mod:`datamodules.pfwillow`).
         threshold: ``kps-trg`` (target-keypoint box, original pixels) or ``kps-trg-paper`` (the paper code's quirk).
         download: in ``prepare_data``, fetch the Proposal Flow images when ``root`` does not exist.
         **kwargs: selection and loading options of :class:`~datamodules.base.PairDataModule`.
@@ -168,15 +199,21 @@ class PFWillowDataModule(PairDataModule):
         root = Path(self.root)
         if self.download and not root.exists():
             fetch(PF_WILLOW_ARCHIVE, root)
-            if not (root / PAIRS_FILE).is_file():
-                raise DataError(f"{root / PAIRS_FILE}: not part of the image archive; {_csv_hint(root)}")
+            if not any((root / name).is_file() for name in PAIRS_FILES):
+                raise DataError(f"{root / PAIRS_FILES[0]}: not part of the image archive; {_csv_hint(root)}")
 
     def read_pairs(self) -> list[dict[str, Any]]:
         root = Path(self.root)
-        file = root / PAIRS_FILE
+        file, _ = find_layout(root)
         sizes: dict[Path, tuple[int, int]] = {}
         pairs = []
-        for row in read_pfwillow_csv(root):
+        rows = read_pfwillow_csv(root)
+        if rows and not rows[0]["source_path"].parent.is_dir():
+            raise DataError(
+                f"{rows[0]['source_path'].parent}: image folder not found; the images go in {root}/<sub-class>/ "
+                f"or {root / IMAGE_FOLDER}/<sub-class>/ (the Proposal Flow archive's {IMAGE_FOLDER} folder)"
+            )
+        for row in rows:
             for side in ("source", "target"):
                 path = row[f"{side}_path"]
                 if path not in sizes:

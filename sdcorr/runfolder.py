@@ -10,7 +10,9 @@ A run folder holds:
 * ``evaluation.json`` (:data:`EVALUATION`): ``sdcorr evaluate``'s tables (other alphas or threshold mode);
 * ``config.yaml`` (:data:`CONFIG_FILE`): the resolved command-line config of the last run in the folder;
 * ``embeddings/``: optionally, the fitted embeddings of each pair;
-* ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.report`).
+* ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.report`);
+* ``.lock`` (:data:`LOCK`): held by the live run (:meth:`RunFolder.lock`), so a second run into the
+  folder is refused; it holds the pid and host of the last run that locked the folder.
 
 A new run resumes a folder whose fingerprint equals its own, and shards whose fingerprints are equal but
 for the shard merge (see :mod:`sdcorr.fingerprint`).
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,6 +54,13 @@ HISTOGRAM_FILE = "histogram.png"
 REPORT = "index.html"
 #: kinds of pair pictures, in page order
 PICTURE_KINDS = ("correspondence", "target-heatmaps", "source-heatmaps")
+#: the lock file of the live run (see :meth:`RunFolder.lock`)
+LOCK = ".lock"
+
+try:  # POSIX only: where there is no flock (Windows), folders are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms we test
+    fcntl = None
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -116,6 +126,31 @@ class PredictionAppender:
             self._file = None
 
 
+class RunLock:
+    """The lock of a run folder, held from :meth:`RunFolder.lock` until :meth:`release` (or the end of the
+    process, however it ends). A context manager; ``held`` is False where the OS has no flock."""
+
+    def __init__(self, path: Path, handle: Optional[IO[str]]) -> None:
+        self.path = path
+        self._handle = handle
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def release(self) -> None:
+        """Let another run into the folder (closing the file releases the flock; the file stays)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
 class RunFolder:
     """One run folder (see the module docstring): its file paths and what is done with them.
 
@@ -153,6 +188,10 @@ class RunFolder:
     @property
     def pictures(self) -> Path:
         return self.path / PICTURES
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK
 
     @property
     def histogram_file(self) -> Path:
@@ -248,6 +287,49 @@ class RunFolder:
         return PredictionAppender(self.prediction_file(rank, world_size), hint="; set --output.dir")
 
     # a run in the folder
+    def lock(self) -> RunLock:
+        """Take the folder for this process (creating it): a second run into it is refused at once.
+
+        An OS advisory lock (``flock``) on ``.lock``: the kernel drops it when the process ends, even by
+        SIGKILL, so a crashed run never blocks its resume. The file records the holder's pid and host,
+        for the message. Where flock is missing (Windows) or the file system refuses it, nothing is
+        locked (``held`` is False). Under DDP only rank 0 takes it.
+
+        Raises:
+            OutputError: another live process holds the folder (named with its pid and host), or the
+                folder cannot be written.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_file, "a+")
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write the output folder ({error})") from error
+        if fcntl is None:
+            handle.close()
+            return RunLock(self.lock_file, None)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            try:
+                who = "pid {pid} on host {host}".format(**json.loads(holder))
+            except (ValueError, TypeError, KeyError):
+                who = "pid unknown"
+            raise OutputError(
+                f"{self.path}: another sdcorr run ({who}) is writing this folder; "
+                "wait for it or use another --trainer.default_root_dir"
+            ) from None
+        except OSError:  # a file system without flock (some network mounts): run unlocked
+            handle.close()
+            return RunLock(self.lock_file, None)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+        handle.flush()
+        return RunLock(self.lock_file, handle)
+
     def begin(self, manifest: dict[str, Any], overwrite: bool = False, clear_results: bool = True) -> list[str]:
         """Check the folder against a new run (rank 0), write its manifest; returns the pair ids already done.
 
@@ -393,29 +475,26 @@ class RunFolder:
             problems.append(f"{len(missing)} pairs have no prediction: {_listing(missing)}")
         if problems and not allow_missing:
             raise OutputError("merge: " + "; ".join(problems) + " (finish those runs, or pass --allow_missing)")
-        if target.path.exists() and target.holds_run():
-            raise OutputError(f"{target.path}: already holds a run; merge into a new folder")
-        try:
-            target.path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"{target.path}: cannot write ({error})") from error
-        appender = PredictionAppender(target.prediction_file())
-        try:
-            for prediction in sorted(predictions, key=lambda p: p.pair_id):
-                appender.write(prediction)
-        except OSError as error:
-            raise OutputError(f"{appender.path}: cannot write ({error})") from error
-        finally:
-            appender.close()
-        target.write_manifest(manifest)
-        payload = results_payload(predictions, manifest)
-        if problems:
-            # a shard's pairs are listed only in its own run.json: those of a shard not given are unknown here
-            unknown = f"; the pairs of shards {missing_shards} are not listed (their run.json was not given)"
-            summary = "; ".join(problems) + (unknown if missing_shards else "")
-            payload.update(incomplete=True, missing=summary, missing_pairs=missing, missing_shards=missing_shards)
-        write_json(target.results_file, payload)
-        return payload
+        with target.lock():  # a live run writing the target is named; a finished one holds a run
+            if target.holds_run():
+                raise OutputError(f"{target.path}: already holds a run; merge into a new folder")
+            appender = PredictionAppender(target.prediction_file())
+            try:
+                for prediction in sorted(predictions, key=lambda p: p.pair_id):
+                    appender.write(prediction)
+            except OSError as error:
+                raise OutputError(f"{appender.path}: cannot write ({error})") from error
+            finally:
+                appender.close()
+            target.write_manifest(manifest)
+            payload = results_payload(predictions, manifest)
+            if problems:
+                # a shard's pairs are listed only in its own run.json: those of a shard not given are unknown here
+                unknown = f"; the pairs of shards {missing_shards} are not listed (their run.json was not given)"
+                summary = "; ".join(problems) + (unknown if missing_shards else "")
+                payload.update(incomplete=True, missing=summary, missing_pairs=missing, missing_shards=missing_shards)
+            write_json(target.results_file, payload)
+            return payload
 
 
 def _read_lines(path: Path) -> list[Prediction]:

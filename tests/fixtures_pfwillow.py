@@ -1,4 +1,5 @@
-"""A tiny PF-Willow folder in the exact layout of the benchmark, with known keypoints.
+"""A tiny PF-Willow folder in any of the benchmark's three layouts (see :mod:`datamodules.pfwillow`), with
+known keypoints.
 
 Pairs are numbered ``r = 0, 1, ...`` over the categories in order (``pairs_per_category`` each):
 
@@ -48,10 +49,23 @@ def _columns(points: list[tuple[float, float]]) -> list[str]:
     return [f"{x:g}" for x, _ in points] + [f"{y:g}" for _, y in points]
 
 
-def write_pfwillow(root: Path, pairs_per_category: int = 1, categories: Sequence[str] = ("car(G)", "duck(S)")) -> Path:
-    """Write ``root/test_pairs.csv`` and the images (see the module docstring); return ``root``."""
+#: the pairs file and image folder of each layout, relative to ``root``
+LAYOUTS = {"hpf": ("test_pairs.csv", "."), "geometric": ("test_pairs_pf.csv", "PF-dataset"),
+           "sd4match": ("test_pairs.csv", "PF-dataset")}  # fmt: skip
+
+
+def write_pfwillow(
+    root: Path,
+    pairs_per_category: int = 1,
+    categories: Sequence[str] = ("car(G)", "duck(S)"),
+    layout: str = "hpf",
+) -> Path:
+    """Write the pairs file and the images (see the module docstring) in ``layout`` (a key of
+    :data:`LAYOUTS`: ``hpf`` writes ``root/test_pairs.csv`` beside the class folders); return ``root``."""
+    pairs_file, image_folder = LAYOUTS[layout]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    images = root / image_folder
     header = ["imageA", "imageB"]
     for side in ("A", "B"):
         header += [f"X{side}{i}" for i in range(1, 11)] + [f"Y{side}{i}" for i in range(1, 11)]
@@ -61,10 +75,10 @@ def write_pfwillow(root: Path, pairs_per_category: int = 1, categories: Sequence
         for _ in range(pairs_per_category):
             names = (f"img_{r:03d}a.png", f"img_{r:03d}b.png")
             for name, size, seed in zip(names, pfwillow_sizes(r), (2 * r, 2 * r + 1)):
-                _write_image(root / category / name, size, seed)
+                _write_image(images / category / name, size, seed)
             source, target = pfwillow_keypoints(r)
             rows.append([f"PF-dataset/{category}/{name}" for name in names] + _columns(source) + _columns(target))
             r += 1
-    with open(root / "test_pairs.csv", "w", newline="") as f:
+    with open(root / pairs_file, "w", newline="") as f:
         csv.writer(f).writerows(rows)
     return root

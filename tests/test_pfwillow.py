@@ -1,12 +1,13 @@
 import csv
+import shutil
 
 import pytest
 import torch
 
 from datamodules.base import DataError
-from datamodules.pfwillow import PFWillowDataModule
+from datamodules.pfwillow import PFWillowDataModule, read_pfwillow_csv
 from sdcorr.metrics import pck
-from tests.fixtures_pfwillow import write_pfwillow
+from tests.fixtures_pfwillow import LAYOUTS, write_pfwillow
 
 
 def setup_module_(root, **kwargs):
@@ -98,8 +99,76 @@ def test_category_filter_and_shards_partition_pairs(tmp_path):
 def test_missing_csv(tmp_path):
     root = write_pfwillow(tmp_path / "PF-WILLOW")
     (root / "test_pairs.csv").unlink()
-    with pytest.raises(DataError, match=r"test_pairs\.csv.*900 pairs"):
+    with pytest.raises(DataError, match=r"test_pairs\.csv: pairs file not found \(nor test_pairs_pf\.csv\).*900 pairs"):
         setup_module_(root)
+
+
+def test_a_pairs_file_of_another_name_is_named_with_what_to_rename(tmp_path):
+    root = write_pfwillow(tmp_path / "PF-WILLOW", layout="sd4match")
+    (root / "test_pairs.csv").rename(root / "PF-dataset" / "pf_willow.csv")
+    with pytest.raises(DataError) as error:
+        setup_module_(root)
+    assert str(error.value) == (
+        f"{root}: no PF-Willow pairs file (test_pairs.csv or test_pairs_pf.csv); found "
+        f"{root / 'PF-dataset' / 'pf_willow.csv'}: if it is the PF-Willow test pairs, rename it to "
+        f"{root / 'test_pairs.csv'}"
+    )
+
+
+def test_images_in_neither_place_are_named_with_both_places(tmp_path):
+    root = write_pfwillow(tmp_path / "PF-WILLOW")
+    shutil.rmtree(root / "car(G)")
+    with pytest.raises(
+        DataError, match=r"car\(G\): image folder not found; the images go in .*/PF-dataset/<sub-class>/"
+    ):
+        setup_module_(root)
+
+
+def test_the_three_layouts_give_the_same_pairs_and_samples(tmp_path):
+    modules = {layout: setup_module_(write_pfwillow(tmp_path / layout, 2, layout=layout)) for layout in LAYOUTS}
+    assert (tmp_path / "geometric" / "PF-dataset" / "car(G)" / "img_000a.png").is_file()
+    reference = modules["hpf"]
+    for layout, module in modules.items():
+        assert len(module.dataset) == 4, layout
+        for pair, expected in zip(module.dataset.pairs, reference.dataset.pairs):
+            assert pair.keys() == expected.keys()
+            for key in pair.keys() - {"source_path", "target_path"}:  # the images' folder is the layout's
+                same = torch.equal if isinstance(pair[key], torch.Tensor) else (lambda a, b: a == b)
+                assert same(pair[key], expected[key]), (layout, key)
+            assert pair["source_path"].read_bytes() == expected["source_path"].read_bytes()
+        for index in range(4):
+            sample, expected = module.dataset[index], reference.dataset[index]
+            for key, value in expected.items():
+                assert torch.equal(sample[key], value) if isinstance(value, torch.Tensor) else sample[key] == value
+        assert module.describe()["num_pairs"] == 4
+
+
+def test_a_byte_identical_image_in_two_class_folders_is_two_pairs_of_one_source(tmp_path):
+    """30 of the real PNGs are copies in two class folders, some under the same file name."""
+    root = write_pfwillow(tmp_path / "PF-WILLOW", pairs_per_category=2)
+    shutil.copyfile(root / "car(G)" / "img_000a.png", root / "duck(S)" / "img_000a.png")
+    edit_csv(root, 4, 0, "PF-dataset/duck(S)/img_000a.png")  # row 4 = pair 2, duck(S)
+    rows = read_pfwillow_csv(root)
+    assert rows[2]["source_path"] != rows[0]["source_path"]
+    module = setup_module_(root)
+    pairs = sorted(module.dataset.pairs, key=lambda p: p["pair_id"])
+    assert [p["pair_id"] for p in pairs] == [
+        "0000:img_000a-img_000b",
+        "0001:img_001a-img_001b",
+        "0002:img_000a-img_002b",
+        "0003:img_003a-img_003b",
+    ]
+    order = [p["pair_id"] for p in module.dataset.pairs]
+    assert order.index(pairs[2]["pair_id"]) == order.index(pairs[0]["pair_id"]) + 1  # grouped by source image
+    first, copy = (module.dataset[order.index(pairs[i]["pair_id"])] for i in (0, 2))
+    assert torch.equal(first["source_image"], copy["source_image"])  # one image, two paths
+    assert (first["category"], copy["category"]) == ("car(G)", "duck(S)")
+    assert not torch.equal(first["source_keypoints"], copy["source_keypoints"])  # each pair keeps its own
+    assert module.source_group(pairs[0]) == module.source_group(pairs[2]) != module.source_group(pairs[1])
+    # the scheduler keeps pairs of one source image together: both copies land in one shard
+    shards = [[p["pair_id"] for p in setup_module_(root, shard_index=i, num_shards=2).dataset.pairs] for i in range(2)]
+    assert sorted(sum(shards, [])) == [p["pair_id"] for p in pairs]
+    assert any({"0000:img_000a-img_000b", "0002:img_000a-img_002b"} <= set(shard) for shard in shards)
 
 
 def test_row_with_wrong_number_of_columns(tmp_path):

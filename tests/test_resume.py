@@ -49,10 +49,39 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(whole, tmp_path):
     done_before = len(lines(predictions))
     assert process.returncode == -signal.SIGKILL and 1 <= done_before < 3, "killed too late to test resuming"
     assert not (out / "results.json").exists()
+    assert json.loads((out / ".lock").read_text())["pid"] == process.pid  # left behind, but no longer held
 
     result = run(out)
     assert f"{done_before} pairs already done are skipped" in result.stderr + result.stdout
     assert sorted(r["pair_id"] for r in lines(predictions)) == PAIRS  # each pair exactly once
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_a_second_run_into_a_live_runs_folder_is_refused_at_once(whole, tmp_path):
+    out = tmp_path / "busy"
+    command = [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--trainer.default_root_dir", str(out)]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None and not (out / "run.json").exists():
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # however slow the second start is, the first is still running
+        assert first.poll() is None and (out / "run.json").exists(), "the first run did not start"
+        started = time.monotonic()
+        second = run(out, check=False)
+        assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+        assert time.monotonic() - started < 120  # refused at setup, before any pair is matched
+        assert (
+            f"{out}: another sdcorr run (pid {first.pid} on host " in second.stderr
+            and "is writing this folder; wait for it or use another --trainer.default_root_dir" in second.stderr
+        )
+        merged = sdcorr("merge", str(out), str(whole), check=False)  # nor may a merge write into it
+        assert merged.returncode == 1 and "is writing this folder" in merged.stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert sorted(r["pair_id"] for r in lines(out / "predictions.jsonl")) == PAIRS
     assert (out / "results.json").read_text() == (whole / "results.json").read_text()
 
 

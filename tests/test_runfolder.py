@@ -1,6 +1,10 @@
 """The run folder (sdcorr.runfolder) and its prediction lines (sdcorr.prediction) on hand-made folders."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +12,7 @@ import torch
 from sdcorr.engine import MatchResult
 from sdcorr.errors import DataError, NumericalError, OutputError
 from sdcorr.prediction import Prediction
-from sdcorr.runfolder import RunFolder
+from sdcorr.runfolder import LOCK, RunFolder, fcntl
 
 #: the keys of a predictions.jsonl line, in the order every version wrote them
 KEYS = ["pair_id", "category", "source_keypoints", "predicted_keypoints", "target_keypoints", "threshold",
@@ -196,3 +200,34 @@ def test_merge_checks_and_messages(tmp_path):
     RunFolder(b).write_manifest(manifest(["b"], shard=(1, 3), restarts=1))
     with pytest.raises(OutputError, match=r"not a shard of the same run as(.|\n)*matcher.restarts: 2 -> 1"):
         RunFolder.merge(tmp_path / "y", [a, b])
+
+
+#: a process that locks the folder given as argument, says so, and waits to be killed
+HOLDER = "import sys, time; from sdcorr.runfolder import RunFolder; lock = RunFolder(sys.argv[1]).lock(); " \
+    "print('locked', flush=True); time.sleep(600)"  # fmt: skip
+
+
+@pytest.mark.skipif(fcntl is None, reason="no flock on this platform: folders are not locked")
+def test_a_folder_locked_by_a_live_process_is_refused_and_free_once_it_is_killed(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(OutputError) as error:
+            folder.lock()
+        assert str(error.value) == (
+            f"{folder.path}: another sdcorr run (pid {holder.pid} on host {os.uname().nodename}) is writing "
+            "this folder; wait for it or use another --trainer.default_root_dir"
+        )
+        with pytest.raises(OutputError, match="is writing this folder"):  # also a merge into it
+            RunFolder.merge(folder.path, [shard(tmp_path / "a", 0, ["a"])], allow_missing=True)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # as a crash would: the lock must not outlive it
+        holder.wait()
+    with folder.lock() as lock:
+        assert lock.held and json.loads(folder.lock_file.read_text())["pid"] == os.getpid()
+        with pytest.raises(OutputError, match=f"pid {os.getpid()} "):  # one holder, also within a process
+            folder.lock()
+    with folder.lock():  # released by the with block
+        pass
+    assert (folder.path / LOCK).exists() and not folder.holds_run()  # the lock file is not a run
