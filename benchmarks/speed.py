@@ -152,7 +152,12 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--crops", type=int, default=5)
-    parser.add_argument("--max-batch", type=int, default=10)
+    parser.add_argument(
+        "--max-batch",
+        type=lambda value: value if value == "auto" else int(value),
+        default="auto",
+        help="items per model call, or 'auto' (10 off CUDA; halved on GPU out-of-memory)",
+    )
     parser.add_argument("--lr", type=float, default=0.0023755632081200314)
     parser.add_argument("--crop-fraction", type=float, default=0.9316549)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

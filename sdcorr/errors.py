@@ -23,3 +23,7 @@ class NumericalError(SdcorrError, FloatingPointError):
 
 class OutputError(SdcorrError, OSError):
     """The output folder cannot be written."""
+
+
+class DeviceMemoryError(SdcorrError, RuntimeError):
+    """Even one item does not fit in the accelerator's memory (``max_batch="auto"`` cannot go lower)."""

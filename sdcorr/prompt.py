@@ -6,20 +6,22 @@ paper's (see the project's METHOD sheet). The class reads algorithm first (:meth
 machinery they call. Items (one keypoint, one restart) are independent: each has its own random
 stream and its own Adam state (one Adam over the stacked embeddings is elementwise, and the loss is a
 sum of per-item losses, so each item's update is exactly its own), and items are batched through the
-model up to ``max_batch`` at a time. Batching changes nothing but speed (up to float rounding);
+model up to ``max_batch`` at a time (``"auto"``: as many as fit in GPU memory, see
+:mod:`sdcorr.batching`). Batching changes nothing but speed (up to float rounding);
 ``mode="reference"`` runs the original one-at-a-time structure for comparison.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor
 
 from sdcorr import geometry
+from sdcorr.batching import BatchSize, Item, T
 from sdcorr.cache import LRU
 from sdcorr.crops import CropEncoder, autocast_state
 from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
@@ -53,7 +55,17 @@ class PromptMatcher(Matcher):
         locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
         reuse_fits: fit each distinct (source image, keypoint) once and share it across pairs (see
             above); off: per-pair fits seeded by the pair, like the paper's code.
-        max_batch: most items (keypoint x restart) sent through the model at once; only affects speed and memory.
+        max_batch: most items (keypoint x restart) sent through the model at once; only affects speed
+            and memory. ``auto`` (default): on CUDA, start from an estimate (80% of the free GPU memory
+            at the first call over about 2 GiB per item at 512 px, scaled by the working area, at most
+            64), halve on CUDA out-of-memory and retry the failed chunk from scratch (fresh Adam state,
+            the same random draws), keep the size settled on for the rest of the run (fitting and
+            locating each their own), and say so in a warning; at 1 item, stop with an error. Off CUDA
+            ``auto`` is 10, the earlier fixed default. Results of ``auto`` are bit-identical to a run
+            with the settled size as a fixed number when each halving happens on the first chunk of a
+            fit or locate call (the usual case: the first chunk is the largest); items that finished at
+            a larger size before a later chunk ran out keep those results, equal up to float rounding
+            (as between any two batch sizes). A number: at most that many, and out-of-memory stops the run.
         mode: ``fast`` batches items and lets the source stop early; ``reference`` keeps the original
             structure (one item and one crop at a time, the whole model, float32) for comparison.
             Both give the same results up to float rounding.
@@ -84,7 +96,7 @@ class PromptMatcher(Matcher):
         locate_timestep_index: int = -3,
         locate_crops: int = 20,
         reuse_fits: bool = True,
-        max_batch: int = 10,
+        max_batch: Union[int, Literal["auto"]] = "auto",
         mode: Literal["fast", "reference"] = "fast",
         crop_cache: int = 8192,
         fit_cache: int = 256,
@@ -94,10 +106,10 @@ class PromptMatcher(Matcher):
             ("restarts", restarts),
             ("steps", steps),
             ("locate_crops", locate_crops),
-            ("max_batch", max_batch),
         ]:
             if value < 1:
                 raise ValueError(f"Expected {name} >= 1 but got {value}")
+        batch = BatchSize(max_batch)  # checks max_batch
         if mode not in ("fast", "reference"):
             raise ValueError(f"Expected mode 'fast' or 'reference' but got {mode!r}")
         for name, value in [("crop_pool", crop_pool), ("crop_cache", crop_cache), ("fit_cache", fit_cache)]:
@@ -123,6 +135,7 @@ class PromptMatcher(Matcher):
         self._latents: LRU[Tensor] = LRU(crop_cache)
         self._fits: LRU[Tensor] = LRU(fit_cache)
         self._counts = {"fits": 0, "reused_fits": 0}
+        self._batch = BatchSize(1) if mode == "reference" else batch  # sizes settled on, for the whole run
 
     # ------------------------------------------------------------------ the algorithm
 
@@ -219,11 +232,14 @@ class PromptMatcher(Matcher):
             encoder = self.crop_encoder(source, image)
             items = [(k, r) for k in todo for r in range(self.restarts)]
             out = {}
+
+            def fit_chunk(chunk: list[Item]) -> Tensor:  # fresh generators: a retried chunk draws the same
+                gens = [generator(*keys[k], r) for k, r in chunk]
+                return self._fit_chunk(source, encoder, keypoints, chunk, gens, counter)
+
             with torch.enable_grad(), self._mode_context(source, image.device):
                 # with reuse, a keypoint's fit must not depend on which others this pair needs
-                for chunk in self._chunks(items, per_keypoint=reuse):
-                    gens = [generator(*keys[k], r) for k, r in chunk]
-                    fitted = self._fit_chunk(source, encoder, keypoints, chunk, gens, counter)
+                for chunk, fitted in self._batched("fit", items, fit_chunk, source, counter, reuse):
                     out.update(zip(chunk, fitted))
             for k in todo:
                 fits[slots[k]] = torch.stack([out[(k, r)] for r in range(self.restarts)])
@@ -297,9 +313,13 @@ class PromptMatcher(Matcher):
         size = source.image_size
         sums = None
         encoder = self.crop_encoder(source, image)
+        items = [(k, r) for k in range(num_keypoints) for r in range(restarts)]
+
+        def locate_chunk(chunk: list[Item]) -> Tensor:  # [B, L, S, S]
+            return self._locate_chunk(source, encoder, embeddings, chunk, seed, counter)
+
         with self._mode_context(source, image.device):
-            for chunk in self._chunks([(k, r) for k in range(num_keypoints) for r in range(restarts)]):
-                maps = self._locate_chunk(source, encoder, embeddings, chunk, seed, counter)  # [B, L, S, S]
+            for chunk, maps in self._batched("locate", items, locate_chunk, source, counter):
                 if sums is None:
                     sums = maps.new_zeros(num_keypoints, maps.shape[1], size, size)
                 for (k, _), item_map in zip(chunk, maps):
@@ -367,17 +387,19 @@ class PromptMatcher(Matcher):
         already there (remembered, or a repeat within the pair)."""
         return dict(self._counts)
 
-    def _chunks(self, items: list[tuple[int, int]], per_keypoint: bool = False) -> list[list[tuple[int, int]]]:
-        """``(keypoint, restart)`` items in chunks of at most ``max_batch`` (1 in reference mode).
-
-        ``per_keypoint``: never put two keypoints in one chunk, so a keypoint's computation (and its
-        float rounding) is the same whichever other keypoints need work in this call.
-        """
-        size = 1 if self.mode == "reference" else self.max_batch
-        groups = [items]
-        if per_keypoint:
-            groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
-        return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
+    def _batched(
+        self,
+        stage: str,
+        items: list[Item],
+        run: Callable[[list[Item]], T],
+        source: AttentionSource,
+        counter: WorkCounter,
+        per_keypoint: bool = False,
+    ) -> Iterator[tuple[list[Item], T]]:
+        """``(chunk, run(chunk))`` in order, in chunks of the stage's size (halved on GPU out-of-memory
+        with ``max_batch="auto"``, see :meth:`~sdcorr.batching.BatchSize.batched`). ``per_keypoint``:
+        never two keypoints in one chunk (see :func:`~sdcorr.batching.chunks`)."""
+        return self._batch.batched(stage, items, run, counter, source.device, source.image_size, per_keypoint)
 
     def _mode_context(self, source: AttentionSource, device: torch.device) -> ExitStack:
         """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
