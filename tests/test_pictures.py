@@ -193,11 +193,11 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--data.subsample", "2",
          "--trainer.default_root_dir", str(out), "--trainer.logger", "callbacks.AutoWandbLogger",
-         "--trainer.logger.save_dir", str(tmp_path / "dir"), "--pictures.keypoints", "2"],
+         "--pictures.keypoints", "2"],
         cwd=REPO, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    (files,) = (tmp_path / "dir").glob("wandb/offline-run-*/files")
+    (files,) = out.glob("wandb/offline-run-*/files")  # the logger's save_dir is the run folder (linked)
     media = files / "media"
     for kind in ("correspondence", "target-heatmaps", "source-heatmaps"):
         assert len(list(media.glob(f"images/pictures/{kind}_*.png"))) == 2, kind
