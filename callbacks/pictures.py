@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-from callbacks.predictions import PredictionWriter, RunResultsCallback, pair_datamodule
+from callbacks.predictions import RunResultsCallback, pair_datamodule, run_folder_of, writer_of
 from datamodules.schedule import split
 from sdcorr.errors import SdcorrError
 from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
@@ -112,12 +112,7 @@ class PictureCallback(RunResultsCallback):
     @staticmethod
     def run_folder(trainer: Trainer) -> RunFolder:
         """The output folder: the PredictionWriter's, else the Trainer's ``default_root_dir``."""
-        writer = PictureCallback._writer(trainer)
-        return writer.run_folder(trainer) if writer is not None else RunFolder(trainer.default_root_dir)
-
-    @staticmethod
-    def _writer(trainer: Trainer) -> Optional[PredictionWriter]:
-        return next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        return run_folder_of(trainer)
 
     def _active(self, trainer: Trainer) -> bool:
         """Enabled, rank 0, and somewhere to put the pictures (files or W&B)."""
@@ -181,7 +176,7 @@ class PictureCallback(RunResultsCallback):
                 self._publish(trainer, prediction, self.draw(pl_module, sample, prediction, match))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._writer(trainer) is None:  # no tables will come: the page of the pictures alone
+        if writer_of(trainer) is None:  # no tables will come: the page of the pictures alone
             self._summarise(trainer, None)
 
     def on_run_results(self, trainer: Trainer, pl_module: LightningModule, results: dict[str, Any]) -> None:

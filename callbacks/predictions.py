@@ -33,6 +33,17 @@ def pair_datamodule(trainer: Trainer, who: str) -> PairDataModule:
     return datamodule
 
 
+def writer_of(trainer: Trainer) -> Optional[PredictionWriter]:
+    """The Trainer's :class:`PredictionWriter`, if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
+
+
+def run_folder_of(trainer: Trainer) -> RunFolder:
+    """Where a run's files go: the :class:`PredictionWriter`'s folder, else the Trainer's ``default_root_dir``."""
+    writer = writer_of(trainer)
+    return writer.run_folder(trainer) if writer is not None else RunFolder(trainer.default_root_dir)
+
+
 class PredictionWriter(Callback):
     """Save what a ``test`` or ``predict`` run produced, and pick up where an interrupted run stopped.
 

@@ -27,7 +27,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks.pictures import PictureCallback
-from callbacks.predictions import PredictionWriter
+from callbacks.predictions import PredictionWriter, run_folder_of
 from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
@@ -38,7 +38,6 @@ from sdcorr.module import CorrespondenceModule
 from sdcorr.paths import bundled
 from sdcorr.plan import make_plan
 from sdcorr.prompt import PromptMatcher
-from sdcorr.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -248,8 +247,7 @@ class RunFolderConfig(SaveConfigCallback):
         if self.already_saved:
             return
         if trainer.is_global_zero:
-            writer = next((c for c in trainer.callbacks if isinstance(c, PredictionWriter)), None)
-            folder = writer.run_folder(trainer) if writer is not None else RunFolder(trainer.default_root_dir)
+            folder = run_folder_of(trainer)
             try:
                 folder.path.mkdir(parents=True, exist_ok=True)
                 self.parser.save(self.config, str(folder.config_file), overwrite=True, multifile=self.multifile)

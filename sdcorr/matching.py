@@ -110,8 +110,8 @@ def match_files(
             "precision": str(fabric.strategy.precision.precision),
         },
     }
-    if (folder / CONFIG_FILE).is_file():
-        payload["config"]["file"] = CONFIG_FILE  # the resolved command-line config, beside match.json
+    if save_config is not None:
+        payload["config"]["file"] = CONFIG_FILE  # the resolved command-line config, written beside match.json
     try:
         (folder / MATCH_FILE).write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
         draw(sample, result).save(folder / PICTURE_FILE)
