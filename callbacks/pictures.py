@@ -13,7 +13,7 @@ from PIL import Image
 
 from callbacks.predictions import RunResultsCallback, pair_datamodule, run_folder_of, writer_of
 from datamodules.schedule import split
-from sdcorr.errors import SdcorrError
+from sdcorr.errors import OptionError, SdcorrError
 from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
 from sdcorr.prediction import Prediction
 from sdcorr.report import histogram_of, missing_note, write_report
@@ -77,12 +77,14 @@ class PictureCallback(RunResultsCallback):
         height: int = 320,
         panel_size: int = 192,
     ) -> None:
-        if num_pairs < 0 or (keypoints is not None and keypoints < 1):
-            raise ValueError(f"Expected num_pairs >= 0 and keypoints >= 1 but got {num_pairs} and {keypoints}")
+        if num_pairs < 0:
+            raise OptionError(self, "num_pairs", f"expected a number of pairs >= 0; got {num_pairs}")
+        if keypoints is not None and keypoints < 1:
+            raise OptionError(self, "keypoints", f"expected a number >= 1 (or null for all); got {keypoints}")
         if files not in ("auto", "always", "never"):
-            raise ValueError(f"Expected files in ('auto', 'always', 'never') but got {files!r}")
+            raise OptionError(self, "files", f"expected 'auto', 'always' or 'never'; got {files!r}")
         if alphas is not None:
-            _check_alpha(alpha, alphas)
+            _check_alpha(self, alpha, alphas)
         self.enabled = enabled
         self.num_pairs = num_pairs
         self.pair_ids = None if pair_ids is None else list(pair_ids)
@@ -124,7 +126,7 @@ class PictureCallback(RunResultsCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.enabled or stage != "test":
             return
-        _check_alpha(self.alpha, pl_module.alphas)
+        _check_alpha(self, self.alpha, pl_module.alphas)
         self._drawn, self._rows, self._undrawn = 0, [], None
         self._targets = None
         if self.pair_ids is not None:
@@ -309,7 +311,7 @@ class PictureCallback(RunResultsCallback):
         logger.log_image("pck/histogram_image", [self._histogram_picture(counts)], step=step)
 
 
-def _check_alpha(alpha: float, alphas: list[float]) -> None:
+def _check_alpha(owner: object, alpha: float, alphas: list[float]) -> None:
     names = [f"{a:g}" for a in alphas]
     if f"{alpha:g}" not in names:
-        raise ValueError(f"Expected pictures.alpha among the model's alphas {names} but got {alpha:g}")
+        raise OptionError(owner, "alpha", f"expected one of the model's alphas {names} (model.alphas); got {alpha:g}")

@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.schedule import GROUP, file_digest, split
-from sdcorr.errors import DataError
+from sdcorr.errors import DataError, OptionError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
 from sdcorr.paths import bundled
 
@@ -187,9 +187,10 @@ class PairDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0 <= shard_index < num_shards:
-            raise ValueError(f"Expected 0 <= shard_index < num_shards but got {shard_index} and {num_shards}")
+            problem = f"expected 0 <= shard_index < num_shards; got {shard_index} with num_shards {num_shards}"
+            raise OptionError(self, "shard_index" if num_shards >= 1 else "num_shards", problem)
         if subsample is not None and subsample < 1:
-            raise ValueError(f"Expected subsample >= 1 but got {subsample}")
+            raise OptionError(self, "subsample", f"expected a number of pairs >= 1; got {subsample}")
         self.root = str(bundled(root))  # a bundled dataset (the demo pairs) is found from any folder
         self.categories = list(categories) if categories else None
         self.subsample = subsample

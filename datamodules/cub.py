@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import DataError, PairDataModule
+from sdcorr.errors import OptionError
 from sdcorr.geometry import REFERENCE_SIZE
 from sdcorr.images import first_outside, image_dimensions
 
@@ -164,9 +165,9 @@ class CUBDataModule(PairDataModule):
         super().__init__(root=root, **kwargs)
         classes = [int(c) for c in classes]
         if not classes or len(set(classes)) != len(classes) or not all(1 <= c <= NUM_CLASSES for c in classes):
-            raise ValueError(f"Expected distinct class ids in 1..{NUM_CLASSES} but got {classes}")
+            raise OptionError(self, "classes", f"expected distinct class ids in 1..{NUM_CLASSES}; got {classes}")
         if split not in SPLITS:
-            raise ValueError(f"Expected split in {SPLITS} but got {split!r}")
+            raise OptionError(self, "split", f"expected one of {list(SPLITS)}; got {split!r}")
         self.classes = classes
         self.split = split
 

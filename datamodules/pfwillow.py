@@ -37,6 +37,7 @@ from torch import Tensor
 
 from datamodules.base import DataError, PairDataModule
 from datamodules.download import Archive, fetch
+from sdcorr.errors import OptionError
 from sdcorr.geometry import REFERENCE_SIZE
 from sdcorr.images import first_outside, image_dimensions
 
@@ -191,7 +192,7 @@ class PFWillowDataModule(PairDataModule):
     ) -> None:
         super().__init__(root=root, **kwargs)
         if threshold not in THRESHOLDS:
-            raise ValueError(f"Expected threshold in {THRESHOLDS} but got {threshold!r}")
+            raise OptionError(self, "threshold", f"expected one of {list(THRESHOLDS)}; got {threshold!r}")
         self.threshold = threshold
         self.download = download
 

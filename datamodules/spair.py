@@ -34,6 +34,7 @@ from torch import Tensor
 
 from datamodules.base import DataError, PairDataModule, sample_from_record
 from datamodules.download import Archive, fetch
+from sdcorr.errors import OptionError
 from sdcorr.geometry import REFERENCE_SIZE
 from sdcorr.images import first_outside, load_image
 
@@ -184,9 +185,9 @@ class SPairDataModule(PairDataModule):
         super().__init__(root=root, **kwargs)
         for name, value, allowed in (("split", split, SPLITS), ("layout", layout, LAYOUTS)):
             if value not in allowed:
-                raise ValueError(f"Expected {name} in {allowed} but got {value!r}")
+                raise OptionError(self, name, f"expected one of {list(allowed)}; got {value!r}")
         if threshold not in THRESHOLDS:
-            raise ValueError(f"Expected threshold in {THRESHOLDS} but got {threshold!r}")
+            raise OptionError(self, "threshold", f"expected one of {list(THRESHOLDS)}; got {threshold!r}")
         self.split = split
         self.layout = layout
         self.threshold_mode = threshold

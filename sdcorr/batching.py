@@ -14,7 +14,7 @@ from typing import Literal, Optional, TypeVar, Union
 import torch
 
 from sdcorr.engine import WorkCounter
-from sdcorr.errors import DeviceMemoryError
+from sdcorr.errors import DeviceMemoryError, OptionError
 from sdcorr.geometry import REFERENCE_SIZE
 
 T = TypeVar("T")
@@ -75,7 +75,7 @@ class BatchSize:
 
     def __init__(self, max_batch: Union[int, Literal["auto"]]) -> None:
         if max_batch != "auto" and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-            raise ValueError(f"Expected max_batch 'auto' or an integer >= 1 but got {max_batch!r}")
+            raise OptionError(self, "max_batch", f"expected 'auto' or an integer >= 1; got {max_batch!r}")
         self.max_batch = max_batch
         self.start: Optional[int] = None  # "auto": the starting estimate, once made
         self.settled: dict[str, int] = {}  # "auto": the size of each stage now

@@ -7,7 +7,10 @@
   matcher, ``match`` only the model (see :mod:`sdcorr.matching`).
 * ``merge``, ``evaluate`` and ``report`` work on finished run folders (see :mod:`sdcorr.commands`).
 
-Errors the user can fix print one ``sdcorr: error:`` line (exit code 2 for a bad option, 1 otherwise).
+Every error prints one ``sdcorr: error: <what>: <problem>`` line, no traceback: exit code 2 for a bad
+option, value or config file (found before anything runs), 1 for a problem while running (bad data, an
+unwritable folder, ...). ``--debug`` anywhere on the command line, or ``SDCORR_DEBUG=1``, shows the traceback
+instead. An error sdcorr did not foresee says so and asks for ``--debug``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.fabric import Fabric
 from lightning.pytorch import Trainer
@@ -32,12 +36,13 @@ from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
 from sdcorr import commands
 from sdcorr.engine import Matcher
-from sdcorr.errors import OutputError, SdcorrError
+from sdcorr.errors import OptionError, OutputError, SdcorrError, UsageError
 from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.paths import bundled
 from sdcorr.plan import make_plan
 from sdcorr.prompt import PromptMatcher
+from sdcorr.usage import check_config_file, option_name, parse_problem, trainer_options
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ def _match(cli: SdcorrCLI) -> None:
     options = cli.config["match"]
     trainer = options.trainer
     folder = options.output_dir or Path(trainer.default_root_dir or ".") / "match"
-    fabric = Fabric(accelerator=trainer.accelerator, devices=1, precision=trainer.precision)
+    with trainer_options(trainer.accelerator):
+        fabric = Fabric(accelerator=trainer.accelerator, devices=1, precision=trainer.precision)
     source, target = str(bundled(options.source)), str(bundled(options.target))  # the demo images from anywhere
     match_files(cli.model, source, target, options.points, folder, fabric, cli.save_config)
 
@@ -188,6 +194,17 @@ class SdcorrCLI(LightningCLI):
             self._subcommand_method_arguments[name] = []
             subcommands.add_subcommand(name, subparser, help=command.help)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as Lightning does; a bad option or value raises :class:`UsageError` with one line naming it."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            given = sys.argv[1:] if args is None else list(args)
+            command = next((a for a in given if a in self._subcommand_parsers), None)
+            known = self._subcommand_parsers[command]._option_string_actions if command else ()
+            usage = f"sdcorr {command} --help" if command else "sdcorr --help"
+            raise UsageError(f"{parse_problem(str(error), known)} (options: {usage})") from error
+
     def before_instantiate_classes(self) -> None:
         """Quiet by default: third-party noise is hidden unless ``test --verbose true`` or ``SDCORR_VERBOSE=1``."""
         verbose = self.subcommand == "test" and self.config["test"].get("verbose")
@@ -195,7 +212,24 @@ class SdcorrCLI(LightningCLI):
             hide_third_party_noise()
 
     def instantiate_classes(self) -> None:
-        """Build what the subcommand needs: everything for ``test``/``predict``, less for the others."""
+        """Build what the subcommand needs: everything for ``test``/``predict``, less for the others. A
+        constructor's :class:`OptionError` gets the full option name of the argument it names."""
+        try:
+            self._instantiate()
+        except Exception as error:  # jsonargparse may wrap it
+            known = _known_error(error)
+            if isinstance(known, OptionError) and known.option is None:
+                sections = {"model": self.model_class, "output": PredictionWriter, "pictures": PictureCallback,
+                            "progress": RunProgress}  # fmt: skip
+                known.option = option_name(dict(self.config[self.subcommand].items()), known, sections)
+            raise
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's Trainer; an accelerator, device or precision it cannot provide is a :class:`UsageError`."""
+        with trainer_options(self.config[self.subcommand].trainer.accelerator):
+            return super().instantiate_trainer(**kwargs)
+
+    def _instantiate(self) -> None:
         command = COMMANDS.get(self.subcommand)
         if command is None:
             return super().instantiate_classes()
@@ -218,6 +252,12 @@ class SdcorrCLI(LightningCLI):
         self.datamodule, self.model = built.get("data"), built.get("model")
         if "matcher" in command.builds:
             self.matcher = built.matcher or PromptMatcher()
+
+    def _set_seed(self) -> None:
+        """Seed as Lightning does, for the commands that take a config (others have no seed to set)."""
+        command = COMMANDS.get(self.subcommand)
+        if command is None or command.configs:
+            super()._set_seed()
 
     def _run_subcommand(self, subcommand: str) -> None:
         command = COMMANDS.get(subcommand)
@@ -260,6 +300,8 @@ class RunFolderConfig(SaveConfigCallback):
 
 #: an environment variable that, set to 1, shows what :func:`hide_third_party_noise` hides, in every command
 VERBOSE_VARIABLE = "SDCORR_VERBOSE"
+#: an environment variable that, set to 1, shows the traceback of an error (as ``--debug`` does)
+DEBUG_VARIABLE = "SDCORR_DEBUG"
 
 
 class _NoTips(logging.Filter):
@@ -289,6 +331,12 @@ def _known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
     return None
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The values of the ``--config`` options in ``args``."""
+    values = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    return values + [arg.removeprefix("--config=") for arg in args if arg.startswith("--config=")]
+
+
 def bundled_configs(args: list[str]) -> list[str]:
     """``args`` with each ``--config`` file that is not found from here taken from the installation
     (see :func:`sdcorr.paths.bundled`): ``--config configs/smoke.yaml`` works from any folder."""
@@ -302,24 +350,46 @@ def bundled_configs(args: list[str]) -> list[str]:
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of the ``sdcorr`` console script; ``args`` default to the command line."""
+    """Entry point of the ``sdcorr`` console script; ``args`` default to the command line.
+
+    Prints one ``sdcorr: error:`` line for any error (see the module docstring) unless ``--debug`` is among
+    ``args`` or ``SDCORR_DEBUG=1``, which re-raise it with its traceback.
+    """
+    given = sys.argv[1:] if args is None else list(args)
+    debug = "--debug" in given or os.environ.get(DEBUG_VARIABLE) == "1"
+    given = [arg for arg in given if arg != "--debug"]
     try:
+        given = bundled_configs(given)
+        for path in config_files(given):
+            check_config_file(path)
         if args is None:  # LightningCLI reads sys.argv itself (and warns when also given args)
-            sys.argv[1:] = bundled_configs(sys.argv[1:])
+            sys.argv[1:] = given
             cli(None)
         else:
-            cli(bundled_configs(args))
-    except ArgumentError as error:
-        given = sys.argv[1:] if args is None else args
-        command = next((a for a in given if a in (*SdcorrCLI.subcommands(), *COMMANDS)), None)
-        usage = f"sdcorr {command} --help" if command else "sdcorr --help"
-        print(f"sdcorr: error: {error}\n(options: {usage})", file=sys.stderr)
-        raise SystemExit(2) from None
+            cli(given)
     except Exception as error:  # known errors may arrive wrapped (jsonargparse instantiation)
-        known = _known_error(error)
-        if known is None:
+        if debug:
             raise
-        print(f"sdcorr: error: {known}", file=sys.stderr)
+        known = _known_error(error)
+        if known is not None:
+            print(f"sdcorr: error: {known}", file=sys.stderr)
+            raise SystemExit(2 if isinstance(known, UsageError) else 1) from None
+        if isinstance(error, torch.cuda.OutOfMemoryError):  # a fixed max_batch ("auto" halves instead)
+            print(
+                "sdcorr: error: out of GPU memory; lower --model.matcher.init_args.max_batch or give it auto, "
+                "or use --trainer.precision bf16-mixed",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        if isinstance(error, ArgumentError):  # from a parser outside parse_arguments
+            print(f"sdcorr: error: {parse_problem(str(error))}", file=sys.stderr)
+            raise SystemExit(2) from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "(no message)"
+        print(
+            f"sdcorr: error: unexpected {type(error).__name__}: {first} "
+            f"(rerun with --debug for the traceback; please report it if sdcorr is at fault)",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from sdcorr.errors import OutputError
 from sdcorr.report import write_report
 from sdcorr.runfolder import RunFolder
 from sdcorr.scoring import format_table
@@ -57,6 +58,8 @@ def evaluate(
 
 def report(folder: str | Path, alpha: float = 0.1) -> Path:
     """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.report.write_report`."""
+    if not Path(folder).is_dir():
+        raise OutputError(f"{folder}: no such run folder")
     path = write_report(folder, alpha)
     print(path)
     return path

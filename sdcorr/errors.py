@@ -1,5 +1,9 @@
 """Errors that carry a complete message for the user; the CLI prints them without a traceback."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 
 class SdcorrError(Exception):
     """Base class: the message says what was wrong (file, field, expectation) and what to do."""
@@ -27,3 +31,30 @@ class OutputError(SdcorrError, OSError):
 
 class DeviceMemoryError(SdcorrError, RuntimeError):
     """Even one item does not fit in the accelerator's memory (``max_batch="auto"`` cannot go lower)."""
+
+
+class UsageError(SdcorrError):
+    """The command line or a config file is wrong (the CLI exits with code 2, as for a parse error)."""
+
+
+class OptionError(UsageError, ValueError):
+    """An argument given to a class is invalid.
+
+    ``str()`` is ``"<argument>: <problem>"``. The CLI sets :attr:`option` to the argument's full option name
+    (``--model.source.init_args.layers``), which then replaces ``argument`` in the message.
+
+    Args:
+        owner: the class (or its instance) whose argument it is.
+        argument: the argument's name in ``owner.__init__``.
+        problem: what is wrong, with the value given (e.g. ``"expected >= 1; got 0"``).
+    """
+
+    def __init__(self, owner: object, argument: str, problem: str) -> None:
+        super().__init__(argument, problem)
+        self.owner = owner if isinstance(owner, type) else type(owner)
+        self.argument = argument
+        self.problem = problem
+        self.option: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"{self.option or self.argument}: {self.problem}"

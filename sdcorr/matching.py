@@ -21,7 +21,7 @@ from PIL import Image
 from datamodules.base import first_outside, sample_from_record
 from sdcorr import plots
 from sdcorr.engine import MatchResult
-from sdcorr.errors import DataError, OutputError
+from sdcorr.errors import OutputError, UsageError
 from sdcorr.fingerprint import describe, model_description
 from sdcorr.module import CorrespondenceModule
 from sdcorr.runfolder import CONFIG_FILE
@@ -38,10 +38,10 @@ def parse_points(text: str) -> torch.Tensor:
     for item in items:
         match = _POINT.match(item)
         if match is None:
-            raise DataError(f'--points: cannot read {item!r}; expected pixel coordinates like "120,80 200,64.5"')
+            raise UsageError(f'--points: cannot read {item!r}; expected pixel coordinates like "120,80 200,64.5"')
         points.append([float(match.group(1)), float(match.group(2))])
     if not points:
-        raise DataError('--points: no point given; expected pixel coordinates like "120,80 200,64.5"')
+        raise UsageError('--points: no point given; expected pixel coordinates like "120,80 200,64.5"')
     return torch.tensor(points, dtype=torch.float32)
 
 
@@ -85,7 +85,7 @@ def match_files(
     if outside is not None:
         x, y = keypoints[outside].tolist()
         size = f"W x H = {width} x {height}"
-        raise DataError(f"--points: point {outside + 1} ({x:g}, {y:g}) is outside {source} ({size})")
+        raise UsageError(f"--points: point {outside + 1} ({x:g}, {y:g}) is outside {source} ({size})")
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

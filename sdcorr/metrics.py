@@ -23,6 +23,14 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from sdcorr.errors import OptionError
+
+
+def check_alphas(owner: object, alphas: Sequence[float]) -> None:
+    """Raise :class:`OptionError` naming ``owner``'s ``alphas`` unless they are a non-empty list of fractions > 0."""
+    if not alphas or any(not a > 0 for a in alphas):
+        raise OptionError(owner, "alphas", f"expected a non-empty list of PCK fractions > 0; got {list(alphas)}")
+
 
 def _check_inputs(preds: Tensor, target: Tensor, threshold: Tensor, mask: Tensor) -> None:
     if preds.shape != target.shape or preds.dim() != 3 or preds.shape[-1] != 2:
@@ -147,8 +155,7 @@ class PCK(Metric):
 
     def __init__(self, alphas: Sequence[float] = (0.05, 0.1), **kwargs) -> None:
         super().__init__(**kwargs)
-        if not alphas or any(a <= 0 for a in alphas):
-            raise ValueError(f"Expected a non-empty list of positive alphas but got {list(alphas)}")
+        check_alphas(self, alphas)
         self.alphas = list(alphas)
         self.category_names: dict[int, str] = {}
         self.add_state("correct", default=[], dist_reduce_fx="cat")

@@ -11,8 +11,8 @@ from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, Progress
-from sdcorr.errors import DataError, InferenceModeError, NumericalError
-from sdcorr.metrics import PCK
+from sdcorr.errors import DataError, InferenceModeError, NumericalError, OptionError
+from sdcorr.metrics import PCK, check_alphas
 from sdcorr.prediction import Prediction
 from sdcorr.prompt import PromptMatcher
 from sdcorr.runfolder import RunFolder
@@ -67,10 +67,12 @@ class CorrespondenceModule(LightningModule):
             source = StableDiffusionSource()
         self.source = source
         self.matcher = matcher if matcher is not None else PromptMatcher()
+        check_alphas(self, alphas)
         self.alphas = list(alphas)
         self.seed = seed
         if embeddings is not None and not isinstance(self.matcher, PromptMatcher):
-            raise ValueError(f"model.embeddings works with PromptMatcher only, not {type(self.matcher).__name__}")
+            problem = f"works with PromptMatcher only, not {type(self.matcher).__name__}"
+            raise OptionError(self, "embeddings", problem)
         self.embeddings = embeddings
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sdcorr import geometry
 from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
+from sdcorr.errors import OptionError
 from sdcorr.rng import generator
 from sdcorr.sources.base import Source
 from sdcorr.sources.dense import DenseSource
@@ -102,9 +103,9 @@ class NearestNeighbourMatcher(Matcher):
 
     def __init__(self, soft_argmax: bool = False, temperature: float = 0.02, window: Optional[int] = None) -> None:
         if temperature <= 0:
-            raise ValueError(f"Expected temperature > 0 but got {temperature}")
+            raise OptionError(self, "temperature", f"expected a number > 0; got {temperature}")
         if window is not None and window < 0:
-            raise ValueError(f"Expected window >= 0 or None but got {window}")
+            raise OptionError(self, "window", f"expected an integer >= 0 or null; got {window}")
         self.soft_argmax = soft_argmax
         self.temperature = temperature
         self.window = window

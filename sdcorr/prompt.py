@@ -25,7 +25,7 @@ from sdcorr.batching import BatchSize, Item, T
 from sdcorr.cache import LRU
 from sdcorr.crops import CropEncoder, autocast_state
 from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
-from sdcorr.errors import InferenceModeError, NumericalError
+from sdcorr.errors import InferenceModeError, NumericalError, OptionError
 from sdcorr.rng import content_key, generator
 from sdcorr.sources.base import AttentionSource, Source
 
@@ -108,15 +108,20 @@ class PromptMatcher(Matcher):
             ("locate_crops", locate_crops),
         ]:
             if value < 1:
-                raise ValueError(f"Expected {name} >= 1 but got {value}")
+                raise OptionError(self, name, f"expected an integer >= 1; got {value}")
         batch = BatchSize(max_batch)  # checks max_batch
         if mode not in ("fast", "reference"):
-            raise ValueError(f"Expected mode 'fast' or 'reference' but got {mode!r}")
+            raise OptionError(self, "mode", f"expected 'fast' or 'reference'; got {mode!r}")
         for name, value in [("crop_pool", crop_pool), ("crop_cache", crop_cache), ("fit_cache", fit_cache)]:
             if value < 0:
-                raise ValueError(f"Expected {name} >= 0 but got {value}")
+                raise OptionError(self, name, f"expected an integer >= 0; got {value}")
         if not 0 < crop_fraction <= 1:
-            raise ValueError(f"Expected crop_fraction in (0, 1] but got {crop_fraction}")
+            raise OptionError(self, "crop_fraction", f"expected a fraction in (0, 1]; got {crop_fraction}")
+        if not 0 <= margin_fraction < 0.5:
+            raise OptionError(self, "margin_fraction", f"expected a fraction in [0, 0.5); got {margin_fraction}")
+        for name, value in (("lr", lr), ("sigma", sigma)):
+            if not value > 0:
+                raise OptionError(self, name, f"expected a number > 0; got {value}")
         self.restarts = restarts
         self.steps = steps
         self.lr = lr

@@ -177,14 +177,6 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_picture_alpha_must_be_one_of_the_model_alphas(tmp_path):
-    result = sdcorr("test", "--config", "configs/smoke.yaml", "--pictures.alpha", "0.2",
-                    "--trainer.default_root_dir", str(tmp_path / "run"), check=False)  # fmt: skip
-    assert result.returncode != 0 and "pictures.alpha among the model's alphas ['0.05', '0.1']" in result.stderr
-    assert not (tmp_path / "run").exists()  # refused while building the callbacks, before anything ran
-
-
-@pytest.mark.slow
 def test_help_lists_every_command():
     text = sdcorr("--help").stdout
     for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report"):

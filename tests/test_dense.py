@@ -68,7 +68,7 @@ def test_dinov2_shapes_grid_and_stride(dino):
     for m, n in [(0, 0), (1, 2), (3, 1)]:
         copy = padded[..., 2 * m : 2 * m + 64, 2 * n : 2 * n + 64]
         assert torch.allclose(dense_grid[..., m::4, n::4], plain.features(copy), atol=1e-5)
-    with pytest.raises(ValueError, match="divide the patch size"):
+    with pytest.raises(ValueError, match="stride: expected a divisor of the patch size"):
         Dinov2Source(architecture="tiny", image_size=64, stride=3)
     with pytest.raises(ValueError, match="multiple of the patch size"):
         Dinov2Source(architecture="tiny", image_size=60)
@@ -82,7 +82,7 @@ def test_dift_shapes_and_options(dift):
     assert DiftSource(
         architecture="tiny-v2", prompt_embedding="zeros", image_size=32, up_block=0, ensemble_size=1
     ).features(x).shape == (2, 128, 16, 16)  # up block 0 ends with an upsampler
-    with pytest.raises(ValueError, match="prompt_embedding='zeros'"):
+    with pytest.raises(ValueError, match="prompt_embedding: expected 'zeros' with architecture"):
         DiftSource(architecture="tiny-v2")
     with pytest.raises(ValueError, match="up_block"):
         DiftSource(architecture="tiny-v2", prompt_embedding="zeros", up_block=2)

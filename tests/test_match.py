@@ -70,7 +70,7 @@ def test_bad_points_are_refused(tmp_path):
     ]:
         result = sdcorr("match", SOURCE, TARGET, "--points", points, *QUICK, "--output_dir", str(tmp_path),
                         check=False)  # fmt: skip
-        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr  # a bad option
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "match.json").exists() and not (tmp_path / "config.yaml").exists()  # nothing partial
 

@@ -116,7 +116,7 @@ def test_files_only_without_a_wandb_logger_unless_wandb_is_disabled(tmp_path, mo
 
 
 def test_alpha_must_be_one_of_the_models():
-    with pytest.raises(ValueError, match=r"pictures.alpha among the model's alphas \['0.05', '0.1'\]"):
+    with pytest.raises(ValueError, match=r"alpha: expected one of the model's alphas \['0.05', '0.1'\]"):
         PictureCallback(alpha=0.2).setup(fake_trainer("."), FakeModule(), "test")
 
 

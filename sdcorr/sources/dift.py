@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdcorr.attention import StopForward
+from sdcorr.errors import OptionError
 from sdcorr.rng import generator
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.dense import DenseSource
@@ -111,24 +112,23 @@ class DiftSource(DenseSource):
         super().__init__()
         self.save_hyperparameters()
         if prompt_embedding not in ("text", "zeros"):
-            raise ValueError(f"Expected prompt_embedding 'text' or 'zeros' but got {prompt_embedding!r}")
+            raise OptionError(self, "prompt_embedding", f"expected 'text' or 'zeros'; got {prompt_embedding!r}")
         if latent not in ("sample", "mean"):
-            raise ValueError(f"Expected latent 'sample' or 'mean' but got {latent!r}")
+            raise OptionError(self, "latent", f"expected 'sample' or 'mean'; got {latent!r}")
         if architecture is not None and prompt_embedding == "text":
-            raise ValueError(
-                f"Expected prompt_embedding='zeros' with architecture={architecture!r}: a random-weight build "
-                "has no tokenizer or text encoder"
-            )
+            problem = f"expected 'zeros' with architecture={architecture!r} (a random-weight build has no text encoder)"
+            raise OptionError(self, "prompt_embedding", f"{problem}; got prompt_embedding='text'")
         if not 0 <= timestep < 1000:
-            raise ValueError(f"Expected timestep in 0..999 but got {timestep}")
-        if ensemble_size < 1 or max_batch < 1:
-            raise ValueError(f"Expected ensemble_size and max_batch >= 1 but got {ensemble_size} and {max_batch}")
+            raise OptionError(self, "timestep", f"expected 0..999; got {timestep}")
+        for name, value in (("ensemble_size", ensemble_size), ("max_batch", max_batch)):
+            if value < 1:
+                raise OptionError(self, name, f"expected an integer >= 1; got {value}")
         if architecture is not None:
             self.unet, self.vae = build_random(architecture, init_seed)
         else:
             self.unet, self.vae = load_pretrained(pretrained, local_files_only)
         if not 0 <= up_block < len(self.unet.up_blocks):
-            raise ValueError(f"Expected up_block in 0..{len(self.unet.up_blocks) - 1} but got {up_block}")
+            raise OptionError(self, "up_block", f"expected 0..{len(self.unet.up_blocks) - 1}; got {up_block}")
         self.vae.decoder = None  # never used; frees most of the VAE's memory
         if prompt_embedding == "text":
             context = encode_prompt(pretrained, prompt, local_files_only)

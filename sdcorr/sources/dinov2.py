@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import Dinov2Config, Dinov2Model
 
+from sdcorr.errors import OptionError
 from sdcorr.sources.dense import DenseSource
 from sdcorr.sources.hub import load_from_hub_or_folder
 
@@ -61,9 +62,8 @@ class Dinov2Source(DenseSource):
         self.save_hyperparameters()
         if architecture is not None:
             if architecture not in DINOV2_ARCHITECTURES:
-                raise ValueError(
-                    f"Expected architecture in {sorted(DINOV2_ARCHITECTURES)} or None but got {architecture!r}"
-                )
+                choices = sorted(DINOV2_ARCHITECTURES)
+                raise OptionError(self, "architecture", f"expected one of {choices} or null; got {architecture!r}")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(init_seed)
                 self.model = Dinov2Model(Dinov2Config(**DINOV2_ARCHITECTURES[architecture]))
@@ -76,10 +76,10 @@ class Dinov2Source(DenseSource):
             )
         patch = self.model.config.patch_size
         if image_size % patch:
-            raise ValueError(f"Expected image_size to be a multiple of the patch size {patch} but got {image_size}")
+            raise OptionError(self, "image_size", f"expected a multiple of the patch size {patch}; got {image_size}")
         stride = patch if stride is None else stride
         if stride < 1 or patch % stride:
-            raise ValueError(f"Expected stride to divide the patch size {patch} but got {stride}")
+            raise OptionError(self, "stride", f"expected a divisor of the patch size {patch}; got {stride}")
         self.requires_grad_(False)
         self.eval()
         self.image_size = image_size

@@ -11,8 +11,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import Tensor
 
-from sdcorr.attention import install_capture, run_unet
-from sdcorr.errors import ModelLoadError
+from sdcorr.attention import cross_attention_layers, install_capture, run_unet
+from sdcorr.errors import ModelLoadError, OptionError
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.base import AttentionSource
 from sdcorr.sources.hub import load_from_hub_or_folder
@@ -69,7 +69,8 @@ class StableDiffusionSource(AttentionSource):
         num_tokens: length of the optimised text embedding; SD's text length is 77.
         noise: ``uniform`` in [0, 1) (the paper's code) or ``gaussian`` noise for the latent.
         num_inference_steps: DDIM steps the timestep indices refer to; paper 50.
-        image_size: side of the square working image in pixels; paper 512.
+        image_size: side of the square working image in pixels; paper 512. A multiple of the model's total
+            downsampling (64 for SD: 8 in the VAE, 8 in the UNet), so every layer's map tiles the image exactly.
         early_exit: stop the UNet after the last read layer (exact: nothing later affects the maps).
         local_files_only: never contact the hub.
         compile: ``torch.compile`` the UNet and the VAE encoder (the first calls are slow while compiling).
@@ -96,13 +97,23 @@ class StableDiffusionSource(AttentionSource):
         super().__init__()
         self.save_hyperparameters()
         if noise not in ("uniform", "gaussian"):
-            raise ValueError(f"Expected noise to be 'uniform' or 'gaussian' but got {noise!r}")
+            raise OptionError(self, "noise", f"expected 'uniform' or 'gaussian'; got {noise!r}")
         if not 0 <= token_index < num_tokens:
-            raise ValueError(f"Expected token_index in 0..{num_tokens - 1} but got {token_index}")
+            raise OptionError(self, "token_index", f"expected an index in 0..{num_tokens - 1}; got {token_index}")
+        if len(set(layers)) != len(layers) or not layers:
+            raise OptionError(self, "layers", f"expected distinct layer indices, at least one; got {list(layers)}")
         if architecture is not None:
             self.unet, self.vae = build_random(architecture, init_seed)
         else:
             self.unet, self.vae = load_pretrained(pretrained, local_files_only)
+        available = len(cross_attention_layers(self.unet))
+        if not all(0 <= i < available for i in layers):
+            problem = f"expected indices in 0..{available - 1} (this UNet has {available} cross-attention layers)"
+            raise OptionError(self, "layers", f"{problem}; got {list(layers)}")
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1) * 2 ** (len(self.unet.config.down_block_types) - 1)
+        if image_size < factor or image_size % factor:
+            problem = f"expected a multiple of {factor} (the VAE's and the UNet's downsampling together)"
+            raise OptionError(self, "image_size", f"{problem}; got {image_size}")
         self.requires_grad_(False)
         self.eval()
         self.store = install_capture(self.unet, list(layers), token_index, heads, early_exit)
