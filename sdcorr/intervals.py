@@ -1,0 +1,115 @@
+"""How sure a PCK figure is: percentile bootstrap intervals over pairs, and paired differences of two runs.
+
+Pairs are the unit resampled. Per-image PCK (the mean over pairs of each pair's fraction correct) and
+per-point PCK (all correct keypoints over all keypoints) are computed on the same resamples of pairs, so
+a pair's keypoints always move together: the per-point interval is a cluster bootstrap, as keypoints of
+one pair are not independent. Resamples are drawn from a generator seeded by ``(seed, name)``
+(see :mod:`sdcorr.rng`): the same table of the same run always gets the same interval.
+
+>>> import torch
+>>> correct, total = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([4.0, 4.0, 4.0])
+>>> low, high = pck_intervals(correct, total, resamples=200, name="demo")["per_image"][0].tolist()
+>>> low <= 0.5 <= high
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sdcorr.rng import generator
+
+#: resamples of every interval unless an option says otherwise
+RESAMPLES = 1000
+#: the confidence level of every interval
+LEVEL = 0.95
+#: the seed of every interval's resamples (mixed with the name of the table row)
+SEED = 0
+#: resamples drawn at once (bounds memory to ``CHUNK x pairs`` counts)
+CHUNK = 200
+
+
+def describe(resamples: int = RESAMPLES) -> dict[str, Any]:
+    """How the intervals were made, for results.json (``{}`` with ``resamples`` 0: none were made)."""
+    if resamples < 1:
+        return {}
+    return {
+        "method": "percentile bootstrap over pairs (per point: each pair's keypoints resampled together)",
+        "resamples": resamples,
+        "level": LEVEL,
+        "seed": SEED,
+    }
+
+
+def resample_counts(num_pairs: int, resamples: int, name: object) -> Iterator[Tensor]:
+    """How often each pair is drawn in each resample, ``[B, P]`` float64 chunks (B <= :data:`CHUNK`).
+
+    Drawn with replacement, ``num_pairs`` draws per resample, from the generator of ``(SEED, name)``.
+    """
+    rng = generator(SEED, "bootstrap", name)
+    for start in range(0, resamples, CHUNK):
+        rows = min(CHUNK, resamples - start)
+        picks = torch.randint(num_pairs, (rows, num_pairs), generator=rng)
+        counts = torch.zeros(rows, num_pairs, dtype=torch.float64)
+        yield counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
+
+
+def _percentiles(values: Tensor) -> Tensor:
+    """``[B, K]`` -> ``[K, 2]``: the (1 - LEVEL) / 2 and (1 + LEVEL) / 2 percentiles of each column."""
+    quantiles = torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=values.dtype)
+    return torch.quantile(values, quantiles, dim=0).T
+
+
+def pck_intervals(correct: Tensor, total: Tensor, resamples: int = RESAMPLES, name: object = "") -> dict[str, Tensor]:
+    """Bootstrap intervals of per-image and per-point PCK.
+
+    Args:
+        correct: ``[P, A]`` correct keypoints of each pair at each alpha.
+        total: ``[P]`` keypoints of each pair (pairs with none are left out).
+        resamples: how many resamples.
+        name: names the row (category, ``overall``...): part of the seed.
+
+    Returns:
+        ``{"per_image": [A, 2], "per_point": [A, 2]}`` (low, high) fractions; NaN when no pair has keypoints.
+    """
+    keep = total > 0
+    correct, total = correct[keep].double(), total[keep].double()
+    if not len(total) or resamples < 1:
+        nan = torch.full((correct.shape[1], 2), float("nan"), dtype=torch.float64)
+        return {"per_image": nan, "per_point": nan.clone()}
+    fractions = correct / total[:, None]
+    per_image, per_point = [], []
+    for counts in resample_counts(len(total), resamples, name):
+        per_image.append(counts @ fractions / len(total))
+        per_point.append((counts @ correct) / (counts @ total)[:, None])
+    return {"per_image": _percentiles(torch.cat(per_image)), "per_point": _percentiles(torch.cat(per_point))}
+
+
+def paired_difference(first: Tensor, second: Tensor, resamples: int = RESAMPLES, name: object = "") -> dict[str, float]:
+    """The mean difference ``second - first`` over the same pairs, with a bootstrap interval and p-value.
+
+    Args:
+        first: ``[P]`` a per-pair score (e.g. each pair's fraction of keypoints correct) of one run.
+        second: ``[P]`` the same pairs' scores in another run, in the same order.
+        resamples: how many resamples of pairs (the same resample for both runs: a paired bootstrap).
+        name: names the comparison: part of the seed.
+
+    Returns:
+        ``{"difference", "low", "high", "p_value"}``. ``p_value``: two-sided, from the resampled
+        differences centred on the observed one (how often a difference at least as large as the
+        observed one arises if the true difference is 0), at least ``1 / (resamples + 1)``.
+    """
+    if first.shape != second.shape or first.dim() != 1 or not len(first):
+        raise ValueError(f"Expected two [P] scores of the same P >= 1 pairs but got {list(first.shape)} and "
+                         f"{list(second.shape)}")  # fmt: skip
+    differences = second.double() - first.double()
+    observed = float(differences.mean())
+    means = torch.cat([counts @ differences / len(differences) for counts in resample_counts(
+        len(differences), resamples, name)])  # fmt: skip
+    low, high = _percentiles(means[:, None])[0].tolist()
+    extreme = int(((means - observed).abs() >= abs(observed) - 1e-12).sum())
+    return {"difference": observed, "low": low, "high": high, "p_value": (extreme + 1) / (resamples + 1)}
