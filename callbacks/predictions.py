@@ -11,8 +11,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
-from sdcorr.errors import OutputError, SdcorrError
+from sdcorr.errors import OptionError, OutputError, SdcorrError
 from sdcorr.fingerprint import describe, model_description
+from sdcorr.intervals import RESAMPLES
 from sdcorr.runfolder import PredictionAppender, RunFolder, RunLock
 from sdcorr.scoring import format_table
 
@@ -73,12 +74,23 @@ class PredictionWriter(Callback):
             folder made by a different run).
         save_embeddings: also save each pair's fitted embeddings (77x768 float32 per keypoint and
             restart for SD 1.4, about 23 MB per 20-keypoint pair) for ``model.embeddings`` re-runs.
+        resamples: bootstrap resamples of the 95% interval of every PCK figure in results.json (see
+            :mod:`sdcorr.intervals`; seeded, so a rerun gives the same intervals); 0: no intervals.
     """
 
-    def __init__(self, dir: Optional[str] = None, overwrite: bool = False, save_embeddings: bool = False) -> None:
+    def __init__(
+        self,
+        dir: Optional[str] = None,
+        overwrite: bool = False,
+        save_embeddings: bool = False,
+        resamples: int = RESAMPLES,
+    ) -> None:
+        if resamples < 0:
+            raise OptionError(self, "resamples", f"expected an integer >= 0; got {resamples}")
         self.dir = dir
         self.overwrite = overwrite
         self.save_embeddings = save_embeddings
+        self.resamples = resamples
         self._appender: Optional[PredictionAppender] = None
         self._lock: Optional[RunLock] = None
         self._done: list[str] = []
@@ -166,7 +178,7 @@ class PredictionWriter(Callback):
         """Score every pair of the folder, write results.json, print the table and hand the tables to
         every :class:`RunResultsCallback` (rank 0, at the end of a test run); returns them."""
         run = self.run_folder(trainer)
-        results = run.finish()
+        results = run.finish(self.resamples)
         skipped = (results["data"] or {}).get("skipped")
         note = f"\nskipped pairs (not scored): {skipped}" if skipped else ""
         # the run's result, on stdout (progress, warnings and notes go to stderr)

@@ -37,6 +37,7 @@ from datamodules.base import PairDataModule
 from sdcorr import commands
 from sdcorr.engine import Matcher
 from sdcorr.errors import OptionError, OutputError, SdcorrError, UsageError
+from sdcorr.intervals import RESAMPLES
 from sdcorr.matching import match_files
 from sdcorr.module import CorrespondenceModule
 from sdcorr.paths import bundled
@@ -82,6 +83,7 @@ def _evaluate_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--alphas", type=Optional[list[float]], default=None, help="PCK alphas; default: the run's")
     parser.add_argument("--threshold", type=Optional[str], default=None, help="threshold mode; default: as run")
     parser.add_argument("--output", type=Optional[str], default=None, help="default: FOLDER/evaluation.json")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the 95%% intervals")
 
 
 def _report_arguments(parser: ArgumentParser) -> None:
@@ -115,7 +117,9 @@ def _merge(cli: SdcorrCLI) -> None:
 
 def _evaluate(cli: SdcorrCLI) -> None:
     options = cli.config["evaluate"]
-    commands.evaluate(options.folder, options.alphas, options.threshold, options.output)
+    if options.resamples < 0:
+        raise UsageError(f"--resamples: expected an integer >= 0; got {options.resamples}")
+    commands.evaluate(options.folder, options.alphas, options.threshold, options.output, options.resamples)
 
 
 def _report(cli: SdcorrCLI) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdcorr.errors import OutputError
+from sdcorr.intervals import RESAMPLES
 from sdcorr.report import write_report
 from sdcorr.runfolder import RunFolder
 from sdcorr.scoring import format_table
@@ -39,6 +40,7 @@ def evaluate(
     alphas: Optional[Sequence[float]] = None,
     threshold: Optional[str] = None,
     output: Optional[str | Path] = None,
+    resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
     """Score a run folder's predictions again, write ``output`` (default ``<folder>/evaluation.json``) and
     print the table; see :meth:`RunFolder.rescore`.
@@ -48,8 +50,9 @@ def evaluate(
         alphas: PCK thresholds; default: those of the run.
         threshold: another threshold mode of the dataset (e.g. SPair ``bbox-trg``); default: as run.
         output: where to write the results.
+        resamples: bootstrap resamples of the 95% intervals (0: none).
     """
-    payload, path = RunFolder(folder).rescore(alphas, threshold, output)
+    payload, path = RunFolder(folder).rescore(alphas, threshold, output, resamples)
     missing = payload.get("missing_pairs") or []
     note = f"\nincomplete run: {len(missing)} pairs not predicted yet" if missing else ""
     print(f"{format_table(payload, payload['alphas'])}{note}\nresults: {path}")

@@ -24,6 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from sdcorr.errors import OptionError
+from sdcorr.intervals import pck_intervals
 
 
 def check_alphas(owner: object, alphas: Sequence[float]) -> None:
@@ -142,21 +143,28 @@ class PCK(Metric):
     ``compute()`` returns a nested dict: ``{"overall": {...}, "per_category": {name: {...}},
     "unscored_pairs": int}`` where
     each ``{...}`` is ``{"num_pairs": int, "num_keypoints": int, "pck@<alpha>": {"per_image": float,
-    "per_point": float}}``. Under DDP the per-pair states are gathered (``cat``), so both averages and
-    the category breakdown are exact.
+    "per_point": float}}``, with ``resamples``, also ``"per_image_interval"`` and ``"per_point_interval"``
+    (``[low, high]``, see :func:`sdcorr.intervals.pck_intervals`). Under DDP the per-pair states are
+    gathered (``cat``), so both averages, their intervals and the category breakdown are exact.
 
     Args:
         alphas: fractions of the threshold at which PCK is reported; default 0.05 and 0.1.
+        resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. The resamples of a
+            row are seeded by its name, so they depend on the order pairs were added: add them in a fixed
+            order (results.json's are added by pair id, see :func:`sdcorr.scoring.score`).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, alphas: Sequence[float] = (0.05, 0.1), **kwargs) -> None:
+    def __init__(self, alphas: Sequence[float] = (0.05, 0.1), resamples: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         check_alphas(self, alphas)
+        if resamples < 0:
+            raise OptionError(self, "resamples", f"expected an integer >= 0; got {resamples}")
         self.alphas = list(alphas)
+        self.resamples = resamples
         self.category_names: dict[int, str] = {}
         self.add_state("correct", default=[], dist_reduce_fx="cat")
         self.add_state("total", default=[], dist_reduce_fx="cat")
@@ -197,11 +205,17 @@ class PCK(Metric):
                 names.update(other)
         return names
 
-    def _summary(self, correct: Tensor, total: Tensor) -> dict:
+    def _summary(self, correct: Tensor, total: Tensor, name: str) -> dict:
         values = _pck_compute(correct, total)
+        scored = bool((total > 0).any())  # a PCK over no pair is undefined: no interval either
+        intervals = (
+            pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if self.resamples and scored else None
+        )
         out = {"num_pairs": int((total > 0).sum()), "num_keypoints": int(total.sum())}
         for i, alpha in enumerate(self.alphas):
-            out[f"pck@{alpha:g}"] = {kind: float(values[kind][i]) for kind in ("per_image", "per_point")}
+            entry = out[f"pck@{alpha:g}"] = {kind: float(values[kind][i]) for kind in ("per_image", "per_point")}
+            for kind in ("per_image", "per_point") if intervals else ():
+                entry[f"{kind}_interval"] = intervals[kind][i].tolist()
         return out
 
     def compute(self) -> dict:
@@ -216,9 +230,10 @@ class PCK(Metric):
         per_category = {}
         for cid in sorted(set(category.tolist()), key=lambda c: names.get(c, str(c))):
             keep = category == cid
-            per_category[names.get(cid, str(cid))] = self._summary(correct[keep], total[keep])
+            name = names.get(cid, str(cid))
+            per_category[name] = self._summary(correct[keep], total[keep], name)
         return {
-            "overall": self._summary(correct, total),
+            "overall": self._summary(correct, total, "overall"),
             "per_category": per_category,
             "unscored_pairs": int(self.unscored),
         }

@@ -33,6 +33,7 @@ from typing import IO, Any, Optional
 
 from sdcorr.errors import OutputError
 from sdcorr.fingerprint import current_fingerprint, differences, shardless
+from sdcorr.intervals import RESAMPLES
 from sdcorr.prediction import Prediction
 from sdcorr.scoring import results_payload
 
@@ -370,8 +371,9 @@ class RunFolder:
         except (OSError, json.JSONDecodeError):
             return None
 
-    def finish(self) -> dict[str, Any]:
-        """Score every pair of the folder and write results.json; returns its content.
+    def finish(self, resamples: int = RESAMPLES) -> dict[str, Any]:
+        """Score every pair of the folder and write results.json (intervals from ``resamples``, see
+        :func:`~sdcorr.scoring.score`); returns its content.
 
         Raises:
             OutputError: a pair of the manifest has no prediction.
@@ -380,7 +382,7 @@ class RunFolder:
         missing = self.missing_pairs(manifest, predictions)
         if missing:
             raise OutputError(f"{self.path}: {len(missing)} pairs have no prediction, e.g. {missing[:5]}")
-        payload = results_payload(predictions, manifest)
+        payload = results_payload(predictions, manifest, resamples=resamples)
         write_json(self.results_file, payload)
         return payload
 
@@ -389,6 +391,7 @@ class RunFolder:
         alphas: Optional[Sequence[float]] = None,
         threshold_mode: Optional[str] = None,
         output: Optional[str | Path] = None,
+        resamples: int = RESAMPLES,
     ) -> tuple[dict[str, Any], Path]:
         """Score the predictions again (``sdcorr evaluate``), results.json left as the run wrote it.
 
@@ -396,12 +399,13 @@ class RunFolder:
             alphas: PCK thresholds; default: those of the run.
             threshold_mode: another threshold mode of the dataset (e.g. SPair ``bbox-trg``); default: as run.
             output: where to write; default: ``evaluation.json`` in the folder.
+            resamples: bootstrap resamples of the intervals (0: none).
 
         Returns:
             ``(payload, path written)``; an unfinished run's payload has ``incomplete`` and ``missing_pairs``.
         """
         manifest, predictions = self.manifest(), self.predictions()
-        payload = results_payload(predictions, manifest, alphas, threshold_mode)
+        payload = results_payload(predictions, manifest, alphas, threshold_mode, resamples)
         missing = self.missing_pairs(manifest, predictions)
         if missing:
             payload.update(incomplete=True, missing_pairs=missing)

@@ -34,15 +34,8 @@ def keypoint_outside(folder):
     return pairs_folder(folder, source_keypoints=[[1.0, 2.0]] + [[5000.0, 10.0]] * (len(pair["source_keypoints"]) - 1))
 
 
-def unknown_key(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bad.yaml").write_text("model:\n  matcher:\n    init_args:\n      stepz: 3\n")
-    return folder
-
-
 CASES = {
     # name: (build the input folder, extra arguments, expected exit code, message fragments)
-    "unknown config key": (unknown_key, ["--config", "{input}/bad.yaml"], 2, ["Option 'stepz' is not accepted"]),
     "misspelt option": (None, ["--model.matcher.init_args.stepz", "3"], 2, ["stepz"]),
     "missing dataset root": (
         None,

@@ -1,0 +1,102 @@
+"""Bootstrap intervals: they cover the true PCK at about the nominal rate, keypoints of a pair move
+together, and two runs' paired difference is zero when it should be and significant when it should be."""
+
+from __future__ import annotations
+
+import torch
+
+from sdcorr.intervals import LEVEL, paired_difference, pck_intervals
+from sdcorr.metrics import PCK
+from sdcorr.prediction import Prediction
+from sdcorr.scoring import format_table, score, summary_rows
+
+
+def coverage(draw_pairs, truth: float, repeats: int = 300) -> dict[str, float]:
+    """How often the per-image and per-point intervals over a fresh sample of pairs contain ``truth``."""
+    hits = {"per_image": 0, "per_point": 0}
+    for repeat in range(repeats):
+        correct, total = draw_pairs(torch.Generator().manual_seed(repeat))
+        intervals = pck_intervals(correct, total, resamples=400, name=repeat)
+        for kind in hits:
+            low, high = intervals[kind][0].tolist()
+            hits[kind] += low <= truth <= high
+    return {kind: count / repeats for kind, count in hits.items()}
+
+
+def difficulty(rng: torch.Generator, n: int) -> torch.Tensor:
+    """``[n]`` chances that a pair's keypoints are found: 0.1 or 0.7, even odds (mean 0.4). Keypoints of
+    one pair share it, so they are correlated (intra-pair correlation 0.375)."""
+    return torch.where(torch.rand(n, generator=rng) < 0.5, 0.1, 0.7)
+
+
+def test_intervals_cover_the_true_pck_at_the_nominal_rate():
+    # 120 pairs of 5 keypoints: the true value of both PCKs is 0.4
+    def draw_pairs(rng):
+        correct = torch.binomial(torch.full((120,), 5.0), difficulty(rng, 120), generator=rng)
+        return correct[:, None], torch.full((120,), 5.0)
+
+    for kind, rate in coverage(draw_pairs, 0.4).items():
+        # nominal 0.95; 300 repeats give a standard error of 0.013: 0.90..0.985 is > 3.5 of them either way
+        assert 0.90 <= rate <= 0.985, (kind, rate)
+
+
+def test_a_too_narrow_interval_would_fail_the_coverage_test():
+    # the check above can fail: a bootstrap over keypoints (each its own "pair") ignores the correlation
+    # within pairs and undercovers (about 78% here)
+    def draw_keypoints_as_pairs(rng):
+        correct = torch.binomial(torch.full((120,), 5.0), difficulty(rng, 120), generator=rng)
+        flags = torch.cat([torch.arange(5) < c for c in correct.long()]).float()  # 600 one-keypoint "pairs"
+        return flags[:, None], torch.ones(600)
+
+    assert coverage(draw_keypoints_as_pairs, 0.4, repeats=100)["per_point"] < 0.87
+
+
+def test_intervals_are_seeded_and_contain_the_figure():
+    correct, total = torch.tensor([[1.0, 2.0], [0.0, 3.0], [3.0, 3.0]]), torch.tensor([3.0, 3.0, 4.0])
+    first, again = pck_intervals(correct, total, 500, "cat"), pck_intervals(correct, total, 500, "cat")
+    assert torch.equal(first["per_image"], again["per_image"])
+    assert not torch.equal(first["per_image"], pck_intervals(correct, total, 500, "dog")["per_image"])
+    metric = PCK([0.05, 0.1], resamples=500)
+    values = metric._summary(correct, total, "cat")
+    for alpha in ("pck@0.05", "pck@0.1"):
+        for kind in ("per_image", "per_point"):
+            low, high = values[alpha][f"{kind}_interval"]
+            assert low <= values[alpha][kind] <= high and low < high
+    nothing = pck_intervals(torch.zeros(0, 2), torch.zeros(0), 100)
+    assert torch.isnan(nothing["per_image"]).all()  # no pair: undefined, written as null
+
+
+def test_identical_runs_differ_by_zero_and_shifted_ones_significantly():
+    scores = torch.rand(80, generator=torch.Generator().manual_seed(0))
+    same = paired_difference(scores, scores.clone())
+    assert same["difference"] == 0 and same["low"] <= 0 <= same["high"] and same["p_value"] == 1
+    worse = paired_difference(scores, (scores - 0.25).clamp(min=0))  # every pair loses
+    assert worse["difference"] < -0.2 and worse["high"] < 0 and worse["p_value"] < 0.01
+    noise = paired_difference(scores, scores[torch.randperm(80, generator=torch.Generator().manual_seed(1))])
+    assert noise["low"] < noise["difference"] < noise["high"] and noise["p_value"] > 0.01  # same distribution
+
+
+def prediction(pair_id: str, category: str, hits: int, n: int = 4) -> Prediction:
+    """A pair of ``n`` keypoints of which the first ``hits`` are predicted exactly (threshold 10)."""
+    target = [[float(10 * i), 5.0] for i in range(n)]
+    predicted = [p if i < hits else [p[0], p[1] + 50] for i, p in enumerate(target)]
+    return Prediction(pair_id, category, target, predicted, target, threshold=10.0)
+
+
+def test_results_and_the_table_carry_the_intervals():
+    predictions = [prediction(f"{c}{i}", c, hits=i % 5) for c in ("cat", "dog") for i in range(20)]
+    results = score(predictions, [0.1], resamples=300)
+    assert results["intervals"]["resamples"] == 300 and results["intervals"]["level"] == LEVEL
+    for entry in (results["overall"], *results["per_category"].values()):
+        value = entry["pck@0.1"]
+        assert value["per_image_interval"][0] <= value["per_image"] <= value["per_image_interval"][1]
+    assert score(list(reversed(predictions)), [0.1], resamples=300) == results  # any order: the same intervals
+    overall = results["overall"]["pck@0.1"]
+    half = 50 * (overall["per_image_interval"][1] - overall["per_image_interval"][0])
+    assert f"{100 * overall['per_image']:.1f} +- {half:.1f}" in format_table(results, [0.1])
+    columns, rows = summary_rows({**results, "alphas": [0.1]}, intervals=True)
+    assert columns[3:6] == ["pck@0.1/per_image", "pck@0.1/per_image/low", "pck@0.1/per_image/high"]
+    assert rows[-1][3:6] == [overall["per_image"], *overall["per_image_interval"]]
+    plain = score(predictions, [0.1], resamples=0)
+    assert plain["intervals"] == {} and "per_image_interval" not in plain["overall"]["pck@0.1"]
+    assert "+-" not in format_table(plain, [0.1])
