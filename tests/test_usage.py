@@ -76,6 +76,8 @@ CASES = {
     "zero subsample": (["test", *SMOKE, f"{DATA}subsample", "0"], 2, f"{DATA}subsample", ">= 1; got 0"),
     "shard past the last": (["test", *SMOKE, f"{DATA}shard_index", "3", f"{DATA}num_shards", "3"], 2,
                             f"{DATA}shard_index", "got 3 with num_shards 3"),
+    "negative resamples": (["test", *SMOKE, "--output.resamples", "-1"], 2, "--output.resamples", ">= 0; got -1"),
+    "evaluate, negative resamples": (["evaluate", "{tmp}", "--resamples", "-5"], 2, "--resamples", "got -5"),
     # the Trainer's settings, checked by Lightning
     "GPU without one": (["test", *SMOKE, "--trainer.accelerator", "gpu"], 2, "--trainer.accelerator",
                         "torch sees no GPU here"),
