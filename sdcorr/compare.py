@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from sdcorr.errors import DataError, OutputError, UsageError
 from sdcorr.fingerprint import current_fingerprint, differences
-from sdcorr.intervals import RESAMPLES, describe, paired_difference
+from sdcorr.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
 from sdcorr.paper import PAPER, PaperFigures, beside_paper
 from sdcorr.plots import CORRECT, TEXT, WRONG, _font
 from sdcorr.prediction import Prediction
@@ -170,7 +170,8 @@ def difference_rows(
     resamples: int = RESAMPLES,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per alpha, one row per category then ``overall``: ``{"category", "pairs", "a", "b", "difference",
-    "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction)."""
+    "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction); a row of fewer than
+    :data:`~sdcorr.intervals.MIN_PAIRS` pairs has no interval or p-value (None)."""
     groups: dict[str, list[str]] = {}
     for pair_id in shared:
         groups.setdefault(first[pair_id].category, []).append(pair_id)
@@ -189,13 +190,18 @@ def difference_rows(
                     "a": 100 * float(a.mean()),
                     "b": 100 * float(b.mean()),
                     "difference": 100 * test["difference"],
-                    "low": 100 * test["low"],
-                    "high": 100 * test["high"],
-                    "p_value": test["p_value"],
+                    **_uncertainty(test, len(ids)),
                 }
             )
         out[f"{alpha:g}"] = rows
     return out
+
+
+def _uncertainty(test: dict[str, float], pairs: int) -> dict[str, Optional[float]]:
+    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` pairs."""
+    if pairs < MIN_PAIRS:
+        return {"low": None, "high": None, "p_value": None}
+    return {"low": 100 * test["low"], "high": 100 * test["high"], "p_value": test["p_value"]}
 
 
 def compare_runs(
@@ -321,6 +327,14 @@ def _signed(value: float) -> str:
     return f"{value:+.1f}"
 
 
+def _interval(row: dict[str, Any], signed: bool = False) -> str:
+    """``[low, high]`` of a row, or why it has none."""
+    if row["low"] is None:
+        return f"(< {MIN_PAIRS} pairs)"
+    low, high = (_signed(row["low"]), _signed(row["high"])) if signed else (f"{row['low']:.1f}", f"{row['high']:.1f}")
+    return f"[{low}, {high}]"
+
+
 def _p_value(p: float) -> str:
     """``p=0.123``, or ``p<0.001`` (1000 resamples cannot resolve less)."""
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
@@ -341,10 +355,10 @@ def format_comparison(payload: dict[str, Any]) -> str:
             )
             lines = [head, f"{'category':<{width}}  {'pairs':>5}  {'A':>5}  {'B':>5}  B-A [95% interval]"]
             for r in rows:
-                interval = f"{_signed(r['difference'])} [{_signed(r['low'])}, {_signed(r['high'])}]"
+                interval = f"{_signed(r['difference'])} " + _interval(r, signed=True)
                 lines.append(
                     f"{r['category']:<{width}}  {r['pairs']:>5}  {r['a']:5.1f}  {r['b']:5.1f}  "
-                    f"{interval:<22}  {_p_value(r['p_value'])}"
+                    f"{interval:<22}  {_p_value(r['p_value']) if r['p_value'] is not None else ''}".rstrip()
                 )
             blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -359,7 +373,7 @@ def _format_paper(payload: dict[str, Any]) -> str:
         f"{'category':<{width}}  {'alpha':>5}  {'pairs':>5}  {'run':>5}  {'95% interval':<14}  paper",
     ]
     for r in rows:
-        flag, interval = "  *" if r["outside"] else "", f"[{r['low']:.1f}, {r['high']:.1f}]"
+        flag, interval = "  *" if r["outside"] else "", _interval(r)
         lines.append(
             f"{r['category']:<{width}}  {r['alpha']:>5g}  {r['pairs']:>5}  {r['run']:5.1f}  "
             f"{interval:<14}  {r['paper']:5.1f}{flag}"
@@ -374,17 +388,22 @@ def chart_panels(payload: dict[str, Any], alpha: Optional[float] = None) -> list
     alpha = alpha if alpha is not None else max(payload["alphas"])
     if payload["kind"] == "paper":
         rows = [r for r in payload["rows"] if r["alpha"] == alpha]
-        cells = [
-            (r["category"], r["run"] - r["paper"], r["low"] - r["paper"], r["high"] - r["paper"], r["outside"])
-            for r in rows
-        ]
+        cells = [(r["category"], r["run"] - r["paper"], *_shifted(r, -r["paper"]), r["outside"]) for r in rows]
         return [(f"run - paper, PCK@{alpha:g} per image (points), 95% interval", cells)]
     panels = []
     for comparison in payload["comparisons"]:
         rows = comparison["rows"][f"{alpha:g}"]
-        cells = [(r["category"], r["difference"], r["low"], r["high"], not r["low"] <= 0 <= r["high"]) for r in rows]
+        cells = [(r["category"], r["difference"], r["low"], r["high"], _excludes_zero(r)) for r in rows]
         panels.append((f"B - A, PCK@{alpha:g} per image (points): B = {Path(comparison['b']).name}", cells))
     return panels
+
+
+def _shifted(row: dict[str, Any], by: float) -> tuple[Optional[float], Optional[float]]:
+    return (None, None) if row["low"] is None else (row["low"] + by, row["high"] + by)
+
+
+def _excludes_zero(row: dict[str, Any]) -> bool:
+    return row["low"] is not None and not row["low"] <= 0 <= row["high"]
 
 
 def difference_chart(panels: Sequence[tuple[str, Sequence[tuple]]], width: int = 640, row: int = 20) -> Image.Image:
@@ -398,7 +417,8 @@ def difference_chart(panels: Sequence[tuple[str, Sequence[tuple]]], width: int =
     for title, cells in panels:
         draw.text((margin, top), title, fill=TEXT, font=_font(12))
         top += 24
-        reach = max([abs(v) for _, _, low, high, _ in cells for v in (low, high)] + [1.0]) * 1.1
+        reach = max([abs(v) for _, value, low, high, _ in cells for v in (value, low, high) if v is not None] + [1.0])
+        reach *= 1.1
         left, right = margin + label_width, width - margin - 60
 
         def x(value: float) -> float:
@@ -409,7 +429,8 @@ def difference_chart(panels: Sequence[tuple[str, Sequence[tuple]]], width: int =
             y = top + i * row + row / 2
             colour = (CORRECT if value > 0 else WRONG) if outside else UNDECIDED
             draw.text((margin, y - 7), str(label)[:18], fill=TEXT, font=font)
-            draw.line((x(low), y, x(high), y), fill=colour, width=3)
+            if low is not None:  # no bar: too few pairs for an interval
+                draw.line((x(low), y, x(high), y), fill=colour, width=3)
             draw.ellipse((x(value) - 4, y - 4, x(value) + 4, y + 4), fill=colour)
             draw.text((right + 8, y - 7), _signed(value), fill=TEXT, font=font)
         top += row * len(cells)

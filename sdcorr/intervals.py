@@ -153,3 +153,8 @@ def stratified_mean_intervals(
         ]
         total += torch.cat(means)
     return _percentiles(total / len(names))
+
+
+#: fewer pairs than this get no interval or p-value in ``sdcorr compare``'s tables: a bootstrap over a
+#: handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
+MIN_PAIRS = 10

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from sdcorr.intervals import RESAMPLES, pck_intervals, stratified_mean_intervals
+from sdcorr.intervals import MIN_PAIRS, RESAMPLES, pck_intervals, stratified_mean_intervals
 
 #: how the paper's overall figure averages: over pairs, or over categories of their per-category means
 PAIR_MEAN, CATEGORY_MEAN = "mean over pairs", "mean of category means"
@@ -90,8 +90,9 @@ def beside_paper(
     Returns:
         One row per paper category the run has (category alpha), then ``overall`` at each alpha:
         ``{"category", "alpha", "pairs", "run", "low", "high", "paper", "outside"}`` in percent;
-        ``outside``: the paper's figure is not in the run's interval. The overall follows
-        ``figures.overall_rule`` (its interval stratified by category for :data:`CATEGORY_MEAN`).
+        ``outside``: the paper's figure is not in the run's interval (a row of fewer than
+        :data:`~sdcorr.intervals.MIN_PAIRS` pairs has no interval: ``low``/``high`` None, never outside).
+        The overall follows ``figures.overall_rule`` (its interval stratified by category for :data:`CATEGORY_MEAN`).
     """
     alphas = sorted(figures.overall)
     if correct.shape != (len(categories), len(alphas)) or total.shape != (len(categories),):
@@ -117,6 +118,9 @@ def beside_paper(
     for i, alpha in enumerate(alphas):
         low, high = bounds[i].tolist()
         rows.append(_row("overall", alpha, len(categories), float(values[i]), low, high, figures.overall[alpha]))
+    for row in rows:  # a handful of pairs: the bootstrap claims far too much (see MIN_PAIRS)
+        if row["pairs"] < MIN_PAIRS:
+            row.update(low=None, high=None, outside=False)
     return rows
 
 

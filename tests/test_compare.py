@@ -211,3 +211,17 @@ def test_cli_refusal_is_one_error_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sdcorr: error: ") and "split 'val'" in lines[0], result.stderr
     assert not (tmp_path / "b" / COMPARE_DIR).exists()
+
+
+def test_rows_of_a_handful_of_pairs_get_no_interval(tmp_path, capsys):
+    # one wrong pair would otherwise give a zero-width interval and p < 0.001
+    pairs = mixed(count=24, categories=("aeroplane",) * 23 + ("cat",))
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", all_wrong(pairs))
+    payload = commands.compare([a, b], alphas=[0.1])
+    cat, overall = rows(payload)["cat"], rows(payload)["overall"]
+    assert cat["pairs"] == 1 and cat["low"] is cat["high"] is cat["p_value"] is None and cat["difference"] < 0
+    assert overall["p_value"] < 0.01
+    assert any(line.startswith("cat ") and "(< 10 pairs)" in line for line in capsys.readouterr().out.splitlines())
+    few = [prediction(f"a{i}", "aeroplane", [RIGHT] * 3) for i in range(3)]
+    paper_rows = compare_paper(Run.read(write_run(tmp_path / "few", few)), "spair")[0]["rows"]
+    assert paper_rows[0]["run"] == 100 and not any(r["outside"] for r in paper_rows) and paper_rows[0]["low"] is None
