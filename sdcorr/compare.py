@@ -123,7 +123,8 @@ def data_problem(first: Run, other: Run, threshold: Optional[str] = None) -> Opt
 def pair_scores(
     predictions: Sequence[Prediction], alphas: Sequence[float], mode: Optional[str]
 ) -> dict[str, PairScore]:
-    """``{pair_id: PairScore}`` of the pairs with ground truth and at least one keypoint."""
+    """``{pair_id: PairScore}`` of the pairs with ground truth and at least one keypoint, scored in threshold
+    mode ``mode`` (None: as run; a dataset with one mode records no others in its predictions)."""
     out = {}
     for prediction in predictions:
         flags = prediction.correct(alphas, mode)
@@ -223,10 +224,10 @@ def compare_runs(
             raise DataError(problem)
     alphas = list(alphas or common_alphas(runs))
     mode = threshold_mode(runs[0], threshold)
-    baseline = pair_scores(runs[0].predictions, alphas, mode)
+    baseline = pair_scores(runs[0].predictions, alphas, threshold)
     comparisons, warnings = [], []
     for other in runs[1:]:
-        scores = pair_scores(other.predictions, alphas, mode)
+        scores = pair_scores(other.predictions, alphas, threshold)
         shared, warning = shared_pairs(baseline, scores, (runs[0].folder, other.folder))
         warnings += [warning] if warning else []
         changed = differences(
@@ -297,7 +298,7 @@ def compare_paper(
             f"{run.folder}: a {run.data.get('datamodule')} run; --paper {benchmark} needs a {figures.datamodule} run"
         )
     mode, alphas = threshold_mode(run, threshold), sorted(figures.overall)
-    scores = pair_scores(run.predictions, alphas, mode)
+    scores = pair_scores(run.predictions, alphas, threshold)
     if not scores:
         raise DataError(f"{run.folder}: no scored pair (a predict run, or nothing done yet)")
     ids = sorted(scores)
@@ -461,6 +462,8 @@ def _html_table(payload: dict[str, Any]) -> str:
 
 
 def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.3f}" if column == "p_value" else f"{value:.1f}"
     return html.escape(str(value))
@@ -484,7 +487,8 @@ def compare_page(payload: dict[str, Any], chart: Image.Image, table: str) -> str
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>sdcorr compare</title><style>{style}</style>'
         f"</head><body><h1>sdcorr compare</h1>{notes}<p>intervals: {method}, level "
-        f"{payload['intervals'].get('level')}</p><pre>{html.escape(table)}</pre>"
+        f"{payload['intervals'].get('level')}; differences: paired (the same resampled pairs in both runs), "
+        f"two-sided p-values; rows of fewer than {MIN_PAIRS} pairs: none</p><pre>{html.escape(table)}</pre>"
         f'<img src="{_data_uri(chart)}" alt="differences">{_html_table(payload)}</body></html>\n'
     )
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sdcorr import commands
+from sdcorr.cli import main
 from sdcorr.compare import COMPARE_CHART, COMPARE_DIR, COMPARE_JSON, COMPARE_PAGE, Run, compare_paper, compare_runs
 from sdcorr.errors import DataError, UsageError
 from sdcorr.intervals import stratified_mean_intervals
@@ -225,3 +226,35 @@ def test_rows_of_a_handful_of_pairs_get_no_interval(tmp_path, capsys):
     few = [prediction(f"a{i}", "aeroplane", [RIGHT] * 3) for i in range(3)]
     paper_rows = compare_paper(Run.read(write_run(tmp_path / "few", few)), "spair")[0]["rows"]
     assert paper_rows[0]["run"] == 100 and not any(r["outside"] for r in paper_rows) and paper_rows[0]["low"] is None
+
+
+def test_a_dataset_with_one_threshold_mode_is_scored_as_run(tmp_path):
+    # CUB records its mode in run.json but no references in its predictions
+    pairs = [prediction(f"p{i}", "001.Black_footed_Albatross", [RIGHT, NEAR, WRONG]) for i in range(12)]
+    for p in pairs:
+        p.references = {}
+    cub = {"datamodule": "CUBDataModule", "threshold_mode": "bbox-trg-512", "classes": [1, 2, 3], "split": "test"}
+    a, b = write_run(tmp_path / "a", pairs, cub), write_run(tmp_path / "b", pairs, cub)
+    payload, _ = compare_runs([Run.read(a), Run.read(b)])
+    assert payload["threshold_mode"] == "bbox-trg-512" and rows(payload)["overall"]["a"] == pytest.approx(200 / 3)
+    paper, warnings = compare_paper(Run.read(a), "cub")
+    assert paper["rows"][-1]["run"] == pytest.approx(200 / 3) and "12 scored pairs" not in " ".join(warnings)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [(["{a}"], 2, "compare: give at least two run folders (or one with --paper)"),
+     (["{a}", "{a}", "--paper", "spair"], 2, "compare --paper: give one run folder; got 2"),
+     (["{a}", "--paper", "spiar"], 2, "--paper: expected one of ['cub', 'pfwillow', 'spair']; got 'spiar'"),
+     (["{a}", "{tmp}/nothing"], 1, "{tmp}/nothing: no such run folder"),
+     (["{a}", "{tmp}"], 1, "{tmp}: no run.json; not a run folder")],
+)  # fmt: skip
+def test_bad_compare_command_lines_are_one_line(tmp_path, capsys, monkeypatch, args, code, message):
+    monkeypatch.delenv("SDCORR_DEBUG", raising=False)
+    monkeypatch.setattr("sys.argv", ["sdcorr"])
+    a = write_run(tmp_path / "a", mixed(count=4))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", *(arg.format(a=a, tmp=tmp_path) for arg in args)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == code and len(err) == 1, err
+    assert err[0].startswith("sdcorr: error: ") and message.format(tmp=tmp_path) in err[0], err
