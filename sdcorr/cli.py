@@ -5,7 +5,7 @@
   layered YAML files and command-line overrides (``--print_config`` shows the resolved config).
 * ``plan`` and ``match`` take the same config files: ``plan`` builds only the datamodule and the
   matcher, ``match`` only the model (see :mod:`sdcorr.matching`).
-* ``merge``, ``evaluate`` and ``report`` work on finished run folders (see :mod:`sdcorr.commands`).
+* ``merge``, ``evaluate``, ``report`` and ``compare`` work on finished run folders (see :mod:`sdcorr.commands`).
 
 Every error prints one ``sdcorr: error: <what>: <problem>`` line, no traceback: exit code 2 for a bad
 option, value or config file (found before anything runs), 1 for a problem while running (bad data, an
@@ -91,6 +91,15 @@ def _report_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.1, help="PCK threshold of the histogram")
 
 
+def _compare_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("folders", type=str, nargs="+", help="run folders: each after the first is compared with it")
+    parser.add_argument("--alphas", type=Optional[list[float]], default=None, help="PCK alphas; default: the runs'")
+    parser.add_argument("--threshold", type=Optional[str], default=None, help="threshold mode; default: as run")
+    parser.add_argument("--paper", type=Optional[str], default=None, help="spair, pfwillow or cub: set the run "
+                        "beside the paper's numbers")  # fmt: skip
+    parser.add_argument("--output_dir", type=Optional[str], default=None, help="default: <second run>/compare")
+
+
 def _no_arguments(parser: ArgumentParser) -> None:
     pass
 
@@ -127,6 +136,11 @@ def _report(cli: SdcorrCLI) -> None:
     commands.report(options.folder, options.alpha)
 
 
+def _compare(cli: SdcorrCLI) -> None:
+    options = cli.config["compare"]
+    commands.compare(options.folders, options.alphas, options.threshold, options.paper, options.output_dir)
+
+
 #: the Trainer's methods that are subcommands, with their one-line help
 TRAINER_COMMANDS = {
     "test": "match and score a benchmark's pairs into a run folder (resumes an interrupted run)",
@@ -142,6 +156,8 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("score a run folder again (other alphas or threshold mode) into evaluation.json",
                         _evaluate_arguments, _evaluate),
     "report": Command("(re)write a run folder's index.html", _report_arguments, _report),
+    "compare": Command("is a difference real? PCK of runs on their shared pairs, with bootstrap intervals; "
+                       "or a run beside the paper (--paper)", _compare_arguments, _compare),
 }  # fmt: skip
 
 

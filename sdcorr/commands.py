@@ -9,6 +9,8 @@ The use cases behind the commands (their parsers are in :mod:`sdcorr.cli`): each
 * ``sdcorr evaluate RUN_DIR`` scores a run folder again, with other alphas or another of the
   dataset's threshold modes, into ``evaluation.json`` (results.json is left as the run wrote it).
 * ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.report`).
+* ``sdcorr compare RUN_A RUN_B ...`` compares runs on their shared pairs, or a run with the paper
+  (``--paper``), and writes compare.json, .png and .html (see :mod:`sdcorr.compare`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from sdcorr.errors import OutputError
+from sdcorr.compare import Run, compare_paper, compare_runs, format_comparison, output_folder, write_comparison
+from sdcorr.errors import OutputError, UsageError
 from sdcorr.intervals import RESAMPLES
 from sdcorr.report import write_report
 from sdcorr.runfolder import RunFolder
@@ -66,3 +69,38 @@ def report(folder: str | Path, alpha: float = 0.1) -> Path:
     path = write_report(folder, alpha)
     print(path)
     return path
+
+
+def compare(
+    folders: Sequence[str | Path],
+    alphas: Optional[Sequence[float]] = None,
+    threshold: Optional[str] = None,
+    paper: Optional[str] = None,
+    output_dir: Optional[str | Path] = None,
+) -> dict[str, Any]:
+    """Compare runs (or, with ``paper``, one run with the paper), print the warnings (one
+    ``compare: warning:`` line each, on stderr) and the table, and write the outputs; see :mod:`sdcorr.compare`.
+
+    Args:
+        folders: run folders; each after the first is compared with the first (with ``paper``: one).
+        alphas: PCK alphas; default: those all runs scored (with ``paper``: the paper's).
+        threshold: score every run in this threshold mode of the dataset; default: as run.
+        paper: ``spair``, ``pfwillow`` or ``cub``: set the run beside the paper's numbers.
+        output_dir: where compare.json, .png and .html go; default: ``compare/`` in the second run folder
+            (with ``paper``: in the run folder).
+
+    Returns:
+        the content of compare.json.
+    """
+    if paper and len(folders) != 1:
+        raise UsageError(f"compare --paper: give one run folder; got {len(folders)}")
+    if not paper and len(folders) < 2:
+        raise UsageError("compare: give at least two run folders (or one with --paper)")
+    runs = [Run.read(folder) for folder in folders]
+    payload, warnings = compare_paper(runs[0], paper, threshold) if paper else compare_runs(runs, alphas, threshold)
+    for warning in warnings:
+        print(f"compare: warning: {warning}", file=sys.stderr)
+    table = format_comparison(payload)
+    paths = write_comparison(payload, table, output_folder(folders, output_dir))
+    print(f"{table}\ncompare: {paths['page']}")
+    return payload

@@ -1,0 +1,513 @@
+"""``sdcorr compare``: is the difference between two runs real, and how far is a run from the paper?
+
+Runs against runs (``sdcorr compare RUN_A RUN_B [RUN_C ...]``): each further run is compared with the
+first on the pairs both scored: per-image PCK of each, and the difference (B - A) with a paired bootstrap
+interval and p-value (:func:`sdcorr.intervals.paired_difference`), overall and per category, at each alpha.
+
+What counts as the same data. Pairs are matched by ``pair_id``; runs are compared when
+
+* their manifests (``run.json`` ``fingerprint.data``) record the same dataset (``datamodule``) and
+  ``split``, and score with the same threshold mode (the recorded ``threshold_mode``, or ``--threshold``
+  for both);
+* every shared pair has the same ground truth in both (source and target keypoints, and the threshold
+  and scale of the mode compared): a run on another copy or version of the dataset is refused.
+
+What only chooses pairs may differ: ``root``, ``categories``, ``classes``, ``layout``, ``subsample``,
+``shard``, and how far a run got. The comparison then uses the shared scored pairs, with a warning when
+they are not all of either run's. The model, matcher, seed and precision are what is being compared;
+compare.json lists where they differ.
+
+Against the paper (``sdcorr compare RUN --paper spair``): the run's per-image PCK with a bootstrap
+interval beside the paper's figures (:mod:`sdcorr.paper`), flagging those outside the interval.
+
+Outputs: ``compare.json``, ``compare.png`` (each row's difference with its interval) and a
+self-contained ``compare.html``, in ``--output_dir``, by default the folder ``compare/`` of the second
+run (of the run, with ``--paper``); an earlier comparison there is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from PIL import Image, ImageDraw
+
+from sdcorr.errors import DataError, OutputError, UsageError
+from sdcorr.fingerprint import current_fingerprint, differences
+from sdcorr.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
+from sdcorr.paper import PAPER, PaperFigures, beside_paper
+from sdcorr.plots import CORRECT, TEXT, WRONG, _font
+from sdcorr.prediction import Prediction
+from sdcorr.runfolder import RunFolder, write_json
+
+#: the folder a comparison goes to inside the second run's folder, unless ``--output_dir``
+COMPARE_DIR = "compare"
+COMPARE_JSON = "compare.json"
+COMPARE_CHART = "compare.png"
+COMPARE_PAGE = "compare.html"
+#: the alphas compared when the runs share none
+DEFAULT_ALPHAS = (0.05, 0.1)
+#: ``data`` entries of run.json that must agree (besides the threshold mode): they change what a pair is
+SAME_DATA = ("datamodule", "split")
+#: the colour of a row whose interval contains 0 (or the paper's figure)
+UNDECIDED = (150, 150, 150)
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """One scored pair: its category, correct keypoints ``[A]`` at each alpha, keypoints, and its ground
+    truth (to check that two runs scored the same pair)."""
+
+    category: str
+    correct: torch.Tensor
+    total: int
+    truth: tuple
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder's manifest and predictions."""
+
+    folder: str
+    manifest: dict[str, Any]
+    predictions: list[Prediction]
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Run:
+        run = RunFolder(folder)
+        if not run.path.is_dir():
+            raise OutputError(f"{folder}: no such run folder")
+        return cls(str(folder), run.manifest(), run.predictions())
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.manifest["fingerprint"].get("data") or {}
+
+
+def threshold_mode(run: Run, threshold: Optional[str] = None) -> Optional[str]:
+    """The threshold mode the run is scored in: ``threshold``, else the one it ran with."""
+    return threshold or run.data.get("threshold_mode")
+
+
+def common_alphas(runs: Sequence[Run]) -> list[float]:
+    """The alphas every run scored (the first's order), else :data:`DEFAULT_ALPHAS`."""
+    shared = [
+        a for a in runs[0].manifest.get("alphas") or [] if all(a in (r.manifest.get("alphas") or []) for r in runs)
+    ]
+    return shared or list(DEFAULT_ALPHAS)
+
+
+def data_problem(first: Run, other: Run, threshold: Optional[str] = None) -> Optional[str]:
+    """Why two runs are not on the same data (see the module docstring), or None."""
+    for key in SAME_DATA:
+        if first.data.get(key) != other.data.get(key):
+            return (
+                f"{other.folder}: not on the same data as {first.folder}: {key} {other.data.get(key)!r} "
+                f"against {first.data.get(key)!r}"
+            )
+    modes = threshold_mode(first, threshold), threshold_mode(other, threshold)
+    if modes[0] != modes[1]:
+        return (
+            f"{other.folder}: scored with threshold {modes[1]!r}, {first.folder} with {modes[0]!r}; pass "
+            "--threshold MODE to score both in one mode"
+        )
+    return None
+
+
+def pair_scores(
+    predictions: Sequence[Prediction], alphas: Sequence[float], mode: Optional[str]
+) -> dict[str, PairScore]:
+    """``{pair_id: PairScore}`` of the pairs with ground truth and at least one keypoint, scored in threshold
+    mode ``mode`` (None: as run; a dataset with one mode records no others in its predictions)."""
+    out = {}
+    for prediction in predictions:
+        flags = prediction.correct(alphas, mode)
+        if flags is None or not len(flags):
+            continue
+        truth = (prediction.source_keypoints, prediction.target_keypoints, prediction.reference(mode))
+        out[prediction.pair_id] = PairScore(prediction.category, flags.sum(0).double(), len(flags), truth)
+    return out
+
+
+def shared_pairs(
+    first: dict[str, PairScore], other: dict[str, PairScore], names: tuple[str, str]
+) -> tuple[list[str], Optional[str]]:
+    """The pair ids both runs scored (sorted), and a warning when that is not all of either's.
+
+    Raises:
+        DataError: no shared scored pair, or a shared pair whose ground truth differs.
+    """
+    shared = sorted(set(first) & set(other))
+    if not shared:
+        raise DataError(
+            f"{names[1]}: shares no scored pair with {names[0]} ({len(other)} and {len(first)} "
+            "scored pairs); compare runs of the same benchmark"
+        )
+    for pair_id in shared:
+        if first[pair_id].truth != other[pair_id].truth:
+            raise DataError(
+                f"{names[1]}: pair {pair_id!r} has other ground truth than in {names[0]} (another "
+                "copy or version of the dataset?); compare runs on the same data"
+            )
+    if len(shared) == len(first) == len(other):
+        return shared, None
+    return shared, (
+        f"{names[1]} shares {len(shared)} of its {len(other)} scored pairs with {names[0]} (which has "
+        f"{len(first)}); comparing the {len(shared)} shared pairs"
+    )
+
+
+def difference_rows(
+    first: dict[str, PairScore],
+    second: dict[str, PairScore],
+    shared: Sequence[str],
+    alphas: Sequence[float],
+    resamples: int = RESAMPLES,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per alpha, one row per category then ``overall``: ``{"category", "pairs", "a", "b", "difference",
+    "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction); a row of fewer than
+    :data:`~sdcorr.intervals.MIN_PAIRS` pairs has no interval or p-value (None)."""
+    groups: dict[str, list[str]] = {}
+    for pair_id in shared:
+        groups.setdefault(first[pair_id].category, []).append(pair_id)
+    groups = dict(sorted(groups.items())) | {"overall": list(shared)}
+    out = {}
+    for i, alpha in enumerate(alphas):
+        rows = []
+        for category, ids in groups.items():
+            a = torch.stack([first[p].correct[i] / first[p].total for p in ids])
+            b = torch.stack([second[p].correct[i] / second[p].total for p in ids])
+            test = paired_difference(a, b, resamples, f"compare/{category}/{alpha:g}")
+            rows.append(
+                {
+                    "category": category,
+                    "pairs": len(ids),
+                    "a": 100 * float(a.mean()),
+                    "b": 100 * float(b.mean()),
+                    "difference": 100 * test["difference"],
+                    **_uncertainty(test, len(ids)),
+                }
+            )
+        out[f"{alpha:g}"] = rows
+    return out
+
+
+def _uncertainty(test: dict[str, float], pairs: int) -> dict[str, Optional[float]]:
+    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` pairs."""
+    if pairs < MIN_PAIRS:
+        return {"low": None, "high": None, "p_value": None}
+    return {"low": 100 * test["low"], "high": 100 * test["high"], "p_value": test["p_value"]}
+
+
+def compare_runs(
+    runs: Sequence[Run],
+    alphas: Optional[Sequence[float]] = None,
+    threshold: Optional[str] = None,
+    resamples: int = RESAMPLES,
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare each run after the first with the first; returns the compare.json payload and warnings.
+
+    Raises:
+        DataError: runs on different data, or sharing no scored pair (see the module docstring).
+    """
+    if len(runs) < 2:
+        raise UsageError("compare: give at least two run folders (or one with --paper)")
+    for other in runs[1:]:
+        problem = data_problem(runs[0], other, threshold)
+        if problem:
+            raise DataError(problem)
+    alphas = list(alphas or common_alphas(runs))
+    mode = threshold_mode(runs[0], threshold)
+    baseline = pair_scores(runs[0].predictions, alphas, threshold)
+    comparisons, warnings = [], []
+    for other in runs[1:]:
+        scores = pair_scores(other.predictions, alphas, threshold)
+        shared, warning = shared_pairs(baseline, scores, (runs[0].folder, other.folder))
+        warnings += [warning] if warning else []
+        changed = differences(
+            current_fingerprint(runs[0].manifest["fingerprint"]), current_fingerprint(other.manifest["fingerprint"])
+        )
+        comparisons.append(
+            {
+                "a": runs[0].folder,
+                "b": other.folder,
+                "model_a": runs[0].manifest.get("model"),
+                "model_b": other.manifest.get("model"),
+                "shared_pairs": len(shared),
+                "pairs_a": len(baseline),
+                "pairs_b": len(scores),
+                "run_differences": changed,
+                "rows": difference_rows(baseline, scores, shared, alphas, resamples),
+            }
+        )
+    payload = {
+        "kind": "runs",
+        "alphas": alphas,
+        "threshold_mode": mode,
+        "data": runs[0].data,
+        "intervals": describe(resamples),
+        "warnings": warnings,
+        "comparisons": comparisons,
+    }
+    return payload, warnings
+
+
+def paper_warnings(run: Run, figures: PaperFigures, mode: Optional[str], scored: int) -> list[str]:
+    """What keeps a run's numbers from being the paper's: another threshold mode, or part of the selection."""
+    out = []
+    if mode != figures.threshold_mode:
+        out.append(
+            f"{run.folder}: scored with threshold {mode!r}, the paper's numbers with "
+            f"{figures.threshold_mode!r} (--threshold {figures.threshold_mode} rescores it)"
+        )
+    partial = [
+        f"{key} {run.data.get(key)!r} (the paper: {value!r})"
+        for key, value in figures.selection.items()
+        if run.data.get(key) != value
+    ]
+    partial += [f"{key} {run.data[key]!r}" for key in ("categories", "subsample") if run.data.get(key)]
+    shard = run.data.get("shard")
+    if shard and list(shard) != [0, 1]:
+        partial.append(f"shard {shard[0]} of {shard[1]}")
+    if figures.num_pairs and scored != figures.num_pairs:
+        partial.append(f"{scored} scored pairs (the paper: {figures.num_pairs})")
+    if partial:
+        out.append(f"{run.folder}: not the paper's whole selection ({figures.title}): " + ", ".join(partial))
+    return out
+
+
+def compare_paper(
+    run: Run, benchmark: str, threshold: Optional[str] = None, resamples: int = RESAMPLES
+) -> tuple[dict[str, Any], list[str]]:
+    """A run beside the paper's figures of ``benchmark``; returns the compare.json payload and warnings.
+
+    Raises:
+        UsageError: an unknown benchmark. DataError: a run of another dataset, or with no scored pair.
+    """
+    if benchmark not in PAPER:
+        raise UsageError(f"--paper: expected one of {sorted(PAPER)}; got {benchmark!r}")
+    figures = PAPER[benchmark]
+    if run.data.get("datamodule") != figures.datamodule:
+        raise DataError(
+            f"{run.folder}: a {run.data.get('datamodule')} run; --paper {benchmark} needs a {figures.datamodule} run"
+        )
+    mode, alphas = threshold_mode(run, threshold), sorted(figures.overall)
+    scores = pair_scores(run.predictions, alphas, threshold)
+    if not scores:
+        raise DataError(f"{run.folder}: no scored pair (a predict run, or nothing done yet)")
+    ids = sorted(scores)
+    correct = torch.stack([scores[p].correct for p in ids])
+    total = torch.tensor([float(scores[p].total) for p in ids])
+    rows = beside_paper(figures, [scores[p].category for p in ids], correct, total, resamples)
+    warnings = paper_warnings(run, figures, mode, len(ids))
+    payload = {
+        "kind": "paper",
+        "benchmark": benchmark,
+        "paper": figures.title,
+        "run": run.folder,
+        "model": run.manifest.get("model"),
+        "alphas": alphas,
+        "threshold_mode": mode,
+        "overall_rule": figures.overall_rule,
+        "data": run.data,
+        "intervals": describe(resamples),
+        "warnings": warnings,
+        "rows": rows,
+    }
+    return payload, warnings
+
+
+# the outputs, for people
+def _signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def _interval(row: dict[str, Any], signed: bool = False) -> str:
+    """``[low, high]`` of a row, or why it has none."""
+    if row["low"] is None:
+        return f"(< {MIN_PAIRS} pairs)"
+    low, high = (_signed(row["low"]), _signed(row["high"])) if signed else (f"{row['low']:.1f}", f"{row['high']:.1f}")
+    return f"[{low}, {high}]"
+
+
+def _p_value(p: float) -> str:
+    """``p=0.123``, or ``p<0.001`` (1000 resamples cannot resolve less)."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def format_comparison(payload: dict[str, Any]) -> str:
+    """The printed table(s) of a compare.json payload: ``category pairs A B B-A [interval] p`` per alpha,
+    or, against the paper, ``category alpha pairs run [interval] paper`` with ``*`` on a row outside."""
+    if payload["kind"] == "paper":
+        return _format_paper(payload)
+    blocks = []
+    for comparison in payload["comparisons"]:
+        for alpha, rows in comparison["rows"].items():
+            width = max(len("category"), *(len(r["category"]) for r in rows))
+            head = (
+                f"PCK@{alpha} per image (%): A = {comparison['a']}, B = {comparison['b']}, "
+                f"{comparison['shared_pairs']} shared pairs, {payload['threshold_mode'] or 'threshold as run'}"
+            )
+            lines = [head, f"{'category':<{width}}  {'pairs':>5}  {'A':>5}  {'B':>5}  B-A [95% interval]"]
+            for r in rows:
+                interval = f"{_signed(r['difference'])} " + _interval(r, signed=True)
+                lines.append(
+                    f"{r['category']:<{width}}  {r['pairs']:>5}  {r['a']:5.1f}  {r['b']:5.1f}  "
+                    f"{interval:<22}  {_p_value(r['p_value']) if r['p_value'] is not None else ''}".rstrip()
+                )
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _format_paper(payload: dict[str, Any]) -> str:
+    rows = payload["rows"]
+    width = max(len("category"), *(len(r["category"]) for r in rows))
+    lines = [
+        f"{payload['run']} beside the paper ({payload['paper']}), PCK per image (%), threshold "
+        f"{payload['threshold_mode']}; overall: {payload['overall_rule']}",
+        f"{'category':<{width}}  {'alpha':>5}  {'pairs':>5}  {'run':>5}  {'95% interval':<14}  paper",
+    ]
+    for r in rows:
+        flag, interval = "  *" if r["outside"] else "", _interval(r)
+        lines.append(
+            f"{r['category']:<{width}}  {r['alpha']:>5g}  {r['pairs']:>5}  {r['run']:5.1f}  "
+            f"{interval:<14}  {r['paper']:5.1f}{flag}"
+        )
+    lines.append("* the paper's figure is outside the run's 95% interval")
+    return "\n".join(lines)
+
+
+def chart_panels(payload: dict[str, Any], alpha: Optional[float] = None) -> list[tuple[str, list[tuple]]]:
+    """``[(title, [(label, value, low, high, outside)])]``: the rows the chart draws, in percentage points
+    (B - A; against the paper, run - paper), at ``alpha`` (default: the largest compared)."""
+    alpha = alpha if alpha is not None else max(payload["alphas"])
+    if payload["kind"] == "paper":
+        rows = [r for r in payload["rows"] if r["alpha"] == alpha]
+        cells = [(r["category"], r["run"] - r["paper"], *_shifted(r, -r["paper"]), r["outside"]) for r in rows]
+        return [(f"run - paper, PCK@{alpha:g} per image (points), 95% interval", cells)]
+    panels = []
+    for comparison in payload["comparisons"]:
+        rows = comparison["rows"][f"{alpha:g}"]
+        cells = [(r["category"], r["difference"], r["low"], r["high"], _excludes_zero(r)) for r in rows]
+        panels.append((f"B - A, PCK@{alpha:g} per image (points): B = {Path(comparison['b']).name}", cells))
+    return panels
+
+
+def _shifted(row: dict[str, Any], by: float) -> tuple[Optional[float], Optional[float]]:
+    return (None, None) if row["low"] is None else (row["low"] + by, row["high"] + by)
+
+
+def _excludes_zero(row: dict[str, Any]) -> bool:
+    return row["low"] is not None and not row["low"] <= 0 <= row["high"]
+
+
+def difference_chart(panels: Sequence[tuple[str, Sequence[tuple]]], width: int = 640, row: int = 20) -> Image.Image:
+    """A forest plot: per row a dot at the value and a bar over its interval, around a line at 0; blue when
+    the interval is above 0, orange below, grey when it contains 0."""
+    label_width, margin, font = 120, 12, _font(11)
+    height = sum(50 + row * len(cells) for _, cells in panels) + margin
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = margin
+    for title, cells in panels:
+        draw.text((margin, top), title, fill=TEXT, font=_font(12))
+        top += 24
+        reach = max([abs(v) for _, value, low, high, _ in cells for v in (value, low, high) if v is not None] + [1.0])
+        reach *= 1.1
+        left, right = margin + label_width, width - margin - 60
+
+        def x(value: float) -> float:
+            return left + (value + reach) / (2 * reach) * (right - left)
+
+        draw.line((x(0), top, x(0), top + row * len(cells)), fill=(120, 120, 120))
+        for i, (label, value, low, high, outside) in enumerate(cells):
+            y = top + i * row + row / 2
+            colour = (CORRECT if value > 0 else WRONG) if outside else UNDECIDED
+            draw.text((margin, y - 7), str(label)[:18], fill=TEXT, font=font)
+            if low is not None:  # no bar: too few pairs for an interval
+                draw.line((x(low), y, x(high), y), fill=colour, width=3)
+            draw.ellipse((x(value) - 4, y - 4, x(value) + 4, y + 4), fill=colour)
+            draw.text((right + 8, y - 7), _signed(value), fill=TEXT, font=font)
+        top += row * len(cells)
+        for value in (-reach, 0.0, reach):  # the axis: its ends and 0, in percentage points
+            text = f"{value:+.0f}" if value else "0"
+            draw.text((x(value) - draw.textlength(text, font=font) / 2, top + 2), text, fill=UNDECIDED, font=font)
+        top += 26
+    return canvas
+
+
+def _html_table(payload: dict[str, Any]) -> str:
+    if payload["kind"] == "paper":
+        columns = ["category", "alpha", "pairs", "run", "low", "high", "paper", "outside"]
+        tables = [(f"{payload['run']} beside the paper", payload["rows"])]
+    else:
+        columns = ["category", "pairs", "a", "b", "difference", "low", "high", "p_value"]
+        tables = [
+            (f"PCK@{alpha}: A = {c['a']}, B = {c['b']}", rows)
+            for c in payload["comparisons"]
+            for alpha, rows in c["rows"].items()
+        ]
+    out = []
+    for title, rows in tables:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(c, r[c])}</td>" for c in columns) + "</tr>" for r in rows)
+        out.append(f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>")
+    return "".join(out)
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}" if column == "p_value" else f"{value:.1f}"
+    return html.escape(str(value))
+
+
+def _data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def compare_page(payload: dict[str, Any], chart: Image.Image, table: str) -> str:
+    """compare.html: the table, the chart and the warnings, CSS inline, the chart as a data URI."""
+    notes = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in payload["warnings"])
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #b9c4d0;padding:2px 8px}th{background:#dce6f2}.warn{color:#a04000}"
+        "pre{background:#f6f8fa;padding:8px;font-size:12px}"
+    )
+    method = html.escape(str(payload["intervals"].get("method", "")))
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>sdcorr compare</title><style>{style}</style>'
+        f"</head><body><h1>sdcorr compare</h1>{notes}<p>intervals: {method}, level "
+        f"{payload['intervals'].get('level')}; differences: paired (the same resampled pairs in both runs), "
+        f"two-sided p-values; rows of fewer than {MIN_PAIRS} pairs: none</p><pre>{html.escape(table)}</pre>"
+        f'<img src="{_data_uri(chart)}" alt="differences">{_html_table(payload)}</body></html>\n'
+    )
+
+
+def output_folder(folders: Sequence[str | Path], output_dir: Optional[str | Path] = None) -> Path:
+    """Where a comparison goes: ``output_dir``, else ``compare/`` in the second run folder (the only one)."""
+    return Path(output_dir) if output_dir else Path(folders[min(1, len(folders) - 1)]) / COMPARE_DIR
+
+
+def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) -> dict[str, Path]:
+    """Write compare.json, compare.png and compare.html into ``folder`` (made if needed); returns their paths."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        chart = difference_chart(chart_panels(payload))
+        paths = {"json": folder / COMPARE_JSON, "chart": folder / COMPARE_CHART, "page": folder / COMPARE_PAGE}
+        write_json(paths["json"], payload)
+        chart.save(paths["chart"])
+        paths["page"].write_text(compare_page(payload, chart, table))
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot write the comparison ({error}); set --output_dir") from error
+    return paths

@@ -1,0 +1,260 @@
+"""``sdcorr compare`` (sdcorr.compare, sdcorr.paper) on hand-made run folders: no model needed."""
+
+import json
+
+import pytest
+import torch
+
+from sdcorr import commands
+from sdcorr.cli import main
+from sdcorr.compare import COMPARE_CHART, COMPARE_DIR, COMPARE_JSON, COMPARE_PAGE, Run, compare_paper, compare_runs
+from sdcorr.errors import DataError, UsageError
+from sdcorr.intervals import stratified_mean_intervals
+from sdcorr.prediction import Prediction
+from sdcorr.runfolder import RunFolder
+from sdcorr.scoring import results_payload
+from tests.conftest import sdcorr
+
+#: keypoint offsets in pixels against a threshold of 100: correct at 0.05 and 0.1, at 0.1 only, at neither
+RIGHT, NEAR, WRONG = 0.0, 7.0, 50.0
+SPAIR = {"datamodule": "SPairDataModule", "root": "/data/SPair-71k", "categories": None, "subsample": None,
+         "shard": [0, 1], "num_pairs": None, "skipped": {}, "split": "test", "layout": "large",
+         "threshold_mode": "bbox-src-512"}  # fmt: skip
+
+
+def prediction(pair_id, category, offsets, truth_shift=0.0):
+    """A scored pair whose keypoint ``j`` is predicted ``offsets[j]`` pixels right of its ground truth."""
+    target = [[10.0 * j + truth_shift, 20.0] for j in range(len(offsets))]
+    return Prediction(
+        pair_id=pair_id,
+        category=category,
+        source_keypoints=[[5.0 * j, 8.0] for j in range(len(offsets))],
+        predicted_keypoints=[[x + offset, y] for (x, y), offset in zip(target, offsets)],
+        target_keypoints=target,
+        threshold=100.0,
+        references={"bbox-src-512": {"threshold": 100.0, "pck_scale": [1.0, 1.0]},
+                    "bbox-trg": {"threshold": 600.0, "pck_scale": [1.0, 1.0]}},
+    )  # fmt: skip
+
+
+def write_run(folder, predictions, data=None, seed=0):
+    """A run folder as `sdcorr test` leaves it: run.json and predictions.jsonl."""
+    run = RunFolder(folder)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_manifest({
+        "fingerprint": {"data": SPAIR | (data or {}), "source": {"class": "tiny"}, "matcher": {"class": "m"},
+                        "seed": seed, "precision": "32-true", "embeddings": False},
+        "model": "a tiny random model", "pair_ids": [p.pair_id for p in predictions], "alphas": [0.05, 0.1],
+        "layers": [0, 1],
+    })  # fmt: skip
+    appender = run.appender()
+    for p in predictions:
+        appender.write(p)
+    appender.close()
+    return str(folder)
+
+
+def mixed(count=40, categories=("aeroplane", "cat"), seed=0):
+    """Pairs of 5 keypoints, each right, near or wrong at random."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        choice = torch.randint(3, (5,), generator=generator).tolist()
+        out.append(prediction(f"p{i:03d}", categories[i % len(categories)], [(RIGHT, NEAR, WRONG)[c] for c in choice]))
+    return out
+
+
+def all_wrong(predictions):
+    return [prediction(p.pair_id, p.category, [WRONG] * len(p.source_keypoints)) for p in predictions]
+
+
+def rows(payload, alpha="0.1", comparison=0):
+    return {r["category"]: r for r in payload["comparisons"][comparison]["rows"][alpha]}
+
+
+def test_identical_runs_differ_by_zero_with_p_one(tmp_path):
+    pairs = mixed()
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", pairs, seed=1)
+    payload, warnings = compare_runs([Run.read(a), Run.read(b)])
+    assert warnings == [] and payload["alphas"] == [0.05, 0.1]
+    for alpha in ("0.05", "0.1"):
+        for row in rows(payload, alpha).values():
+            assert row["difference"] == 0 and row["low"] <= 0 <= row["high"] and row["p_value"] == 1
+    assert payload["comparisons"][0]["run_differences"] == ["seed: 0 -> 1"]
+    # A's figure is the run's own per-image PCK of results.json
+    results = results_payload(pairs, RunFolder(a).manifest())
+    assert rows(payload)["overall"]["a"] == pytest.approx(100 * results["overall"]["pck@0.1"]["per_image"])
+    assert rows(payload)["cat"]["a"] == pytest.approx(100 * results["per_category"]["cat"]["pck@0.1"]["per_image"])
+
+
+def test_every_keypoint_wrong_is_a_significant_difference(tmp_path):
+    pairs = mixed()
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", all_wrong(pairs))
+    payload, _ = compare_runs([Run.read(a), Run.read(b)], alphas=[0.1])
+    overall = rows(payload)["overall"]
+    assert overall["b"] == 0 and overall["difference"] == pytest.approx(-overall["a"]) and overall["a"] > 30
+    assert overall["high"] < 0 and overall["p_value"] < 0.01
+    # a third run is compared with the first too
+    payload, _ = compare_runs([Run.read(a), Run.read(b), Run.read(a)], alphas=[0.1])
+    assert rows(payload, comparison=1)["overall"]["difference"] == 0
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [({"split": "val"}, "not on the same data as .*: split 'val' against 'test'"),
+     ({"datamodule": "PFWillowDataModule"}, "datamodule 'PFWillowDataModule' against 'SPairDataModule'"),
+     ({"threshold_mode": "bbox-trg"}, "scored with threshold 'bbox-trg', .* with 'bbox-src-512'; pass --threshold")],
+)  # fmt: skip
+def test_runs_on_other_data_are_refused_with_one_line(tmp_path, data, message):
+    a, b = write_run(tmp_path / "a", mixed()), write_run(tmp_path / "b", mixed(), data)
+    with pytest.raises(DataError, match=message) as error:
+        compare_runs([Run.read(a), Run.read(b)])
+    assert "\n" not in str(error.value) and str(tmp_path / "b") in str(error.value)
+
+
+def test_threshold_option_scores_both_in_one_mode(tmp_path):
+    pairs = mixed()
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", all_wrong(pairs), {"threshold_mode": "bbox-trg"})
+    payload, _ = compare_runs([Run.read(a), Run.read(b)], threshold="bbox-trg")
+    assert payload["threshold_mode"] == "bbox-trg"
+    assert rows(payload)["overall"]["b"] == 100  # 50 pixels is within 0.1 x 600
+
+
+def test_other_ground_truth_or_no_shared_pair_is_refused(tmp_path):
+    pairs = mixed(count=6)
+    moved = [prediction(p.pair_id, p.category, [RIGHT] * 5, truth_shift=3.0) for p in pairs]
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", moved)
+    with pytest.raises(DataError, match="pair 'p000' has other ground truth than in"):
+        compare_runs([Run.read(a), Run.read(b)])
+    renamed = [prediction("x" + p.pair_id, p.category, [RIGHT] * 5) for p in pairs]
+    c = write_run(tmp_path / "c", renamed)
+    with pytest.raises(DataError, match="shares no scored pair with"):
+        compare_runs([Run.read(a), Run.read(c)])
+    with pytest.raises(UsageError, match="at least two run folders"):
+        commands.compare([a])
+
+
+def test_partial_overlap_warns_once_and_compares_the_shared_pairs(tmp_path, capsys):
+    pairs = mixed()
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", pairs[:15])  # b is unfinished
+    payload = commands.compare([a, b])
+    out, err = capsys.readouterr()
+    assert err.count("compare: warning:") == 1 and len(err.strip().splitlines()) == 1
+    assert "shares 15 of its 15 scored pairs with" in err and "comparing the 15 shared pairs" in err
+    assert payload["comparisons"][0]["shared_pairs"] == 15 and rows(payload)["overall"]["pairs"] == 15
+    assert "overall" in out and "p=1.000" in out
+
+
+def test_stratified_interval_is_around_the_mean_of_category_means():
+    # category a: 2 pairs at 1.0; category b: 8 pairs at 0 or 0.5: mean of means 0.625, mean over pairs 0.4
+    scores = torch.tensor([[1.0], [1.0]] + [[0.0], [0.5]] * 4)
+    low, high = stratified_mean_intervals(scores, ["a"] * 2 + ["b"] * 8, resamples=500, name="t")[0].tolist()
+    assert low < 0.625 < high and low > 0.4
+
+
+def spair_paper_run(tmp_path, data=None):
+    """aeroplane: every keypoint right (100, far above the paper's 54.2); bicycle: 4 or 5 of 10 keypoints right
+    at 0.1 (45, around the paper's 45.1)."""
+    pairs = [prediction(f"a{i:02d}", "aeroplane", [RIGHT] * 10) for i in range(10)]
+    pairs += [prediction(f"b{i:02d}", "bicycle", [RIGHT] * (4 + i % 2) + [WRONG] * (6 - i % 2)) for i in range(40)]
+    return write_run(tmp_path / "run", pairs, data)
+
+
+def test_paper_flags_a_category_whose_interval_excludes_the_paper(tmp_path):
+    payload, warnings = compare_paper(Run.read(spair_paper_run(tmp_path)), "spair")
+    by_name = {(r["category"], r["alpha"]): r for r in payload["rows"]}
+    assert by_name["aeroplane", 0.1]["outside"] and by_name["aeroplane", 0.1]["paper"] == 54.2
+    bicycle = by_name["bicycle", 0.1]
+    assert not bicycle["outside"] and bicycle["low"] <= 45.1 <= bicycle["high"] and bicycle["run"] == pytest.approx(45)
+    # the overall as the paper computes it: the mean of the category means, not the mean over pairs
+    assert by_name["overall", 0.1]["run"] == pytest.approx((100 + 45) / 2) and by_name["overall", 0.1]["paper"] == 45.4
+    assert len(warnings) == 1 and "not the paper's whole selection" in warnings[0] and "50 scored pairs" in warnings[0]
+
+
+def test_paper_warns_about_another_threshold_and_refuses_another_dataset(tmp_path):
+    run = Run.read(spair_paper_run(tmp_path, {"threshold_mode": "bbox-trg", "subsample": 50}))
+    _, warnings = compare_paper(run, "spair")
+    assert "scored with threshold 'bbox-trg', the paper's numbers with 'bbox-src-512'" in warnings[0]
+    assert "subsample 50" in warnings[1]
+    with pytest.raises(DataError, match="--paper pfwillow needs a PFWillowDataModule run"):
+        compare_paper(run, "pfwillow")
+    with pytest.raises(UsageError, match="--paper: expected one of"):
+        compare_paper(run, "spiar")
+
+
+def test_paper_table_stars_only_the_rows_outside(tmp_path, capsys):
+    commands.compare([spair_paper_run(tmp_path)], paper="spair")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines if line.endswith("*")] == ["aeroplane", "overall", "overall"]
+    assert any(line.startswith("* the paper's figure is outside") for line in lines)
+    assert (tmp_path / "run" / COMPARE_DIR / COMPARE_JSON).is_file()
+
+
+def test_cli_compares_and_writes_into_the_second_run_folder(tmp_path):
+    pairs, elsewhere = mixed(), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", all_wrong(pairs))
+    result = sdcorr("compare", a, b, "--alphas", "[0.1]", cwd=elsewhere)
+    overall = [line for line in result.stdout.splitlines() if line.startswith("overall")]
+    assert len(overall) == 1 and "p<0.001" in overall[0], result.stdout
+    written = tmp_path / "b" / COMPARE_DIR
+    assert json.loads((written / COMPARE_JSON).read_text())["comparisons"][0]["b"] == b
+    assert (written / COMPARE_CHART).read_bytes()[:4] == b"\x89PNG"
+    page = (written / COMPARE_PAGE).read_text()
+    assert "data:image/png;base64," in page and "<table>" in page
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "a" / COMPARE_DIR).exists()
+
+
+def test_cli_refusal_is_one_error_line(tmp_path):
+    a, b = write_run(tmp_path / "a", mixed()), write_run(tmp_path / "b", mixed(), {"split": "val"})
+    result = sdcorr("compare", a, b, check=False, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sdcorr: error: ") and "split 'val'" in lines[0], result.stderr
+    assert not (tmp_path / "b" / COMPARE_DIR).exists()
+
+
+def test_rows_of_a_handful_of_pairs_get_no_interval(tmp_path, capsys):
+    # one wrong pair would otherwise give a zero-width interval and p < 0.001
+    pairs = mixed(count=24, categories=("aeroplane",) * 23 + ("cat",))
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", all_wrong(pairs))
+    payload = commands.compare([a, b], alphas=[0.1])
+    cat, overall = rows(payload)["cat"], rows(payload)["overall"]
+    assert cat["pairs"] == 1 and cat["low"] is cat["high"] is cat["p_value"] is None and cat["difference"] < 0
+    assert overall["p_value"] < 0.01
+    assert any(line.startswith("cat ") and "(< 10 pairs)" in line for line in capsys.readouterr().out.splitlines())
+    few = [prediction(f"a{i}", "aeroplane", [RIGHT] * 3) for i in range(3)]
+    paper_rows = compare_paper(Run.read(write_run(tmp_path / "few", few)), "spair")[0]["rows"]
+    assert paper_rows[0]["run"] == 100 and not any(r["outside"] for r in paper_rows) and paper_rows[0]["low"] is None
+
+
+def test_a_dataset_with_one_threshold_mode_is_scored_as_run(tmp_path):
+    # CUB records its mode in run.json but no references in its predictions
+    pairs = [prediction(f"p{i}", "001.Black_footed_Albatross", [RIGHT, NEAR, WRONG]) for i in range(12)]
+    for p in pairs:
+        p.references = {}
+    cub = {"datamodule": "CUBDataModule", "threshold_mode": "bbox-trg-512", "classes": [1, 2, 3], "split": "test"}
+    a, b = write_run(tmp_path / "a", pairs, cub), write_run(tmp_path / "b", pairs, cub)
+    payload, _ = compare_runs([Run.read(a), Run.read(b)])
+    assert payload["threshold_mode"] == "bbox-trg-512" and rows(payload)["overall"]["a"] == pytest.approx(200 / 3)
+    paper, warnings = compare_paper(Run.read(a), "cub")
+    assert paper["rows"][-1]["run"] == pytest.approx(200 / 3) and "12 scored pairs" not in " ".join(warnings)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [(["{a}"], 2, "compare: give at least two run folders (or one with --paper)"),
+     (["{a}", "{a}", "--paper", "spair"], 2, "compare --paper: give one run folder; got 2"),
+     (["{a}", "--paper", "spiar"], 2, "--paper: expected one of ['cub', 'pfwillow', 'spair']; got 'spiar'"),
+     (["{a}", "{tmp}/nothing"], 1, "{tmp}/nothing: no such run folder"),
+     (["{a}", "{tmp}"], 1, "{tmp}: no run.json; not a run folder")],
+)  # fmt: skip
+def test_bad_compare_command_lines_are_one_line(tmp_path, capsys, monkeypatch, args, code, message):
+    monkeypatch.delenv("SDCORR_DEBUG", raising=False)
+    monkeypatch.setattr("sys.argv", ["sdcorr"])
+    a = write_run(tmp_path / "a", mixed(count=4))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", *(arg.format(a=a, tmp=tmp_path) for arg in args)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == code and len(err) == 1, err
+    assert err[0].startswith("sdcorr: error: ") and message.format(tmp=tmp_path) in err[0], err
