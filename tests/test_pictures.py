@@ -27,30 +27,41 @@ QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.y
 
 
 class FakeModule:
-    """Stands in for CorrespondenceModule: records which source maps were asked for."""
+    """Stands in for CorrespondenceModule: records which source maps were asked for (2 read layers)."""
 
     alphas = [0.05, 0.1]
 
     def __init__(self):
         self.calls = []
 
-    def source_heatmaps(self, sample, result):
-        self.calls.append((sample["pair_id"], len(result.embeddings)))
-        return torch.rand(len(result.embeddings), 8, 8)
+    def source_maps(self, sample, result):
+        n = len(result.embeddings)
+        self.calls.append((sample["pair_id"], n))
+        layers = torch.rand(2, n, 8, 8)
+        return MatchResult(keypoints=torch.rand(n, 2) * 8, heatmaps=layers.mean(0), layer_heatmaps=layers)
 
 
-def fake_pair(pair_id, n=5):
+def fake_pair(pair_id, n=5, category="cat", groups=None):
+    """A drawn pair of 2 read layers: the last keypoint is wrong at PCK@0.1 (the threshold is 20 px)."""
     points = torch.rand(n, 2) * 30
+    predicted = points.clone()
+    predicted[-1] += 5.0  # 7 px off: wrong at 0.1 (2 px), and at 0.05
     sample = {"pair_id": pair_id, "source_image": torch.rand(3, 30, 40), "target_image": torch.rand(3, 30, 40)}
     record = {
         "pair_id": pair_id,
-        "category": "cat",
+        "category": category,
         "source_keypoints": points.tolist(),
-        "predicted_keypoints": points.tolist(),
+        "predicted_keypoints": predicted.tolist(),
         "target_keypoints": points.tolist(),
-        "correct": {"0.05": [True] * n, "0.1": [True] * (n - 1) + [False]},
+        "threshold": 20.0,
+        "groups": groups or {},
+        "layer_predictions": [predicted.tolist(), (predicted + 1).tolist()],
+        "correct": {"0.05": [True] * (n - 1) + [False], "0.1": [True] * (n - 1) + [False]},
     }
-    match = MatchResult(keypoints=points, heatmaps=torch.rand(n, 8, 8), embeddings=torch.rand(n, 2, 3, 4))
+    layers = torch.rand(2, n, 8, 8)
+    match = MatchResult(
+        keypoints=predicted, heatmaps=layers.mean(0), embeddings=torch.rand(n, 2, 3, 4), layer_heatmaps=layers
+    )
     return sample, Prediction.from_json(record), match
 
 
@@ -80,7 +91,10 @@ def test_draws_the_first_pairs_and_source_maps_only_for_them(tmp_path):
     run_batches(PictureCallback(num_pairs=1, keypoints=3), fake_trainer(tmp_path), module, ["p0", "p1"])
     assert module.calls == [("p0", 3)]  # one pair, only the 3 drawn keypoints' embeddings
     names = sorted(p.name for p in (tmp_path / "pictures").iterdir())
-    assert names == ["p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png"]
+    assert names == [
+        "p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png",
+        "p0.viewer-maps.png", "p0.viewer-source.jpg", "p0.viewer-target.jpg", "p0.viewer.json",
+    ]  # fmt: skip
     assert (tmp_path / "index.html").exists()
 
 
@@ -90,9 +104,9 @@ def test_pair_ids_choose_the_pairs(tmp_path):
     run_batches(callback, fake_trainer(tmp_path), module, ["p0", "p1", "p2"])
     assert module.calls == []
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
-        "p2.correspondence.png",
-        "p2.target-heatmaps.png",
-    ]
+        "p2.correspondence.png", "p2.target-heatmaps.png",
+        "p2.viewer-maps.png", "p2.viewer-source.jpg", "p2.viewer-target.jpg", "p2.viewer.json",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -178,6 +192,12 @@ def test_index_html_renders_in_chromium(smoke_folder, tmp_path):
     assert count(STAR) > 50  # ground-truth stars in the pair pictures
 
 
+def viewer_json(page):
+    """The viewer's data embedded in an index.html."""
+    (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', Path(page).read_text())
+    return json.loads(blob)
+
+
 def offline_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     for name in ("DIR", "DATA_DIR", "CACHE_DIR", "CONFIG_DIR", "ARTIFACT_DIR"):
@@ -242,9 +262,9 @@ def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path
     names = {picture_name(pair_id, "correspondence") for pair_id in ids}
     assert len(names) == len(ids) and picture_name("p0", "correspondence") == "p0.correspondence.png"
     run_batches(PictureCallback(source_maps=False), fake_trainer(tmp_path), FakeModule(), ["cat 1", "cat_1"])
-    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2 * 2
-    page = (tmp_path / "index.html").read_text()
-    assert page.count("<h3>") == 2
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2 * 3  # 2 pictures and the viewer's maps each
+    drawn = viewer_json(tmp_path / "index.html")["drawn"]
+    assert sorted(drawn) == ["cat 1", "cat_1"] and drawn["cat 1"]["maps"] != drawn["cat_1"]["maps"]
 
 
 def python_run(folder, order):
