@@ -108,6 +108,11 @@ def _pair_pictures(run: RunFolder) -> dict[str, dict[str, Path]]:
     return pairs
 
 
+def _key(pair_id: str) -> str:
+    """The file-safe name of a pair's pictures (``<key>.<kind>.png``)."""
+    return picture_name(pair_id, "correspondence")[: -len(".correspondence.png")]
+
+
 def _pair_notes(run: RunFolder) -> dict[str, str]:
     """``{file-safe pair id: "pair_id (category): PCK@a k/N ..."}`` from the predictions, if readable."""
     try:
@@ -117,8 +122,9 @@ def _pair_notes(run: RunFolder) -> dict[str, str]:
     notes = {}
     for prediction in predictions:
         scores = [f"PCK@{a} {sum(c)}/{len(c)}" for a, c in (prediction.correct_flags or {}).items()]
-        key = run.picture_file(prediction.pair_id, "correspondence").name[: -len(".correspondence.png")]
-        notes[key] = f"{prediction.pair_id} ({prediction.category})" + (": " + ", ".join(scores) if scores else "")
+        notes[_key(prediction.pair_id)] = f"{prediction.pair_id} ({prediction.category})" + (
+            ": " + ", ".join(scores) if scores else ""
+        )
     return notes
 
 
@@ -179,14 +185,15 @@ def _pairs_section(
         drawn, problem = {}, str(error)
     if problem:
         parts.append(f'<p class="meta"><b>Not shown:</b> {html.escape(problem)}</p>')
+    viewed = {_key(pair_id) for pair_id in drawn}
+    pictures = {key: kinds for key, kinds in _pair_pictures(run).items() if key not in viewed}
     if predictions or drawn:
         try:
             manifest = run.read_manifest()
         except SdcorrError:
             manifest = None
-        parts.append(viewer_section(viewer_data(predictions, drawn, alpha, layer_names(manifest, results))))
-    viewed = {picture_name(pair_id, "correspondence")[: -len(".correspondence.png")] for pair_id in drawn}
-    pictures = {key: kinds for key, kinds in _pair_pictures(run).items() if key not in viewed}
+        older = [p.pair_id for p in predictions if _key(p.pair_id) in pictures]
+        parts.append(viewer_section(viewer_data(predictions, drawn, alpha, layer_names(manifest, results), older)))
     if pictures:
         notes = _pair_notes(run)
         parts += [

@@ -157,6 +157,10 @@
     if (drawn) {
       box.append(pairPicture(pair, drawn));
       box.append(el("p", { class: "meta", text: "click a line, a point or a row below for that keypoint's maps" }));
+    } else if (DATA.older.includes(id)) {
+      box.append(el("p", { class: "sdv-undrawn", text:
+        `This pair has the pictures of an older sdcorr (under "Pair pictures" below), without maps per layer. ` +
+        `Drawn again (see docs/outputs.md), it gets them.` }));
     } else {
       box.append(el("p", { class: "sdv-undrawn", text:
         `This pair was not drawn: only the pairs chosen by --pictures.num_pairs or --pictures.pair_ids get images ` +

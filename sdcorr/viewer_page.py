@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Optional
 
@@ -74,6 +75,7 @@ def viewer_data(
     drawn: dict[str, dict[str, Any]],
     alpha: float,
     layers: Optional[list[str]] = None,
+    older: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The viewer's JSON: every pair (``predictions``, plus drawn pairs without a prediction there, e.g. a
     run without a PredictionWriter: their own line of ``viewer.json``), sorted by id.
@@ -83,6 +85,7 @@ def viewer_data(
         drawn: ``{pair_id: meta}`` of :func:`sdcorr.viewer.read_assets` (with the images as data URIs).
         alpha: PCK threshold of the colours and of the pairs' PCK.
         layers: names of the read layers; None: their indices.
+        older: ids of pairs with pictures of an older sdcorr but no viewer files (shown below the viewer).
     """
     by_id = {p.pair_id: p for p in predictions}
     for pair_id, meta in drawn.items():
@@ -97,6 +100,7 @@ def viewer_data(
         "groupKeys": sorted({key for pair in pairs for key in pair["groups"]}),
         "pairs": pairs,
         "drawn": {key: {k: v for k, v in meta.items() if k != "prediction"} for key, meta in drawn.items()},
+        "older": sorted(older),
     }
 
 
