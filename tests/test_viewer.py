@@ -107,6 +107,15 @@ def test_pair_assets_have_a_panel_per_layer_and_side_marked_by_each_layers_predi
         panel_picture(assets, panel=1, keypoint=3)
 
 
+def test_without_per_layer_maps_only_the_mean_panel_is_kept():
+    """The nearest-neighbour matcher: no per-layer maps, no layer predictions, no embeddings."""
+    sample, prediction, match = fake_pair("p", n=3)
+    prediction.layer_predictions = None
+    assets = pair_assets(sample["source_image"], sample["target_image"], prediction, match.heatmaps, tile=8)
+    assert [(p["side"], p["layer"]) for p in assets.meta["panels"]] == [("target", None)]
+    assert assets.maps.size == (8, 3 * 8)
+
+
 def test_locate_returns_each_layers_map_and_its_mean_is_the_heatmap(source, photo):
     matcher = PromptMatcher(**{**FAST, "restarts": 1, "locate_crops": 2})
     image = geometry.resize_image(photo, source.image_size)
