@@ -19,6 +19,8 @@ from sdcorr.prediction import Prediction
 from sdcorr.report import histogram_of, missing_note, write_report
 from sdcorr.runfolder import RunFolder
 from sdcorr.scoring import layer_rows, summary_rows
+from sdcorr.viewer import PairAssets, pair_assets, panel_picture, write_assets
+from sdcorr.viewer_page import layer_names, pair_entry
 
 
 class PictureCallback(RunResultsCallback):
@@ -33,10 +35,21 @@ class PictureCallback(RunResultsCallback):
     group, per layer) and the histogram of pairs by the fraction of their keypoints that are correct.
     Without a PredictionWriter, the page has the pictures only.
 
+    Per drawn pair also the files of the page's viewer (see :mod:`sdcorr.viewer`): the images at
+    ``height`` rows and every map (each read layer's and their mean, target and source) as
+    ``map_size`` tiles of one 8-bit PNG, which ``index.html`` embeds (see :mod:`sdcorr.viewer_page`):
+    every pair of the run, sortable and filterable, and per keypoint its maps per layer. Measured
+    (docs/outputs.md): with the defaults (8 drawn pairs, maps of 8 keypoints) and 4 read layers the
+    page is about 2.3 MB (0.28 MB per drawn pair, about 60 bytes per keypoint of any other pair);
+    with the tiny model's 2 layers and 5-6 keypoints, 1.2 MB for a 50-pair run. When the page
+    embedded the PNGs, 3 pairs made 3.3 MB.
+
     Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
-    ``log_image``, tables with ``log_table``, a bar chart of the histogram); into the output folder
-    (``pictures/*.png`` and a self-contained ``index.html``, see :mod:`sdcorr.report`) when no
-    WandbLogger is configured or ``WANDB_MODE=disabled`` (``files: auto``), or always (``files: always``).
+    ``log_image``, tables with ``log_table``: also ``viewer/pairs``, every pair with its PCK, and
+    ``viewer/keypoints``, each drawn keypoint with its target maps; a bar chart of the histogram); into
+    the output folder (``pictures/*``, see :mod:`sdcorr.viewer`, and a self-contained ``index.html``,
+    see :mod:`sdcorr.report`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
+    (``files: auto``), or always (``files: always``).
 
     Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
 
@@ -60,8 +73,10 @@ class PictureCallback(RunResultsCallback):
             ``sdcorr`` command links them from ``model.alphas``); None: checked when the run starts.
         source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair).
         files: write pictures/*.png and index.html: auto (only without a WandbLogger), always or never.
-        height: height in pixels of the correspondence plots.
+        height: height in pixels of the correspondence plots and of the viewer's images.
         panel_size: longest side in pixels of each heatmap panel.
+        map_size: side in pixels of each map kept for the viewer (``map_size x map_size`` per layer,
+            keypoint and side; the page stretches them to the image).
     """
 
     def __init__(
@@ -76,11 +91,14 @@ class PictureCallback(RunResultsCallback):
         files: Literal["auto", "always", "never"] = "auto",
         height: int = 320,
         panel_size: int = 192,
+        map_size: int = 64,
     ) -> None:
         if num_pairs < 0:
             raise OptionError(self, "num_pairs", f"expected a number of pairs >= 0; got {num_pairs}")
         if keypoints is not None and keypoints < 1:
             raise OptionError(self, "keypoints", f"expected a number >= 1 (or null for all); got {keypoints}")
+        if map_size < 4:
+            raise OptionError(self, "map_size", f"expected a side in pixels >= 4; got {map_size}")
         if files not in ("auto", "always", "never"):
             raise OptionError(self, "files", f"expected 'auto', 'always' or 'never'; got {files!r}")
         if alphas is not None:
@@ -94,8 +112,10 @@ class PictureCallback(RunResultsCallback):
         self.files = files
         self.height = height
         self.panel_size = panel_size
+        self.map_size = map_size
         self._drawn = 0
         self._rows: list[list[Any]] = []
+        self._keypoint_rows: list[list[Any]] = []  # W&B viewer/keypoints: [pair, keypoint, correct, maps...]
         self._targets: Optional[list[str]] = None  # the pairs to draw, when the run's pair list is known
         self._undrawn: Optional[list[str]] = None  # targets predicted by an earlier run without pictures
 
@@ -127,7 +147,7 @@ class PictureCallback(RunResultsCallback):
         if not self.enabled or stage != "test":
             return
         _check_alpha(self, self.alpha, pl_module.alphas)
-        self._drawn, self._rows, self._undrawn = 0, [], None
+        self._drawn, self._rows, self._keypoint_rows, self._undrawn = 0, [], [], None
         self._targets = None
         if self.pair_ids is not None:
             self._targets = list(self.pair_ids)
@@ -165,7 +185,7 @@ class PictureCallback(RunResultsCallback):
             (sample,) = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             match = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
             prediction = predictions[pair_id]
-            self._publish(trainer, prediction, self.draw(pl_module, sample, prediction, match))
+            self._publish(trainer, prediction, *self.draw(pl_module, sample, prediction, match))
             self._undrawn.remove(pair_id)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -175,7 +195,7 @@ class PictureCallback(RunResultsCallback):
         for sample, prediction, match in zip(batch, outputs["predictions"], matches):
             if self._wanted(prediction.pair_id):
                 self._drawn += 1
-                self._publish(trainer, prediction, self.draw(pl_module, sample, prediction, match))
+                self._publish(trainer, prediction, *self.draw(pl_module, sample, prediction, match))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if writer_of(trainer) is None:  # no tables will come: the page of the pictures alone
@@ -199,6 +219,7 @@ class PictureCallback(RunResultsCallback):
             if self._rows:
                 columns = ["pair_id", "category", f"pck@{self.alpha:g}", *self._kinds()]
                 logger.log_table("pictures/pairs", columns=columns, data=self._rows, step=trainer.global_step)
+            self._log_viewer_tables(logger, trainer, run, results)
             if results is not None:
                 self._log_summary(logger, trainer, run, results)
         if self.writes_files(trainer):
@@ -214,13 +235,15 @@ class PictureCallback(RunResultsCallback):
 
     def draw(
         self, pl_module: LightningModule, sample: dict, prediction: Prediction, match: Any
-    ) -> dict[str, Image.Image]:
-        """The pictures of one pair: ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``.
+    ) -> tuple[dict[str, Image.Image], Optional[PairAssets]]:
+        """The pictures of one pair, ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``,
+        and its files for the page's viewer (see :mod:`sdcorr.viewer`; None without a MatchResult).
 
         Args:
             sample: the sample dict (images, see :mod:`datamodules.base`).
             prediction: its ``predictions.jsonl`` line (points, ``correct``).
-            match: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, embeddings), or None.
+            match: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, per-layer maps
+                ``[L, N, S, S]``, embeddings), or None.
         """
         correct = (prediction.correct_flags or {}).get(f"{self.alpha:g}")
         target = prediction.target_keypoints
@@ -238,7 +261,7 @@ class PictureCallback(RunResultsCallback):
             )
         }
         if match is None:
-            return pictures
+            return pictures, None
         n = len(prediction.source_keypoints)
         k = n if self.keypoints is None else self.keypoints
         flags = correct if correct is not None else [None] * n
@@ -251,26 +274,43 @@ class PictureCallback(RunResultsCallback):
             labels=labels,
             panel_size=self.panel_size,
         )
+        located = None
         if self.source_maps:
             # the fitted embeddings of the drawn keypoints only: their maps do not depend on the others
             embeddings = None if match.embeddings is None else match.embeddings[:k]
-            maps = pl_module.source_heatmaps(sample, dataclasses.replace(match, embeddings=embeddings))
-            if maps is not None:
+            located = pl_module.source_maps(sample, dataclasses.replace(match, embeddings=embeddings))
+            if located is not None:
                 pictures["source-heatmaps"] = heatmap_plot(
                     sample["source_image"],
-                    maps[:k],
+                    located.heatmaps[:k],
                     points=prediction.source_keypoints[:k],
-                    labels=[f"#{i}" for i in range(len(maps[:k]))],
+                    labels=[f"#{i}" for i in range(len(located.heatmaps[:k]))],
                     panel_size=self.panel_size,
                 )
-        return pictures
+        assets = pair_assets(
+            sample["source_image"],
+            sample["target_image"],
+            prediction,
+            match.heatmaps,
+            target_layer_maps=match.layer_heatmaps,
+            source_maps=None if located is None else located.heatmaps,
+            source_layer_maps=None if located is None else located.layer_heatmaps,
+            keypoints=k,
+            height=self.height,
+            tile=self.map_size,
+        )
+        return pictures, assets
 
-    def _publish(self, trainer: Trainer, prediction: Prediction, pictures: dict[str, Image.Image]) -> None:
+    def _publish(
+        self, trainer: Trainer, prediction: Prediction, pictures: dict[str, Image.Image], assets: Optional[PairAssets]
+    ) -> None:
         if self.writes_files(trainer):
             run = self.run_folder(trainer)
             run.pictures.mkdir(parents=True, exist_ok=True)
             for kind, picture in pictures.items():
                 picture.save(run.picture_file(prediction.pair_id, kind))
+            if assets is not None:
+                write_assets(run, assets)
         logger = self.wandb_logger(trainer)
         if logger is None:
             return
@@ -283,6 +323,34 @@ class PictureCallback(RunResultsCallback):
         fraction = None if not correct else sum(correct) / len(correct)
         images = [wandb.Image(pictures[k]) if k in pictures else None for k in self._kinds()]
         self._rows.append([prediction.pair_id, prediction.category, fraction, *images])
+        if assets is not None:
+            self._keypoint_rows += _keypoint_rows(assets, correct)
+
+    def _log_viewer_tables(
+        self, logger: WandbLogger, trainer: Trainer, run: RunFolder, results: Optional[dict[str, Any]]
+    ) -> None:
+        """The viewer's tables on W&B: ``viewer/pairs`` (every pair of the run's predictions, with its PCK)
+        and ``viewer/keypoints`` (each drawn keypoint, correct or not, its target maps: mean and per layer)."""
+        step = trainer.global_step
+        try:
+            predictions, manifest = run.predictions(), run.read_manifest()
+        except (SdcorrError, OSError):  # the PredictionWriter reports a broken folder
+            predictions, manifest = [], None
+        if predictions:
+            rows = []
+            for prediction in predictions:
+                entry = pair_entry(prediction, self.alpha)
+                groups = ", ".join(f"{k}={v}" for k, v in sorted(entry["groups"].items()))
+                rows.append([entry["id"], entry["category"], groups, entry["pck"]])
+            columns = ["pair_id", "category", "groups", f"pck@{self.alpha:g}"]
+            logger.log_table("viewer/pairs", columns=columns, data=rows, step=step)
+        if self._keypoint_rows:
+            width = max(len(row) for row in self._keypoint_rows)
+            names = layer_names(manifest, results) or []
+            layers = [f"layer {names[i] if i < len(names) else i}" for i in range(width - 4)]
+            columns = ["pair_id", "keypoint", f"correct@{self.alpha:g}", "mean of layers", *layers]
+            data = [row + [None] * (width - len(row)) for row in self._keypoint_rows]
+            logger.log_table("viewer/keypoints", columns=columns, data=data, step=step)
 
     def _histogram_picture(self, counts: dict[str, Any]) -> Image.Image:
         title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
@@ -309,6 +377,22 @@ class PictureCallback(RunResultsCallback):
         chart = wandb.plot.bar(wandb.Table(columns=["bin", "pairs"], data=data), "bin", "pairs", title=title)
         logger.log_metrics({"pck/histogram_chart": chart}, step=step)
         logger.log_image("pck/histogram_image", [self._histogram_picture(counts)], step=step)
+
+
+def _keypoint_rows(assets: PairAssets, correct: Optional[list[bool]]) -> list[list[Any]]:
+    """Rows of the W&B table ``viewer/keypoints`` for one drawn pair: ``[pair_id, keypoint, correct,
+    mean map, map of layer 0, ...]``, the maps as ``wandb.Image`` of the target panels (see
+    :func:`sdcorr.viewer.panel_picture`)."""
+    import wandb
+
+    panels = [i for i, panel in enumerate(assets.meta["panels"]) if panel["side"] == "target"]
+    mean = [i for i in panels if assets.meta["panels"][i]["layer"] is None]
+    layers = [i for i in panels if assets.meta["panels"][i]["layer"] is not None]
+    rows = []
+    for k in range(assets.meta["keypoints"]):
+        images = [wandb.Image(panel_picture(assets, i, k)) for i in mean + layers]
+        rows.append([assets.meta["pair_id"], k, None if correct is None else bool(correct[k]), *images])
+    return rows
 
 
 def _check_alpha(owner: object, alpha: float, alphas: list[float]) -> None:

@@ -30,12 +30,15 @@ class MatchResult:
             layer alone (argmax of that layer's map), for per-layer PCK; None if not applicable.
         embeddings: what was fitted on the source, e.g. ``[N, R, T, D]`` prompt embeddings; None if
             the method has none.
+        layer_heatmaps: ``[L, N, S, S]`` each read layer's own map (``layer_keypoints`` are their
+            argmaxes), for pictures; None if the method has no per-layer maps.
     """
 
     keypoints: Tensor
     heatmaps: Tensor
     layer_keypoints: Optional[Tensor] = None
     embeddings: Optional[Tensor] = None
+    layer_heatmaps: Optional[Tensor] = None
 
 
 #: ``progress(done, total, stage)``: ``done`` of ``total`` item-passes through the model, ``stage`` "fit"/"locate"

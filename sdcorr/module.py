@@ -116,19 +116,34 @@ class CorrespondenceModule(LightningModule):
         return progress
 
     @torch.no_grad()
-    def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:
-        """``[N, S, S]``: where the fitted embeddings of ``result`` attend in the *source* image (for pictures).
+    def source_maps(self, sample: dict[str, Any], result: MatchResult) -> Optional[MatchResult]:
+        """Where the fitted embeddings of ``result`` attend in the *source* image (for pictures).
 
         The prompt matcher's locate step run on the source image with its own random stream (an extra
         ``N x restarts x locate_crops`` passes, so callbacks ask for it only for the pairs they draw).
-        None for matchers without embeddings.
+
+        Returns:
+            the locate step's :class:`~sdcorr.engine.MatchResult` on the source, in working pixels:
+            ``heatmaps`` ``[N, S, S]`` (mean over the read layers), ``layer_heatmaps`` ``[L, N, S, S]``
+            and their argmaxes; None for matchers without embeddings.
         """
         if result.embeddings is None or not hasattr(self.matcher, "locate"):
             return None
         image = geometry.resize_image(sample["source_image"].float().to(self.device), self.source.image_size)
         return self.matcher.locate(
             self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
-        ).heatmaps
+        )
+
+    def source_heatmaps(
+        self, sample: dict[str, Any], result: MatchResult, per_layer: bool = False
+    ) -> Optional[torch.Tensor]:
+        """``[N, S, S]`` (``per_layer``: ``[L, N, S, S]``, one map per read layer): where the fitted
+        embeddings of ``result`` attend in the source image; see :meth:`source_maps`. None for matchers
+        without embeddings (or, with ``per_layer``, without per-layer maps)."""
+        located = self.source_maps(sample, result)
+        if located is None:
+            return None
+        return located.layer_heatmaps if per_layer else located.heatmaps
 
     def prediction(self, sample: dict[str, Any], result: MatchResult) -> Prediction:
         """The ``predictions.jsonl`` line of one pair, scored at :attr:`alphas` (see :meth:`Prediction.from_sample`)."""

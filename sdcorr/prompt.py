@@ -194,6 +194,7 @@ class PromptMatcher(Matcher):
             heatmaps=located.heatmaps,
             layer_keypoints=to_target(located.layer_keypoints),
             embeddings=embeddings,
+            layer_heatmaps=located.layer_heatmaps,
         )
 
     def fit(
@@ -310,8 +311,8 @@ class PromptMatcher(Matcher):
 
         Returns:
             keypoints ``[N, 2]`` in working pixels (the argmax pixel's centre, see :mod:`sdcorr.geometry`),
-            the heatmaps ``[N, S, S]`` (softmax over pixels per layer, then the mean over layers) and
-            each layer's own argmax ``[L, N, 2]``.
+            the heatmaps ``[N, S, S]`` (softmax over pixels per layer, then the mean over layers),
+            each layer's own argmax ``[L, N, 2]`` and each layer's softmaxed map ``[L, N, S, S]``.
         """
         counter = counter if counter is not None else WorkCounter(0)
         num_keypoints, restarts = embeddings.shape[:2]
@@ -333,7 +334,10 @@ class PromptMatcher(Matcher):
         heatmaps = per_layer.mean(dim=1)
         layer_keypoints = geometry.argmax_xy(per_layer.transpose(0, 1), offset=0.5)
         return MatchResult(
-            keypoints=geometry.argmax_xy(heatmaps, offset=0.5), heatmaps=heatmaps, layer_keypoints=layer_keypoints
+            keypoints=geometry.argmax_xy(heatmaps, offset=0.5),
+            heatmaps=heatmaps,
+            layer_keypoints=layer_keypoints,
+            layer_heatmaps=per_layer.transpose(0, 1),
         )
 
     def _locate_chunk(

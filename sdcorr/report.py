@@ -1,10 +1,13 @@
 """``index.html``: one self-contained page for a finished run folder.
 
 The page holds the PCK tables of ``results.json`` (overall, per category, per group, per layer), the
-histogram of pairs by the fraction of their keypoints that are correct, and every pair picture found
-in ``<folder>/pictures/`` (written by :class:`callbacks.pictures.PictureCallback`). CSS is inline and
-pictures are embedded as base64 data URIs, so the file can be mailed or copied alone. Works on any
-run folder, also one without pictures or without ``results.json``::
+histogram of pairs by the fraction of their keypoints that are correct, and the pair viewer (see
+:mod:`sdcorr.viewer_page`): every pair of the folder's predictions, and for the pairs drawn by
+:class:`callbacks.pictures.PictureCallback` their images and maps (the viewer's files in
+``<folder>/pictures/``, see :mod:`sdcorr.viewer`). Pair pictures of an older sdcorr without viewer
+files are shown as they are. CSS, script and pictures are inline (base64 data URIs), so the file
+can be mailed or copied alone and opens offline. Works on any run folder, also one without pictures
+or without ``results.json``::
 
     python -m sdcorr.report runs/smoke
 """
@@ -22,8 +25,11 @@ from PIL import Image
 
 from sdcorr.errors import SdcorrError
 from sdcorr.plots import histogram_plot
-from sdcorr.runfolder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder
+from sdcorr.prediction import Prediction
+from sdcorr.runfolder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_name
 from sdcorr.scoring import histogram, layer_rows, summary_rows
+from sdcorr.viewer import read_assets
+from sdcorr.viewer_page import layer_names, viewer_css, viewer_data, viewer_section
 
 __all__ = ["KINDS", "histogram_of", "missing_note", "write_report"]
 
@@ -102,6 +108,11 @@ def _pair_pictures(run: RunFolder) -> dict[str, dict[str, Path]]:
     return pairs
 
 
+def _key(pair_id: str) -> str:
+    """The file-safe name of a pair's pictures (``<key>.<kind>.png``)."""
+    return picture_name(pair_id, "correspondence")[: -len(".correspondence.png")]
+
+
 def _pair_notes(run: RunFolder) -> dict[str, str]:
     """``{file-safe pair id: "pair_id (category): PCK@a k/N ..."}`` from the predictions, if readable."""
     try:
@@ -111,8 +122,9 @@ def _pair_notes(run: RunFolder) -> dict[str, str]:
     notes = {}
     for prediction in predictions:
         scores = [f"PCK@{a} {sum(c)}/{len(c)}" for a, c in (prediction.correct_flags or {}).items()]
-        key = run.picture_file(prediction.pair_id, "correspondence").name[: -len(".correspondence.png")]
-        notes[key] = f"{prediction.pair_id} ({prediction.category})" + (": " + ", ".join(scores) if scores else "")
+        notes[_key(prediction.pair_id)] = f"{prediction.pair_id} ({prediction.category})" + (
+            ": " + ", ".join(scores) if scores else ""
+        )
     return notes
 
 
@@ -151,6 +163,54 @@ def missing_note(pair_ids: list[str]) -> str:
     )
 
 
+def _predictions(run: RunFolder) -> tuple[list[Prediction], Optional[str]]:
+    """The folder's predictions, and why there are none when they cannot be read."""
+    try:
+        return run.predictions(), None
+    except (SdcorrError, OSError) as error:  # a broken folder's report shows what it can
+        return [], str(error)
+
+
+def _pairs_section(
+    run: RunFolder, alpha: float, results: Optional[dict[str, Any]], missing: Optional[list[str]]
+) -> list[str]:
+    """The viewer of every pair (and pair pictures of an older sdcorr that have no viewer files)."""
+    parts = []
+    if missing:
+        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
+    predictions, problem = _predictions(run)
+    try:
+        drawn = read_assets(run)
+    except SdcorrError as error:
+        drawn, problem = {}, str(error)
+    if problem:
+        parts.append(f'<p class="meta"><b>Not shown:</b> {html.escape(problem)}</p>')
+    viewed = {_key(pair_id) for pair_id in drawn}
+    pictures = {key: kinds for key, kinds in _pair_pictures(run).items() if key not in viewed}
+    if predictions or drawn:
+        try:
+            manifest = run.read_manifest()
+        except SdcorrError:
+            manifest = None
+        older = [p.pair_id for p in predictions if _key(p.pair_id) in pictures]
+        parts.append(viewer_section(viewer_data(predictions, drawn, alpha, layer_names(manifest, results), older)))
+    if pictures:
+        notes = _pair_notes(run)
+        parts += [
+            "<h2>Pair pictures</h2>",
+            f'<p class="legend">lines: <span style="color:#1f77b4">blue</span> correct at PCK@{alpha:g}, '
+            '<span style="color:#ff7f0e">orange</span> wrong, <span style="color:#999999">grey</span> '
+            "no ground truth; heatmaps: yellow star the ground truth (source: the keypoint), white ring the "
+            "prediction</p>",
+        ]
+        for key, kinds in pictures.items():
+            parts.append(f"<h3>{html.escape(notes.get(key, key))}</h3>")
+            for kind, heading in KINDS.items():
+                if kind in kinds:
+                    parts.append(f'<p class="meta">{heading}</p><img src="{_data_uri(kinds[kind])}" alt="{kind}">')
+    return parts
+
+
 def write_report(
     folder: str | Path | RunFolder,
     alpha: float = 0.1,
@@ -186,26 +246,11 @@ def write_report(
             f"<h2>Pairs by fraction of keypoints correct at PCK@{alpha:g}</h2>",
             f'<img src="{_data_uri(picture)}">',
         ]
-    pictures = _pair_pictures(run)
-    if missing:
-        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
-    if pictures:
-        notes = _pair_notes(run)
-        parts += [
-            "<h2>Pairs</h2>",
-            f'<p class="legend">lines: <span style="color:#1f77b4">blue</span> correct at PCK@{alpha:g}, '
-            '<span style="color:#ff7f0e">orange</span> wrong, <span style="color:#999999">grey</span> '
-            "no ground truth; heatmaps: yellow star the ground truth (source: the keypoint), white ring the "
-            "prediction</p>",
-        ]
-        for key, kinds in pictures.items():
-            parts.append(f"<h3>{html.escape(notes.get(key, key))}</h3>")
-            for kind, heading in KINDS.items():
-                if kind in kinds:
-                    parts.append(f'<p class="meta">{heading}</p><img src="{_data_uri(kinds[kind])}" alt="{kind}">')
+    parts += _pairs_section(run, alpha, results, missing)
+    css = _CSS + viewer_css()
     page = (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or run.path.name)}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+        f'<link rel="icon" href="data:,"><style>{css}</style></head><body>\n' + "\n".join(parts) + "\n</body></html>\n"
     )
     run.report_file.write_text(page)
     return run.report_file

@@ -55,6 +55,8 @@ HISTOGRAM_FILE = "histogram.png"
 REPORT = "index.html"
 #: kinds of pair pictures, in page order
 PICTURE_KINDS = ("correspondence", "target-heatmaps", "source-heatmaps")
+#: the files of a drawn pair for the page's viewer (see :mod:`sdcorr.viewer`), kind: extension
+VIEWER_FILES = {"viewer": "json", "viewer-source": "jpg", "viewer-target": "jpg", "viewer-maps": "png"}
 #: the lock file of the live run (see :meth:`RunFolder.lock`)
 LOCK = ".lock"
 
@@ -83,7 +85,8 @@ def _safe(pair_id: str) -> str:
 
 
 def picture_name(pair_id: str, kind: str) -> str:
-    """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png``, unique per pair id.
+    """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png`` (a viewer file: its
+    extension from :data:`VIEWER_FILES`), unique per pair id.
 
     An id of lowercase letters, digits, ``.``, ``_`` and ``-`` (up to 100) is used as it is; any other
     is made file-safe and followed by ``~`` and the CRC-32 of the id, so ``cat 1``, ``cat_1`` and
@@ -93,11 +96,12 @@ def picture_name(pair_id: str, kind: str) -> str:
     >>> picture_name("p0", "correspondence"), picture_name("cat 1", "correspondence")
     ('p0.correspondence.png', 'cat_1~0c888ef2.correspondence.png')
     """
-    if kind not in PICTURE_KINDS:
-        raise ValueError(f"Expected a picture kind in {list(PICTURE_KINDS)} but got {kind!r}")
+    if kind not in PICTURE_KINDS and kind not in VIEWER_FILES:
+        raise ValueError(f"Expected a picture kind in {[*PICTURE_KINDS, *VIEWER_FILES]} but got {kind!r}")
+    extension = VIEWER_FILES.get(kind, "png")
     if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
-        return f"{pair_id}.{kind}.png"
-    return f"{_safe(pair_id)}~{zlib.crc32(pair_id.encode()):08x}.{kind}.png"
+        return f"{pair_id}.{kind}.{extension}"
+    return f"{_safe(pair_id)}~{zlib.crc32(pair_id.encode()):08x}.{kind}.{extension}"
 
 
 def _listing(ids: Sequence[str], limit: int = 10) -> str:
@@ -203,8 +207,14 @@ class RunFolder:
         return self.pictures / picture_name(pair_id, kind)
 
     def picture_files(self) -> list[Path]:
-        """The pair pictures of ``pictures/`` (not the histogram), sorted by name."""
-        return [p for p in sorted(self.pictures.glob("*.png")) if p.name != HISTOGRAM_FILE]
+        """The pair pictures of ``pictures/`` (not the histogram nor the viewer's files), sorted by name."""
+        return [
+            p for p in sorted(self.pictures.glob("*.png")) if p.name.endswith(tuple(f".{k}.png" for k in PICTURE_KINDS))
+        ]
+
+    def viewer_files(self) -> list[Path]:
+        """The viewer metadata files (``<pair>.viewer.json``) of ``pictures/``, one per drawn pair, sorted by name."""
+        return sorted(self.pictures.glob("*.viewer.json"))
 
     def embedding_file(self, pair_id: str) -> Path:
         """Where the fitted embeddings of a pair are saved: a file-system-safe name, unique per pair id."""
