@@ -18,7 +18,7 @@ from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
 from sdcorr.prediction import Prediction
 from sdcorr.report import histogram_of, missing_note, write_report
 from sdcorr.runfolder import RunFolder
-from sdcorr.scoring import layer_rows, summary_rows
+from sdcorr.scoring import BOUNDS, layer_rows, summary_rows
 from sdcorr.viewer import PairAssets, pair_assets, panel_picture, write_assets
 from sdcorr.viewer_page import layer_names, pair_entry
 
@@ -357,13 +357,16 @@ class PictureCallback(RunResultsCallback):
         return histogram_plot(counts["bins"], counts["counts"], title=title)
 
     def _log_summary(self, logger: WandbLogger, trainer: Trainer, run: RunFolder, results: dict[str, Any]) -> None:
-        """Per-category and per-layer tables, per-layer PCK values and the histogram, to W&B."""
+        """Per-category and per-layer tables (each figure with its 95% interval's ``/low`` and ``/high``),
+        the overall intervals and per-layer PCK values, and the histogram, to W&B."""
         import wandb
 
         step = trainer.global_step
-        columns, rows = summary_rows(results)
+        columns, rows = summary_rows(results, intervals=True)
         logger.log_table("pck/per_category", columns=columns, data=rows, step=step)
-        columns, rows = layer_rows(results)
+        bounds = {c: v for c, v in zip(columns[3:], rows[-1][3:]) if c.endswith(BOUNDS) and v is not None}
+        logger.log_metrics(bounds, step=step)  # the overall row's: pck@0.1/per_image/low, ...
+        columns, rows = layer_rows(results, intervals=True)
         if rows:
             logger.log_table("pck/per_layer", columns=columns, data=rows, step=step)
             values = {f"per_layer/{row[0]}/{c}": v for row in rows for c, v in zip(columns[1:], row[1:])}

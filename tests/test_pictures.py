@@ -19,6 +19,7 @@ from callbacks.wandb_logger import logged_in, resolve_offline
 from sdcorr.cli import main
 from sdcorr.engine import MatchResult
 from sdcorr.prediction import Prediction
+from sdcorr.runfolder import RunFolder
 from tests.conftest import FAST, REPO
 
 QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.yaml"]
@@ -210,7 +211,12 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     results = json.loads((out / "results.json").read_text())
     categories = table("pck/per_category")
     assert [row[0] for row in categories["data"]] == [*results["per_category"], "overall"]
-    assert categories["data"][-1][5] == pytest.approx(results["overall"]["pck@0.1"]["per_image"])
+    overall = results["overall"]["pck@0.1"]
+    column = categories["columns"].index("pck@0.1/per_image")
+    assert categories["data"][-1][column : column + 3] == pytest.approx(
+        [overall["per_image"], *overall["per_image_interval"]]
+    )
+    assert categories["columns"][column + 1 : column + 3] == ["pck@0.1/per_image/low", "pck@0.1/per_image/high"]
     assert [row[0] for row in table("pck/per_layer")["data"]] == list(results["per_layer"])
     assert sum(row[1] for row in table("pck/histogram")["data"]) == results["overall"]["num_pairs"] == 2
     pairs = table("pictures/pairs")
@@ -223,6 +229,42 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     assert len(keypoints["data"]) == 2 * 2  # 2 drawn pairs, 2 keypoints each
     # with a WandbLogger and files: auto, nothing is written into the run folder
     assert not (out / "pictures").exists() and not (out / "index.html").exists()
+
+
+class RecordingLogger:
+    """Stands in for a WandbLogger: keeps what is logged."""
+
+    def __init__(self):
+        self.tables, self.metrics = {}, {}
+
+    def log_table(self, key, columns, data, step=None):
+        self.tables[key] = (columns, data)
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.update(metrics)
+
+    def log_image(self, key, images, step=None, **kwargs):
+        pass
+
+
+def test_wandb_gets_the_intervals_of_results_json(tmp_path):
+    from sdcorr.scoring import score
+
+    points = [[10.0 * i, 5.0] for i in range(4)]
+    predictions = [
+        Prediction(f"p{i}", "cat", points, [[x, y + 3 * (k < i % 4)] for k, (x, y) in enumerate(points)], points, 10.0)
+        for i in range(12)
+    ]
+    results = {"alphas": [0.1, 0.5], **score(predictions, [0.1, 0.5], resamples=200)}
+    logger = RecordingLogger()
+    PictureCallback()._log_summary(logger, fake_trainer(tmp_path), RunFolder(tmp_path), results)
+    overall = results["overall"]["pck@0.1"]
+    assert overall["per_image_interval"][0] < overall["per_image"] < overall["per_image_interval"][1]
+    assert logger.metrics["pck@0.1/per_image/low"] == overall["per_image_interval"][0]
+    assert logger.metrics["pck@0.1/per_point/high"] == overall["per_point_interval"][1]
+    columns, rows = logger.tables["pck/per_category"]
+    row = dict(zip(columns, rows[-1]))
+    assert row["category"] == "overall" and row["pck@0.1/per_image/high"] == overall["per_image_interval"][1]
 
 
 def test_offline_unless_logged_in_or_wandb_mode(tmp_path):
