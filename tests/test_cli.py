@@ -179,7 +179,7 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
 @pytest.mark.slow
 def test_help_lists_every_command():
     text = sdcorr("--help").stdout
-    for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report"):
+    for name in ("test", "predict", "plan", "match", "merge", "evaluate", "report", "compare"):
         assert f"\n    {name} " in text, name
 
 

@@ -92,6 +92,8 @@ CASES = {
                               "1,2"], 1, "nope.jpg", "image file not found"),
     "report, no such folder": (["report", "{tmp}/nothing"], 1, "{tmp}/nothing", "no such run folder"),
     "evaluate, not a run folder": (["evaluate", "{tmp}"], 1, "{tmp}", "not a run folder"),
+    "compare, one run": (["compare", "{tmp}"], 2, "compare", "give at least two run folders"),
+    "compare, no such run": (["compare", "{tmp}/a", "{tmp}/b"], 1, "{tmp}/a", "no such run folder"),
 }  # fmt: skip
 
 
