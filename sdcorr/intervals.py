@@ -155,6 +155,6 @@ def stratified_mean_intervals(
     return _percentiles(total / len(names))
 
 
-#: fewer pairs than this get no interval or p-value in ``sdcorr compare``'s tables: a bootstrap over a
-#: handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
+#: fewer pairs than this get no interval (results.json) or p-value (``sdcorr compare``): a bootstrap over
+#: a handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
 MIN_PAIRS = 10

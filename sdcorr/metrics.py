@@ -24,7 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from sdcorr.errors import OptionError
-from sdcorr.intervals import pck_intervals
+from sdcorr.intervals import MIN_PAIRS, pck_intervals
 
 
 def check_alphas(owner: object, alphas: Sequence[float]) -> None:
@@ -149,7 +149,8 @@ class PCK(Metric):
 
     Args:
         alphas: fractions of the threshold at which PCK is reported; default 0.05 and 0.1.
-        resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. The resamples of a
+        resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. Rows of fewer than
+            :data:`~sdcorr.intervals.MIN_PAIRS` scored pairs get none (too few to resample). The resamples of a
             row are seeded by its name, so they depend on the order pairs were added: add them in a fixed
             order (results.json's are added by pair id, see :func:`sdcorr.scoring.score`).
     """
@@ -207,9 +208,10 @@ class PCK(Metric):
 
     def _summary(self, correct: Tensor, total: Tensor, name: str) -> dict:
         values = _pck_compute(correct, total)
-        scored = bool((total > 0).any())  # a PCK over no pair is undefined: no interval either
+        # a bootstrap over a handful of pairs claims far too much certainty (one pair: a zero-width interval)
+        enough = int((total > 0).sum()) >= MIN_PAIRS
         intervals = (
-            pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if self.resamples and scored else None
+            pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if self.resamples and enough else None
         )
         out = {"num_pairs": int((total > 0).sum()), "num_keypoints": int(total.sum())}
         for i, alpha in enumerate(self.alphas):

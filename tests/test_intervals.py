@@ -52,7 +52,9 @@ def test_a_too_narrow_interval_would_fail_the_coverage_test():
 
 
 def test_intervals_are_seeded_and_contain_the_figure():
-    correct, total = torch.tensor([[1.0, 2.0], [0.0, 3.0], [3.0, 3.0]]), torch.tensor([3.0, 3.0, 4.0])
+    rng = torch.Generator().manual_seed(0)
+    total = torch.randint(1, 9, (30,), generator=rng).float()  # 30 pairs of 1..8 keypoints
+    correct = (torch.rand(30, 2, generator=rng) * (total[:, None] + 1)).floor().clamp(max=total[:, None])
     first, again = pck_intervals(correct, total, 500, "cat"), pck_intervals(correct, total, 500, "cat")
     assert torch.equal(first["per_image"], again["per_image"])
     assert not torch.equal(first["per_image"], pck_intervals(correct, total, 500, "dog")["per_image"])
@@ -97,6 +99,8 @@ def test_results_and_the_table_carry_the_intervals():
     columns, rows = summary_rows({**results, "alphas": [0.1]}, intervals=True)
     assert columns[3:6] == ["pck@0.1/per_image", "pck@0.1/per_image/low", "pck@0.1/per_image/high"]
     assert rows[-1][3:6] == [overall["per_image"], *overall["per_image_interval"]]
+    few = score(predictions[:9], [0.1], resamples=300)  # 9 pairs: too few to resample, no interval claimed
+    assert "per_image_interval" not in few["overall"]["pck@0.1"] and "+-" not in format_table(few, [0.1])
     plain = score(predictions, [0.1], resamples=0)
     assert plain["intervals"] == {} and "per_image_interval" not in plain["overall"]["pck@0.1"]
     assert "+-" not in format_table(plain, [0.1])

@@ -213,9 +213,8 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     assert [row[0] for row in categories["data"]] == [*results["per_category"], "overall"]
     overall = results["overall"]["pck@0.1"]
     column = categories["columns"].index("pck@0.1/per_image")
-    assert categories["data"][-1][column : column + 3] == pytest.approx(
-        [overall["per_image"], *overall["per_image_interval"]]
-    )
+    # 2 pairs are too few for an interval: the bounds are empty (see the test below for their values)
+    assert categories["data"][-1][column : column + 3] == [pytest.approx(overall["per_image"]), None, None]
     assert categories["columns"][column + 1 : column + 3] == ["pck@0.1/per_image/low", "pck@0.1/per_image/high"]
     assert [row[0] for row in table("pck/per_layer")["data"]] == list(results["per_layer"])
     assert sum(row[1] for row in table("pck/histogram")["data"]) == results["overall"]["num_pairs"] == 2

@@ -165,13 +165,8 @@ def test_evaluate_recomputes_with_other_alphas(whole, tmp_path):
     sdcorr("evaluate", str(whole), "--alphas", "[0.1, 1000]", "--output", str(output))
     again, original = json.loads(output.read_text()), json.loads((whole / "results.json").read_text())
     assert again["overall"]["pck@0.1"] == original["overall"]["pck@0.1"]
-    everything = {
-        "per_image": 1.0,
-        "per_point": 1.0,
-        "per_image_interval": [1.0, 1.0],
-        "per_point_interval": [1.0, 1.0],
-    }
-    assert again["overall"]["pck@1000"] == everything  # everything is within 1000x, in every resample too
+    # everything is within 1000x; 3 pairs are too few for an interval
+    assert again["overall"]["pck@1000"] == {"per_image": 1.0, "per_point": 1.0}
     assert "pck@0.05" not in again["overall"]
     result = sdcorr("evaluate", str(whole), "--threshold", "bbox-trg", check=False)
     assert result.returncode == 1 and "no threshold 'bbox-trg' recorded" in result.stderr
