@@ -7,73 +7,20 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from callbacks.pictures import PictureCallback
 from callbacks.wandb_logger import logged_in, resolve_offline
 from sdcorr.cli import main
-from sdcorr.engine import MatchResult
 from sdcorr.prediction import Prediction
 from sdcorr.runfolder import RunFolder
 from tests.conftest import FAST, REPO
+from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 
 QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.yaml"]
-
-
-class FakeModule:
-    """Stands in for CorrespondenceModule: records which source maps were asked for (2 read layers)."""
-
-    alphas = [0.05, 0.1]
-
-    def __init__(self):
-        self.calls = []
-
-    def source_maps(self, sample, result):
-        n = len(result.embeddings)
-        self.calls.append((sample["pair_id"], n))
-        layers = torch.rand(2, n, 8, 8)
-        return MatchResult(keypoints=torch.rand(n, 2) * 8, heatmaps=layers.mean(0), layer_heatmaps=layers)
-
-
-def fake_pair(pair_id, n=5, category="cat", groups=None):
-    """A drawn pair of 2 read layers: the last keypoint is wrong at PCK@0.1 (the threshold is 20 px)."""
-    points = torch.rand(n, 2) * 30
-    predicted = points.clone()
-    predicted[-1] += 5.0  # 7 px off: wrong at 0.1 (2 px), and at 0.05
-    sample = {"pair_id": pair_id, "source_image": torch.rand(3, 30, 40), "target_image": torch.rand(3, 30, 40)}
-    record = {
-        "pair_id": pair_id,
-        "category": category,
-        "source_keypoints": points.tolist(),
-        "predicted_keypoints": predicted.tolist(),
-        "target_keypoints": points.tolist(),
-        "threshold": 20.0,
-        "groups": groups or {},
-        "layer_predictions": [predicted.tolist(), (predicted + 1).tolist()],
-        "correct": {"0.05": [True] * (n - 1) + [False], "0.1": [True] * (n - 1) + [False]},
-    }
-    layers = torch.rand(2, n, 8, 8)
-    match = MatchResult(
-        keypoints=predicted, heatmaps=layers.mean(0), embeddings=torch.rand(n, 2, 3, 4), layer_heatmaps=layers
-    )
-    return sample, Prediction.from_json(record), match
-
-
-def fake_trainer(folder, rank_zero=True):
-    """A Trainer without datamodule or PredictionWriter: the first pairs matched are drawn, no tables."""
-    return SimpleNamespace(
-        is_global_zero=rank_zero,
-        loggers=[],
-        callbacks=[],
-        default_root_dir=str(folder),
-        global_step=0,
-        datamodule=None,
-    )
 
 
 def run_batches(callback, trainer, module, pair_ids):
@@ -169,12 +116,6 @@ def test_smoke_run_writes_pngs_and_index_html(smoke_folder):
     results = json.loads((smoke_folder / "results.json").read_text())
     for category in results["per_category"]:
         assert f"<td>{category}</td>" in page
-
-
-def viewer_json(page):
-    """The viewer's data embedded in an index.html."""
-    (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', Path(page).read_text())
-    return json.loads(blob)
 
 
 def offline_env(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 # QUICK: the smoke run, shortened: these tests are about bookkeeping, not accuracy
 from tests.conftest import QUICK, REPO, sdcorr
+from tests.fakes import viewer_json
 
 pytestmark = pytest.mark.slow  # every test runs `sdcorr test` end to end, some twice
 
@@ -207,7 +208,8 @@ def test_output_dir_expands_environment_variables(tmp_path, monkeypatch):
 
 
 def pictures_of(folder):
-    return sorted(p.name for p in (folder / "pictures").glob("*.png"))
+    """The files of pictures/: per drawn pair its 3 pictures and 4 viewer files, plus the histogram."""
+    return sorted(p.name for p in (folder / "pictures").iterdir())
 
 
 def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_path):
@@ -220,11 +222,12 @@ def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_pat
                  *(out / "pictures").glob("2_astronaut.*")]:  # fmt: skip
         path.unlink()
     run(out)
-    assert pictures_of(out) == pictures_of(whole) and len(pictures_of(whole)) == 3 * 3 + 1
-    for name in pictures_of(whole):  # the very same pictures
+    assert pictures_of(out) == pictures_of(whole) and len(pictures_of(whole)) == 3 * (3 + 4) + 1
+    for name in pictures_of(whole):  # the very same pictures, viewer images and maps
         assert (out / "pictures" / name).read_bytes() == (whole / "pictures" / name).read_bytes(), name
-    page, reference = ((f / "index.html").read_text() for f in (out, whole))
-    assert page.count("<h3>") == reference.count("<h3>") == 3 and "Missing pictures" not in page
+    page, reference = (viewer_json(f / "index.html") for f in (out, whole))
+    assert page == reference and len(page["drawn"]) == 3
+    assert "Missing pictures" not in (out / "index.html").read_text()
 
 
 def test_pictures_that_cannot_be_redrawn_are_named_with_the_remedy(whole, tmp_path):

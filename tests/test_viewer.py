@@ -1,8 +1,6 @@
 """The pair viewer of index.html: its files (tiles, peaks), per-layer maps from the matcher, the page's data,
 the W&B tables, and the page itself in headless Chromium (playwright, the system's chromium)."""
 
-import json
-import re
 import shutil
 from pathlib import Path
 
@@ -19,16 +17,11 @@ from sdcorr.rng import generator
 from sdcorr.runfolder import RunFolder
 from sdcorr.viewer import map_peaks, map_tiles, pair_assets, panel_picture, read_assets
 from tests.conftest import FAST
-from tests.test_pictures import FakeModule, fake_pair, fake_trainer
+from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 
 #: the pairs of the viewer folder: (id, keypoints, category, occlusion); the last keypoint of each is wrong
 PAIRS = [("p0", 5, "cat", "0"), ("p1", 2, "dog", "1"), ("p2", 4, "cat", "1"), ("p3", 3, "dog", "0")]
 LAYERS = [7, 8]  # the read layers' names in run.json
-
-
-def viewer_json(page: Path) -> dict:
-    (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', page.read_text())
-    return json.loads(blob)
 
 
 def make_viewer_folder(folder: Path) -> RunFolder:

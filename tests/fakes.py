@@ -1,0 +1,71 @@
+"""Stand-ins for the pictures and viewer tests: a module, a drawn pair and a Trainer without a model, and
+the viewer's data read back from an index.html."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from sdcorr.engine import MatchResult
+from sdcorr.prediction import Prediction
+
+
+class FakeModule:
+    """Stands in for CorrespondenceModule: records which source maps were asked for (2 read layers)."""
+
+    alphas = [0.05, 0.1]
+
+    def __init__(self):
+        self.calls = []
+
+    def source_maps(self, sample, result):
+        n = len(result.embeddings)
+        self.calls.append((sample["pair_id"], n))
+        layers = torch.rand(2, n, 8, 8)
+        return MatchResult(keypoints=torch.rand(n, 2) * 8, heatmaps=layers.mean(0), layer_heatmaps=layers)
+
+
+def fake_pair(pair_id, n=5, category="cat", groups=None):
+    """A drawn pair of 2 read layers: the last keypoint is wrong at PCK@0.1 (the threshold is 20 px)."""
+    points = torch.rand(n, 2) * 30
+    predicted = points.clone()
+    predicted[-1] += 5.0  # 7 px off: wrong at 0.1 (2 px), and at 0.05
+    sample = {"pair_id": pair_id, "source_image": torch.rand(3, 30, 40), "target_image": torch.rand(3, 30, 40)}
+    record = {
+        "pair_id": pair_id,
+        "category": category,
+        "source_keypoints": points.tolist(),
+        "predicted_keypoints": predicted.tolist(),
+        "target_keypoints": points.tolist(),
+        "threshold": 20.0,
+        "groups": groups or {},
+        "layer_predictions": [predicted.tolist(), (predicted + 1).tolist()],
+        "correct": {"0.05": [True] * (n - 1) + [False], "0.1": [True] * (n - 1) + [False]},
+    }
+    layers = torch.rand(2, n, 8, 8)
+    match = MatchResult(
+        keypoints=predicted, heatmaps=layers.mean(0), embeddings=torch.rand(n, 2, 3, 4), layer_heatmaps=layers
+    )
+    return sample, Prediction.from_json(record), match
+
+
+def fake_trainer(folder, rank_zero=True):
+    """A Trainer without datamodule or PredictionWriter: the first pairs matched are drawn, no tables."""
+    return SimpleNamespace(
+        is_global_zero=rank_zero,
+        loggers=[],
+        callbacks=[],
+        default_root_dir=str(folder),
+        global_step=0,
+        datamodule=None,
+    )
+
+
+def viewer_json(page: str | Path) -> dict:
+    """The viewer's data embedded in an index.html."""
+    (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', Path(page).read_text())
+    return json.loads(blob)
