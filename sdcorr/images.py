@@ -6,6 +6,8 @@ size is ``(W, H)`` of the image as displayed (EXIF orientation applied), in pixe
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from sdcorr.errors import DataError
 
-__all__ = ["MIN_IMAGE_SIDE", "first_outside", "image_dimensions", "load_image"]
+__all__ = ["MIN_IMAGE_SIDE", "data_uri", "first_outside", "image_dimensions", "load_image"]
 
 
 @contextmanager
@@ -102,3 +104,19 @@ def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] 
         outside &= mask
     hits = outside.nonzero().flatten()
     return int(hits[0]) if len(hits) else None
+
+
+#: the media types of the image files pages embed
+MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+def data_uri(image: Image.Image | Path) -> str:
+    """An image as a ``data:`` URI for a self-contained page: a file's own bytes (JPEG or PNG), or a PIL
+    image encoded as PNG."""
+    if isinstance(image, Path):
+        media, data = MEDIA_TYPES[image.suffix.lower()], image.read_bytes()
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        media, data = "image/png", buffer.getvalue()
+    return f"data:{media};base64," + base64.b64encode(data).decode("ascii")

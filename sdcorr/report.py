@@ -14,16 +14,13 @@ or without ``results.json``::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any, Optional
 
-from PIL import Image
-
 from sdcorr.errors import SdcorrError
+from sdcorr.images import data_uri
 from sdcorr.plots import histogram_plot
 from sdcorr.prediction import Prediction
 from sdcorr.runfolder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_name
@@ -68,16 +65,6 @@ def histogram_of(
     if not any(p.target_keypoints is not None for p in predictions):
         return None
     return histogram(predictions, alpha, results.get("threshold_mode"))
-
-
-def _data_uri(image: Image.Image | Path) -> str:
-    if isinstance(image, Path):
-        data = image.read_bytes()
-    else:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-        data = buffer.getvalue()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _cell(value: Any) -> str:
@@ -207,7 +194,7 @@ def _pairs_section(
             parts.append(f"<h3>{html.escape(notes.get(key, key))}</h3>")
             for kind, heading in KINDS.items():
                 if kind in kinds:
-                    parts.append(f'<p class="meta">{heading}</p><img src="{_data_uri(kinds[kind])}" alt="{kind}">')
+                    parts.append(f'<p class="meta">{heading}</p><img src="{data_uri(kinds[kind])}" alt="{kind}">')
     return parts
 
 
@@ -244,7 +231,7 @@ def write_report(
         picture = histogram_plot(counts["bins"], counts["counts"], title=f"pairs by keypoints correct at PCK@{alpha:g}")
         parts += [
             f"<h2>Pairs by fraction of keypoints correct at PCK@{alpha:g}</h2>",
-            f'<img src="{_data_uri(picture)}">',
+            f'<img src="{data_uri(picture)}">',
         ]
     parts += _pairs_section(run, alpha, results, missing)
     css = _CSS + viewer_css()

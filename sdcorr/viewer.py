@@ -21,10 +21,8 @@ reads them back for :mod:`sdcorr.report`, which embeds them in ``index.html``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -34,6 +32,7 @@ from PIL import Image
 
 from sdcorr import geometry
 from sdcorr.errors import OutputError
+from sdcorr.images import data_uri
 from sdcorr.plots import ImageLike, heatmap_plot, to_pil
 from sdcorr.prediction import Prediction
 from sdcorr.runfolder import RunFolder, write_json
@@ -42,7 +41,6 @@ __all__ = ["PairAssets", "map_peaks", "map_tiles", "pair_assets", "panel_picture
 
 #: JPEG quality of the viewer's images
 JPEG_QUALITY = 80
-_MIME = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
 @dataclasses.dataclass
@@ -173,10 +171,6 @@ def write_assets(run: RunFolder, assets: PairAssets) -> None:
     write_json(run.picture_file(pair_id, "viewer"), assets.meta)
 
 
-def _data_uri(path: Path) -> str:
-    return f"data:{_MIME[path.suffix]};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def read_assets(run: RunFolder) -> dict[str, dict[str, Any]]:
     """``{pair_id: meta}`` of every drawn pair of ``run`` whose viewer files are all there, each meta with
     ``"source"``, ``"target"`` and ``"maps"`` added: the files as base64 data URIs.
@@ -193,7 +187,7 @@ def read_assets(run: RunFolder) -> dict[str, dict[str, Any]]:
             raise OutputError(f"{path}: not a viewer file of sdcorr ({error}); delete it or redraw the pair") from error
         files = {name: run.picture_file(pair_id, f"viewer-{name}") for name in ("source", "target", "maps")}
         if all(f.is_file() for f in files.values()):
-            pairs[pair_id] = {**meta, **{name: _data_uri(f) for name, f in files.items()}}
+            pairs[pair_id] = {**meta, **{name: data_uri(f) for name, f in files.items()}}
     return pairs
 
 
