@@ -208,12 +208,11 @@ class PCK(Metric):
 
     def _summary(self, correct: Tensor, total: Tensor, name: str) -> dict:
         values = _pck_compute(correct, total)
+        num_pairs = int((total > 0).sum())
         # a bootstrap over a handful of pairs claims far too much certainty (one pair: a zero-width interval)
-        enough = int((total > 0).sum()) >= MIN_PAIRS
-        intervals = (
-            pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if self.resamples and enough else None
-        )
-        out = {"num_pairs": int((total > 0).sum()), "num_keypoints": int(total.sum())}
+        enough = self.resamples and num_pairs >= MIN_PAIRS
+        intervals = pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if enough else None
+        out = {"num_pairs": num_pairs, "num_keypoints": int(total.sum())}
         for i, alpha in enumerate(self.alphas):
             entry = out[f"pck@{alpha:g}"] = {kind: float(values[kind][i]) for kind in ("per_image", "per_point")}
             for kind in ("per_image", "per_point") if intervals else ():

@@ -134,16 +134,11 @@ class CorrespondenceModule(LightningModule):
             self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
         )
 
-    def source_heatmaps(
-        self, sample: dict[str, Any], result: MatchResult, per_layer: bool = False
-    ) -> Optional[torch.Tensor]:
-        """``[N, S, S]`` (``per_layer``: ``[L, N, S, S]``, one map per read layer): where the fitted
-        embeddings of ``result`` attend in the source image; see :meth:`source_maps`. None for matchers
-        without embeddings (or, with ``per_layer``, without per-layer maps)."""
+    def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:
+        """``[N, S, S]``: the mean maps of :meth:`source_maps` (kept for callers of earlier versions);
+        None for matchers without embeddings."""
         located = self.source_maps(sample, result)
-        if located is None:
-            return None
-        return located.layer_heatmaps if per_layer else located.heatmaps
+        return None if located is None else located.heatmaps
 
     def prediction(self, sample: dict[str, Any], result: MatchResult) -> Prediction:
         """The ``predictions.jsonl`` line of one pair, scored at :attr:`alphas` (see :meth:`Prediction.from_sample`)."""
