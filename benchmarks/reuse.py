@@ -32,8 +32,8 @@ from PIL import Image
 
 from datamodules.schedule import GROUP
 from sdcorr.images import load_image
-from sdcorr.plan import make_plan
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.prompt import PromptMatcher
+from sdcorr.runs.plan import make_plan
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def main() -> None:
 
     if args.spair_dir is not None:
         write_spair_layout(args.spair_dir, pairs, points)
-        command = [sys.executable, "-m", "sdcorr.cli", "plan", "--config", "configs/spair.yaml",
+        command = [sys.executable, "-m", "sdcorr.cli.main", "plan", "--config", "configs/spair.yaml",
                    "--data.init_args.root", str(args.spair_dir)]  # fmt: skip
         start = time.perf_counter()
         out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()

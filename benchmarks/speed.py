@@ -26,7 +26,7 @@ import torch
 
 from sdcorr import geometry
 from sdcorr.images import load_image
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
 
 DEMO = Path(__file__).resolve().parents[1] / "datamodules" / "demo_pairs"

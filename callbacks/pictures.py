@@ -14,19 +14,19 @@ from PIL import Image
 from callbacks.predictions import RunResultsCallback, pair_datamodule, run_folder_of, writer_of
 from datamodules.schedule import split
 from sdcorr.errors import OptionError, SdcorrError
-from sdcorr.plots import correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.prediction import Prediction
-from sdcorr.report import histogram_of, missing_note, write_report
-from sdcorr.runfolder import RunFolder
-from sdcorr.scoring import BOUNDS, layer_rows, summary_rows
-from sdcorr.viewer import PairAssets, pair_assets, panel_picture, write_assets
-from sdcorr.viewer_page import layer_names, pair_entry
+from sdcorr.pages.index import histogram_of, missing_note, write_report
+from sdcorr.pages.plots import correspondence_plot, heatmap_plot, histogram_plot
+from sdcorr.pages.viewer import PairAssets, pair_assets, panel_picture, write_assets
+from sdcorr.pages.viewer_section import layer_names, pair_entry
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import BOUNDS, layer_rows, summary_rows
 
 
 class PictureCallback(RunResultsCallback):
     """Draw the first pairs of a test run and summarise the run, like the paper's supplementary figures.
 
-    Per drawn pair (see :mod:`sdcorr.plots`): a correspondence plot (a line from each source keypoint
+    Per drawn pair (see :mod:`sdcorr.pages.plots`): a correspondence plot (a line from each source keypoint
     to its prediction, blue when correct at PCK@``alpha``, orange when wrong), the target attention
     heatmaps (ground truth: yellow star; prediction: white ring) and, with ``source_maps``, where the
     fitted embeddings attend in the source image. At the end of the test run, when the
@@ -35,9 +35,9 @@ class PictureCallback(RunResultsCallback):
     group, per layer) and the histogram of pairs by the fraction of their keypoints that are correct.
     Without a PredictionWriter, the page has the pictures only.
 
-    Per drawn pair also the files of the page's viewer (see :mod:`sdcorr.viewer`): the images at
+    Per drawn pair also the files of the page's viewer (see :mod:`sdcorr.pages.viewer`): the images at
     ``height`` rows and every map (each read layer's and their mean, target and source) as
-    ``map_size`` tiles of one 8-bit PNG, which ``index.html`` embeds (see :mod:`sdcorr.viewer_page`):
+    ``map_size`` tiles of one 8-bit PNG, which ``index.html`` embeds (see :mod:`sdcorr.pages.viewer_section`):
     every pair of the run, sortable and filterable, and per keypoint its maps per layer. Measured
     (docs/outputs.md): with the defaults (8 drawn pairs, maps of 8 keypoints) and 4 read layers the
     page is about 2.3 MB (0.28 MB per drawn pair, about 60 bytes per keypoint of any other pair);
@@ -47,8 +47,8 @@ class PictureCallback(RunResultsCallback):
     Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
     ``log_image``, tables with ``log_table``: also ``viewer/pairs``, every pair with its PCK, and
     ``viewer/keypoints``, each drawn keypoint with its target maps; a bar chart of the histogram); into
-    the output folder (``pictures/*``, see :mod:`sdcorr.viewer`, and a self-contained ``index.html``,
-    see :mod:`sdcorr.report`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
+    the output folder (``pictures/*``, see :mod:`sdcorr.pages.viewer`, and a self-contained ``index.html``,
+    see :mod:`sdcorr.pages.index`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
     (``files: auto``), or always (``files: always``).
 
     Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
@@ -237,12 +237,12 @@ class PictureCallback(RunResultsCallback):
         self, pl_module: LightningModule, sample: dict, prediction: Prediction, match: Any
     ) -> tuple[dict[str, Image.Image], Optional[PairAssets]]:
         """The pictures of one pair, ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``,
-        and its files for the page's viewer (see :mod:`sdcorr.viewer`; None without a MatchResult).
+        and its files for the page's viewer (see :mod:`sdcorr.pages.viewer`; None without a MatchResult).
 
         Args:
             sample: the sample dict (images, see :mod:`datamodules.base`).
             prediction: its ``predictions.jsonl`` line (points, ``correct``).
-            match: its :class:`~sdcorr.engine.MatchResult` (heatmaps ``[N, S, S]``, per-layer maps
+            match: its :class:`~sdcorr.matchers.base.MatchResult` (heatmaps ``[N, S, S]``, per-layer maps
                 ``[L, N, S, S]``, embeddings), or None.
         """
         correct = (prediction.correct_flags or {}).get(f"{self.alpha:g}")
@@ -385,7 +385,7 @@ class PictureCallback(RunResultsCallback):
 def _keypoint_rows(assets: PairAssets, correct: Optional[list[bool]]) -> list[list[Any]]:
     """Rows of the W&B table ``viewer/keypoints`` for one drawn pair: ``[pair_id, keypoint, correct,
     mean map, map of layer 0, ...]``, the maps as ``wandb.Image`` of the target panels (see
-    :func:`sdcorr.viewer.panel_picture`)."""
+    :func:`sdcorr.pages.viewer.panel_picture`)."""
     import wandb
 
     panels = [i for i, panel in enumerate(assets.meta["panels"]) if panel["side"] == "target"]

@@ -1,4 +1,4 @@
-"""Writes the run folder (see :mod:`sdcorr.runfolder`) and resumes an interrupted run from it."""
+"""Writes the run folder (see :mod:`sdcorr.runs.folder`) and resumes an interrupted run from it."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
 from sdcorr.errors import OptionError, OutputError, SdcorrError
-from sdcorr.fingerprint import describe, model_description
-from sdcorr.intervals import RESAMPLES
-from sdcorr.runfolder import PredictionAppender, RunFolder, RunLock
-from sdcorr.scoring import format_table
+from sdcorr.runs.fingerprint import describe, model_description
+from sdcorr.runs.folder import PredictionAppender, RunFolder, RunLock
+from sdcorr.runs.scoring import format_table
+from sdcorr.stats.intervals import RESAMPLES
 
 
 class RunResultsCallback(Callback):
@@ -48,7 +48,7 @@ def run_folder_of(trainer: Trainer) -> RunFolder:
 class PredictionWriter(Callback):
     """Save what a ``test`` or ``predict`` run produced, and pick up where an interrupted run stopped.
 
-    Files, in ``dir`` (default: the Trainer's ``default_root_dir``), see :mod:`sdcorr.runfolder`:
+    Files, in ``dir`` (default: the Trainer's ``default_root_dir``), see :mod:`sdcorr.runs.folder`:
 
     * ``run.json``: what was run (data selection, source, matcher, seed, precision) and which pairs;
     * ``predictions.jsonl``: one JSON object per pair, appended and flushed as soon as the pair is done
@@ -57,7 +57,7 @@ class PredictionWriter(Callback):
       ends, and only then: a crashed run leaves no results file (a stale one is removed at start);
     * ``embeddings/<pair>.pt`` with ``save_embeddings``: the fitted ``[N, R, T, D]`` embeddings.
 
-    Rank 0 holds the folder's lock (:meth:`~sdcorr.runfolder.RunFolder.lock`) from setup to teardown: a
+    Rank 0 holds the folder's lock (:meth:`~sdcorr.runs.folder.RunFolder.lock`) from setup to teardown: a
     second run into a folder a live run is writing is refused at once; a killed run leaves no lock behind.
 
     Running the same command on the same folder again resumes: pairs with a prediction are skipped
@@ -75,7 +75,7 @@ class PredictionWriter(Callback):
         save_embeddings: also save each pair's fitted embeddings (77x768 float32 per keypoint and
             restart for SD 1.4, about 23 MB per 20-keypoint pair) for ``model.embeddings`` re-runs.
         resamples: bootstrap resamples of the 95% interval of every PCK figure in results.json (see
-            :mod:`sdcorr.intervals`; seeded, so a rerun gives the same intervals); 0: no intervals.
+            :mod:`sdcorr.stats.intervals`; seeded, so a rerun gives the same intervals); 0: no intervals.
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
 from callbacks.predictions import pair_datamodule
-from sdcorr.plan import make_plan
+from sdcorr.runs.plan import make_plan
 
 
 def format_duration(seconds: float) -> str:
@@ -32,7 +32,7 @@ class RunProgress(Callback):
     """Tell the user what a run costs and how it advances.
 
     * At the start (rank 0): pairs, keypoints, distinct fits and model passes the protocol implies
-      (:func:`sdcorr.plan.make_plan`, the line ``sdcorr plan`` prints).
+      (:func:`sdcorr.runs.plan.make_plan`, the line ``sdcorr plan`` prints).
     * After the first pair: a time estimate for the rest, and a warning with the sharding and
       multi-GPU hint when it exceeds ``warn_hours``.
     * During each pair: a bar counting the matcher's model passes (fit steps, then locate crops) with
@@ -57,7 +57,7 @@ class RunProgress(Callback):
         self._estimated = False
 
     def _work(self, pl_module: LightningModule, pairs: list[dict[str, Any]]) -> int:
-        """Forward-pass equivalents of ``pairs`` (records or samples), see :class:`sdcorr.plan.Plan`."""
+        """Forward-pass equivalents of ``pairs`` (records or samples), see :class:`sdcorr.runs.plan.Plan`."""
         return make_plan(pairs, pl_module.matcher, pl_module.source).work
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:

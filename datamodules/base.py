@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -53,20 +52,9 @@ __all__ = [
     "collate_pairs",
     "first_outside",
     "image_dimensions",
-    "image_size",
     "load_image",
     "sample_from_record",
 ]
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """Deprecated name of :func:`sdcorr.images.image_dimensions` (``(W, H)`` of an image file)."""
-    warnings.warn(
-        "datamodules.base.image_size is deprecated; use sdcorr.images.image_dimensions (it returns (W, H))",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return image_dimensions(path)
 
 
 def sample_from_record(

@@ -10,14 +10,14 @@ import torch
 from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, MatchResult, Progress
 from sdcorr.errors import DataError, InferenceModeError, NumericalError, OptionError
-from sdcorr.metrics import PCK, check_alphas
-from sdcorr.prediction import Prediction
-from sdcorr.prompt import PromptMatcher
-from sdcorr.runfolder import RunFolder
-from sdcorr.scoring import accumulate
+from sdcorr.matchers.base import Matcher, MatchResult, Progress
+from sdcorr.matchers.prompt import PromptMatcher
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import accumulate
 from sdcorr.sources.base import Source
+from sdcorr.stats.pck import PCK, check_alphas
 
 INFERENCE_MODE_MESSAGE = (
     "sdcorr optimises text embeddings inside test_step/predict_step, which is impossible under "
@@ -32,7 +32,7 @@ class MatchProgressHook(Protocol):
 
     While a pair is matched, the module calls ``on_match_progress(trainer, pl_module, done, total, stage)``
     on every callback of its Trainer that has this method: ``done`` of ``total`` item-passes through the
-    model, ``stage`` ``"fit"`` or ``"locate"`` (see :data:`sdcorr.engine.Progress`).
+    model, ``stage`` ``"fit"`` or ``"locate"`` (see :data:`sdcorr.matchers.base.Progress`).
     """
 
     def on_match_progress(self, trainer: Any, pl_module: Any, done: int, total: int, stage: str) -> None: ...
@@ -123,7 +123,7 @@ class CorrespondenceModule(LightningModule):
         ``N x restarts x locate_crops`` passes, so callbacks ask for it only for the pairs they draw).
 
         Returns:
-            the locate step's :class:`~sdcorr.engine.MatchResult` on the source, in working pixels:
+            the locate step's :class:`~sdcorr.matchers.base.MatchResult` on the source, in working pixels:
             ``heatmaps`` ``[N, S, S]`` (mean over the read layers), ``layer_heatmaps`` ``[L, N, S, S]``
             and their argmaxes; None for matchers without embeddings.
         """
@@ -176,7 +176,7 @@ class CorrespondenceModule(LightningModule):
         return outputs if self.return_results else {"predictions": outputs["predictions"]}
 
     def on_test_epoch_end(self) -> None:
-        results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.scoring)
+        results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.runs.scoring)
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
             if not results["overall"]["num_pairs"]:  # nothing scored: PCK is undefined, log no NaN

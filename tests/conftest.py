@@ -28,7 +28,7 @@ def sdcorr(*args: str, check: bool = True, cwd: Path = REPO) -> subprocess.Compl
     on a non-zero exit."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, "-m", "sdcorr.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+        [sys.executable, "-m", "sdcorr.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
     )
     if check and result.returncode != 0:
         raise AssertionError(f"sdcorr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

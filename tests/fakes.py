@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import torch
 
-from sdcorr.engine import MatchResult
-from sdcorr.prediction import Prediction
+from sdcorr.matchers.base import MatchResult
+from sdcorr.runs.records import Prediction
 
 
 class FakeModule:

@@ -5,9 +5,9 @@ import torch
 import yaml
 
 from sdcorr import geometry
-from sdcorr.batching import AUTO_BATCH_ELSEWHERE, initial_batch
 from sdcorr.errors import DeviceMemoryError
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.batching import AUTO_BATCH_ELSEWHERE, initial_batch
+from sdcorr.matchers.prompt import PromptMatcher
 from tests.conftest import FAST, sdcorr
 
 #: 4 restarts: with reuse a keypoint's fit is one chunk of 4 items; 3 keypoints give 12 locate items

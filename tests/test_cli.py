@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from sdcorr.cli import _NoTips, main
-from sdcorr.metrics import pck
+from sdcorr.cli.main import _NoTips, main
+from sdcorr.stats.pck import pck
 from tests.conftest import REPO, sdcorr
 
 

@@ -1,18 +1,18 @@
-"""``sdcorr compare`` (sdcorr.compare, sdcorr.paper) on hand-made run folders: no model needed."""
+"""``sdcorr compare`` (sdcorr.runs.compare, sdcorr.stats.paper) on hand-made run folders: no model needed."""
 
 import json
 
 import pytest
 import torch
 
-from sdcorr import commands
-from sdcorr.cli import main
-from sdcorr.compare import COMPARE_CHART, COMPARE_DIR, COMPARE_JSON, COMPARE_PAGE, Run, compare_paper, compare_runs
+from sdcorr.cli import commands
+from sdcorr.cli.main import main
 from sdcorr.errors import DataError, UsageError
-from sdcorr.intervals import stratified_mean_intervals
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import RunFolder
-from sdcorr.scoring import results_payload
+from sdcorr.runs.compare import COMPARE_CHART, COMPARE_DIR, COMPARE_JSON, COMPARE_PAGE, Run, compare_paper, compare_runs
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import results_payload
+from sdcorr.stats.intervals import stratified_mean_intervals
 from tests.conftest import sdcorr
 
 #: keypoint offsets in pixels against a threshold of 100: correct at 0.05 and 0.1, at 0.1 only, at neither

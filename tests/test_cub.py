@@ -3,7 +3,7 @@ import torch
 
 from datamodules.base import DataError
 from datamodules.cub import CUBDataModule
-from sdcorr.metrics import pck
+from sdcorr.stats.pck import pck
 from tests.fixtures_cub import write_cub
 
 # write_cub defaults: class 1 = ids 1, 2 (train), 3, 4; class 2 = 5, 6 (train), 7, 8; class 4 = 9, 10 (train), 11, 12.

@@ -13,10 +13,10 @@ import yaml
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdcorr import AttentionSource, DenseSource, DiftSource, Dinov2Source, NearestNeighbourMatcher, geometry
-from sdcorr.cli import main
+from sdcorr.cli.main import main
 from sdcorr.errors import ModelLoadError
-from sdcorr.nearest import cosine_maps, sample_descriptors
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.nearest import cosine_maps, sample_descriptors
+from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.rng import generator
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, WorkCounter, match
-from sdcorr.prompt import CropCorners, PromptMatcher
+from sdcorr.matchers.base import Matcher, WorkCounter
+from sdcorr.matchers.one_call import match
+from sdcorr.matchers.prompt import CropCorners, PromptMatcher
 
 # the tiny-model protocol of configs/smoke.yaml
 from tests.conftest import FAST
@@ -115,15 +116,3 @@ def test_crop_corners_draw_as_before_with_and_without_a_pool():
     pool = [geometry.sample_crop_corner([20.5, 30.0], side, margin, size, g) for _ in range(2)]
     assert pooled.pool == pool
     assert [pooled() for _ in range(6)] == [pool[int(torch.randint(2, (1,), generator=g))] for _ in range(6)]
-
-
-def test_prompt_matcher_moved_to_its_own_module_with_the_old_import_kept():
-    import sdcorr
-    from sdcorr import engine
-
-    assert sdcorr.PromptMatcher is PromptMatcher
-    with pytest.warns(DeprecationWarning, match="moved to sdcorr.prompt"):
-        from sdcorr.engine import PromptMatcher as old
-    assert old is PromptMatcher
-    with pytest.raises(AttributeError):
-        engine.NoSuchMatcher  # noqa: B018

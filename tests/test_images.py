@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules import base
 from datamodules.pairs import PairsDataset
 from sdcorr.errors import DataError
 from sdcorr.images import image_dimensions, load_image
@@ -54,12 +53,3 @@ def test_too_small_images_are_refused(tmp_path):
     for read in (load_image, image_dimensions):
         with pytest.raises(DataError, match=r"dot.png: image is 1x1 pixels; expected at least 8"):
             read(tmp_path / "dot.png")
-
-
-def test_image_io_moved_into_sdcorr_with_the_old_names_kept(tmp_path):
-    """``datamodules.base`` re-exports the readers of :mod:`sdcorr.images`; its ``image_size`` warns and still works."""
-    assert base.load_image is load_image and base.image_dimensions is image_dimensions
-    assert set(base.__all__) <= set(dir(base))
-    Image.new("RGB", (40, 30)).save(tmp_path / "box.png")
-    with pytest.warns(DeprecationWarning, match="image_dimensions"):
-        assert base.image_size(tmp_path / "box.png") == (40, 30)

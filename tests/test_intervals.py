@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from sdcorr.intervals import LEVEL, paired_difference, pck_intervals
-from sdcorr.metrics import PCK
-from sdcorr.prediction import Prediction
-from sdcorr.scoring import format_table, score, summary_rows
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import format_table, score, summary_rows
+from sdcorr.stats.intervals import LEVEL, paired_difference, pck_intervals
+from sdcorr.stats.pck import PCK
 
 
 def coverage(draw_pairs, truth: float, repeats: int = 300) -> dict[str, float]:

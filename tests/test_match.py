@@ -104,7 +104,7 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
     assert "this run would take about" in text and "--data.init_args.num_shards" in text  # the long-run hint
     assert "passes in pair" not in text and "Testing" not in text  # no bars in a pipe
     shown = run_on_terminal(
-        [sys.executable, "-m", "sdcorr.cli", *args, "--trainer.default_root_dir", str(tmp_path / "tty")], REPO
+        [sys.executable, "-m", "sdcorr.cli.main", *args, "--trainer.default_root_dir", str(tmp_path / "tty")], REPO
     )
     assert "passes in pair" in shown and "Testing" in shown
     assert "estimated time for the run" in shown

@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sdcorr.metrics import PCK, pck, pck_correct
+from sdcorr.stats.pck import PCK, pck, pck_correct
 
 # Three pairs, threshold 100 (alpha 0.05 -> 5 px, 0.1 -> 10 px). Errors in px:
 #   pair a (cat):  3, 7, 20, [pad]      -> @0.05: 1/3, @0.1: 2/3

@@ -5,7 +5,7 @@ import torch
 
 from sdcorr import geometry
 from sdcorr.errors import NumericalError
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.prompt import PromptMatcher
 from tests.conftest import FAST
 
 

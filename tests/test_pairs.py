@@ -119,8 +119,8 @@ def test_unknown_top_level_key_and_duplicate_ids_are_named(tmp_path):
 
 
 def test_unscorable_pairs_are_counted_and_named_never_nan(tmp_path):
-    from sdcorr.prediction import Prediction
-    from sdcorr.scoring import format_table, score
+    from sdcorr.runs.records import Prediction
+    from sdcorr.runs.scoring import format_table, score
 
     record = {"pair_id": "lonely", "category": "cat", "source_keypoints": [[1.0, 1.0]],
               "predicted_keypoints": [[2.0, 2.0]], "target_keypoints": None, "threshold": None}  # fmt: skip

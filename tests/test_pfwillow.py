@@ -6,7 +6,7 @@ import torch
 
 from datamodules.base import DataError
 from datamodules.pfwillow import PFWillowDataModule, read_pfwillow_csv
-from sdcorr.metrics import pck
+from sdcorr.stats.pck import pck
 from tests.fixtures_pfwillow import LAYOUTS, write_pfwillow
 
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from callbacks.pictures import PictureCallback
 from callbacks.wandb_logger import logged_in, resolve_offline
-from sdcorr.cli import main
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import RunFolder
+from sdcorr.cli.main import main
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.records import Prediction
 from tests.conftest import FAST, REPO
 from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 
@@ -131,7 +131,7 @@ def offline_env(tmp_path):
 def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--data.subsample", "2",
+        [sys.executable, "-m", "sdcorr.cli.main", "test", *QUICK, "--data.subsample", "2",
          "--trainer.default_root_dir", str(out), "--trainer.logger", "callbacks.AutoWandbLogger",
          "--pictures.keypoints", "2"],
         cwd=REPO, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600,
@@ -188,7 +188,7 @@ class RecordingLogger:
 
 
 def test_wandb_gets_the_intervals_of_results_json(tmp_path):
-    from sdcorr.scoring import score
+    from sdcorr.runs.scoring import score
 
     points = [[10.0 * i, 5.0] for i in range(4)]
     predictions = [
@@ -221,7 +221,7 @@ def test_offline_unless_logged_in_or_wandb_mode(tmp_path):
 
 
 def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path):
-    from sdcorr.runfolder import picture_name
+    from sdcorr.runs.folder import picture_name
 
     ids = ["cat 1", "cat_1", "Cat_1", "cat/1", "p0"]
     names = {picture_name(pair_id, "correspondence") for pair_id in ids}
@@ -238,7 +238,7 @@ def python_run(folder, order):
 
     from callbacks.predictions import PredictionWriter
     from datamodules.pairs import PairsDataModule
-    from sdcorr.engine import PromptMatcher
+    from sdcorr.matchers.prompt import PromptMatcher
     from sdcorr.module import CorrespondenceModule
     from tests.conftest import DEMO, tiny_source
 

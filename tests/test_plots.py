@@ -1,4 +1,4 @@
-"""The pictures (sdcorr.plots) and the report (sdcorr.report) on hand-made inputs with known pixels."""
+"""The pictures (sdcorr.pages.plots) and the report (sdcorr.pages.index) on hand-made inputs with known pixels."""
 
 import json
 import re
@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sdcorr.plots import CORRECT, STAR, UNSCORED, WRONG, correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.report import histogram_of, write_report
-from sdcorr.runfolder import picture_name
-from sdcorr.scoring import summary_rows
+from sdcorr.pages.index import histogram_of, write_report
+from sdcorr.pages.plots import CORRECT, STAR, UNSCORED, WRONG, correspondence_plot, heatmap_plot, histogram_plot
+from sdcorr.runs.folder import picture_name
+from sdcorr.runs.scoring import summary_rows
 
 GREY = (128, 128, 128)
 

@@ -37,7 +37,7 @@ def whole(tmp_path_factory):
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_results(whole, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--trainer.default_root_dir", str(out)]
+    command = [sys.executable, "-m", "sdcorr.cli.main", "test", *QUICK, "--trainer.default_root_dir", str(out)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     predictions = out / "predictions.jsonl"
     deadline = time.monotonic() + 300
@@ -60,7 +60,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(whole, tmp_path):
 
 def test_a_second_run_into_a_live_runs_folder_is_refused_at_once(whole, tmp_path):
     out = tmp_path / "busy"
-    command = [sys.executable, "-m", "sdcorr.cli", "test", *QUICK, "--trainer.default_root_dir", str(out)]
+    command = [sys.executable, "-m", "sdcorr.cli.main", "test", *QUICK, "--trainer.default_root_dir", str(out)]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

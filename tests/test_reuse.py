@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.prompt import PromptMatcher
 from tests.conftest import FAST
 
 OPTIONS = dict(FAST, steps=3, locate_crops=4)

@@ -1,4 +1,4 @@
-"""The run folder (sdcorr.runfolder) and its prediction lines (sdcorr.prediction) on hand-made folders."""
+"""The run folder (sdcorr.runs.folder) and its prediction lines (sdcorr.runs.records) on hand-made folders."""
 
 import json
 import os
@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from sdcorr.engine import MatchResult
 from sdcorr.errors import DataError, NumericalError, OutputError
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import LOCK, RunFolder, fcntl
+from sdcorr.matchers.base import MatchResult
+from sdcorr.runs.folder import LOCK, RunFolder, fcntl
+from sdcorr.runs.records import Prediction
 
 #: the keys of a predictions.jsonl line, in the order every version wrote them
 KEYS = ["pair_id", "category", "source_keypoints", "predicted_keypoints", "target_keypoints", "threshold",
@@ -156,19 +156,6 @@ def test_a_run_resumes_its_folder_and_refuses_another_runs(tmp_path):
     assert path == tmp_path / "again.json" and list(payload["overall"]) == ["num_pairs", "num_keypoints", "pck@0.5"]
 
 
-def test_a_folder_written_before_a_class_moved_still_resumes(tmp_path):
-    old, new = manifest(["a"]), manifest(["a"])
-    old["fingerprint"]["matcher"]["class"] = "sdcorr.engine.PromptMatcher"  # its module until issue 13
-    new["fingerprint"]["matcher"]["class"] = "sdcorr.prompt.PromptMatcher"
-    run = RunFolder(tmp_path)
-    run.write_manifest(old)
-    run.prediction_file().write_text(line("a"))
-    assert run.begin(new) == ["a"]
-    new["fingerprint"]["matcher"]["class"] = "sdcorr.prompt.Other"
-    with pytest.raises(OutputError, match="matcher.class: 'sdcorr.prompt.PromptMatcher' -> 'sdcorr.prompt.Other'"):
-        run.begin(new)
-
-
 def shard(folder, index, pair_ids):
     run = RunFolder(folder)
     folder.mkdir()
@@ -203,7 +190,7 @@ def test_merge_checks_and_messages(tmp_path):
 
 
 #: a process that locks the folder given as argument, says so, and waits to be killed
-HOLDER = "import sys, time; from sdcorr.runfolder import RunFolder; lock = RunFolder(sys.argv[1]).lock(); " \
+HOLDER = "import sys, time; from sdcorr.runs.folder import RunFolder; lock = RunFolder(sys.argv[1]).lock(); " \
     "print('locked', flush=True); time.sleep(600)"  # fmt: skip
 
 

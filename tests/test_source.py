@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sdcorr.prompt import PromptMatcher
+from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
 from sdcorr.sources.stable_diffusion import ModelLoadError, StableDiffusionSource, paper_scheduler
@@ -64,23 +64,3 @@ def test_compiled_source_matches_the_plain_one():
     image, points = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0)), torch.tensor([[20.0, 20.0]])
     fitted = [PromptMatcher(**options).fit(s, image, points) for s in (plain, compiled)]
     assert torch.allclose(*fitted, atol=1e-5)
-
-
-def test_feature_source_is_a_deprecated_name_of_attention_source():
-    import sdcorr
-    from sdcorr import sources
-    from sdcorr.sources import base
-
-    for module in (sdcorr, sources, base):
-        with pytest.warns(DeprecationWarning, match="renamed AttentionSource"):
-            assert module.FeatureSource is base.AttentionSource
-    with pytest.warns(DeprecationWarning):
-        from sdcorr import FeatureSource
-
-    class Old(FeatureSource):  # subclassing the old name still gives an AttentionSource
-        image_size = 8
-
-    assert issubclass(Old, sdcorr.AttentionSource) and issubclass(StableDiffusionSource, FeatureSource)
-    assert "FeatureSource" not in sdcorr.__all__ and "AttentionSource" in sdcorr.__all__
-    with pytest.raises(AttributeError):
-        sources.NoSuchSource  # noqa: B018

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from sdcorr.cli import main
+from sdcorr.cli.main import main
 from tests.conftest import REPO
 
 SWEEP = yaml.safe_load((REPO / "configs" / "sweep.yaml").read_text())

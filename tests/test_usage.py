@@ -8,11 +8,11 @@ import torch
 from jsonargparse import Namespace
 
 from callbacks.pictures import PictureCallback
-from sdcorr.cli import main
+from sdcorr.cli.errors import option_name, parse_problem, trainer_problem
+from sdcorr.cli.main import main
 from sdcorr.errors import OptionError
+from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.module import CorrespondenceModule
-from sdcorr.prompt import PromptMatcher
-from sdcorr.usage import option_name, parse_problem, trainer_problem
 from tests.conftest import DEMO, sdcorr
 
 SMOKE = ["--config", "configs/smoke.yaml"]
@@ -134,7 +134,7 @@ def test_an_unforeseen_error_says_so(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise KeyError("a bug")
 
-    monkeypatch.setattr("sdcorr.cli.cli", broken)
+    monkeypatch.setattr("sdcorr.cli.main.cli", broken)
     monkeypatch.delenv("SDCORR_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit:
         main(["report", "."])
@@ -152,7 +152,7 @@ def test_out_of_memory_names_the_option(monkeypatch, capsys):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("sdcorr.cli.cli", out_of_memory)
+    monkeypatch.setattr("sdcorr.cli.main.cli", out_of_memory)
     monkeypatch.delenv("SDCORR_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit:
         main(["test"])
@@ -162,7 +162,7 @@ def test_out_of_memory_names_the_option(monkeypatch, capsys):
 def test_jsonargparse_dumps_become_one_line():
     dump = """Parser key "model.matcher":
   Does not validate against any of the Union subtypes
-  Subtypes: [<class 'sdcorr.engine.Matcher'>, <class 'NoneType'>]
+  Subtypes: [<class 'sdcorr.matchers.base.Matcher'>, <class 'NoneType'>]
   Errors:
     - Problem with given class_path 'sdcorr.PromptMatcher':
         Parser key "max_batch":

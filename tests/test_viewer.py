@@ -11,11 +11,11 @@ from PIL import Image
 
 from callbacks.pictures import PictureCallback
 from sdcorr import geometry
-from sdcorr.prompt import PromptMatcher
-from sdcorr.report import write_report
+from sdcorr.matchers.prompt import PromptMatcher
+from sdcorr.pages.index import write_report
+from sdcorr.pages.viewer import map_peaks, map_tiles, pair_assets, panel_picture, read_assets
 from sdcorr.rng import generator
-from sdcorr.runfolder import RunFolder
-from sdcorr.viewer import map_peaks, map_tiles, pair_assets, panel_picture, read_assets
+from sdcorr.runs.folder import RunFolder
 from tests.conftest import FAST
 from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 

@@ -7,12 +7,10 @@ the nearest-neighbour matcher a :class:`~sdcorr.sources.dense.DenseSource` (dens
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
@@ -97,15 +95,3 @@ class AttentionSource(Source, ABC):
     def full_forward(self) -> Iterator[None]:
         """Inside this block run the whole model (no early exit); the engine's reference mode uses it."""
         yield
-
-
-def __getattr__(name: str) -> Any:
-    """``FeatureSource``: the old name of :class:`AttentionSource` (the same class), with a warning."""
-    if name == "FeatureSource":
-        warnings.warn(
-            "FeatureSource is renamed AttentionSource (it produces attention maps; DenseSource produces features)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return AttentionSource
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ Differences from DIFT's SPair-71k evaluation, on purpose:
   uses for unknown categories). Expect this to cost some accuracy against the published 52.9.
 * DIFT upsamples the feature maps to the original image size before the cosine similarity; the
   nearest-neighbour matcher samples the source descriptor bilinearly and upsamples the similarity map
-  to the working size (see :mod:`sdcorr.nearest`).
+  to the working size (see :mod:`sdcorr.matchers.nearest`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from typing import Any
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -25,6 +26,21 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def class_path(cls: type) -> str:
+    """The name a config gives ``cls``: its package's public name when the package exports it
+    (``sdcorr.PromptMatcher``, as ``class_path:`` lines spell it), else its module's path. Run records use it,
+    so moving a class between modules inside a package leaves the records of a run unchanged.
+
+    >>> from sdcorr.matchers.prompt import PromptMatcher
+    >>> class_path(PromptMatcher), class_path(dict)
+    ('sdcorr.PromptMatcher', 'builtins.dict')
+    """
+    package = sys.modules.get(cls.__module__.split(".")[0])
+    if getattr(package, cls.__qualname__, None) is cls:
+        return f"{package.__name__}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def describe(obj: Any) -> dict[str, Any]:
     """An object's class and its saved hyper-parameters (else its public, JSON-plain attributes), less its
     ``speed_options`` and ``unused_options`` (arguments that had no effect, e.g. ``pretrained`` of a
@@ -32,7 +48,7 @@ def describe(obj: Any) -> dict[str, Any]:
     skip = set(getattr(obj, "speed_options", ())) | set(getattr(obj, "unused_options", ())) | {"training"}
     fields = dict(getattr(obj, "hparams", None) or vars(obj))
     fields = {k: v for k, v in fields.items() if not k.startswith("_") and k not in skip and _is_plain(v)}
-    return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **json.loads(json.dumps(fields))}
+    return {"class": class_path(type(obj)), **json.loads(json.dumps(fields))}
 
 
 def model_description(source: Any) -> str:
@@ -40,7 +56,7 @@ def model_description(source: Any) -> str:
     was loaded from, or random weights of an architecture."""
     if hasattr(source, "model_description"):
         return source.model_description()
-    return f"{type(source).__module__}.{type(source).__qualname__}"
+    return class_path(type(source))
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
@@ -53,23 +69,9 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-#: classes that moved to another module since run folders were first written: old path -> new
-MOVED_CLASSES = {"sdcorr.engine.PromptMatcher": "sdcorr.prompt.PromptMatcher"}
-
-
-def current_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a manifest's fingerprint with the class paths of :data:`MOVED_CLASSES` brought up to date,
-    so that a folder written before a class moved still resumes and merges (the class computes the same)."""
-    fingerprint = copy.deepcopy(fingerprint)
-    for part in fingerprint.values():
-        if isinstance(part, dict) and part.get("class") in MOVED_CLASSES:
-            part["class"] = MOVED_CLASSES[part["class"]]
-    return fingerprint
-
-
 def shardless(manifest: dict[str, Any]) -> dict[str, Any]:
     """The fingerprint without what differs between shards of one run."""
-    fingerprint = current_fingerprint(manifest["fingerprint"])
+    fingerprint = copy.deepcopy(manifest["fingerprint"])
     for key in ("shard", "num_pairs"):
         (fingerprint.get("data") or {}).pop(key, None)
     return fingerprint

@@ -1,16 +1,16 @@
 """``sdcorr merge``, ``evaluate`` and ``report``: work on finished run folders, no model needed.
 
-The use cases behind the commands (their parsers are in :mod:`sdcorr.cli`): each asks
-:class:`~sdcorr.runfolder.RunFolder` and prints for the user.
+The use cases behind the commands (their parsers are in :mod:`sdcorr.cli.main`): each asks
+:class:`~sdcorr.runs.folder.RunFolder` and prints for the user.
 
 * ``sdcorr merge OUT SHARD_DIR...`` combines the folders of shard runs (``--data.shard_index``) into
   one run folder and scores it; shards must come from the same run, may not overlap, and missing
   shards or pairs are listed (and refused unless ``--allow_missing``).
 * ``sdcorr evaluate RUN_DIR`` scores a run folder again, with other alphas or another of the
   dataset's threshold modes, into ``evaluation.json`` (results.json is left as the run wrote it).
-* ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.report`).
+* ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.pages.index`).
 * ``sdcorr compare RUN_A RUN_B ...`` compares runs on their shared pairs, or a run with the paper
-  (``--paper``), and writes compare.json, .png and .html (see :mod:`sdcorr.compare`).
+  (``--paper``), and writes compare.json, .png and .html (see :mod:`sdcorr.runs.compare`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from sdcorr.compare import Run, compare_paper, compare_runs, format_comparison, output_folder, write_comparison
 from sdcorr.errors import OutputError, UsageError
-from sdcorr.intervals import RESAMPLES
-from sdcorr.report import write_report
-from sdcorr.runfolder import RunFolder
-from sdcorr.scoring import format_table
+from sdcorr.pages.compare import write_comparison
+from sdcorr.pages.index import write_report
+from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison, output_folder
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.scoring import format_table
+from sdcorr.stats.intervals import RESAMPLES
 
 
 def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def evaluate(
 
 
 def report(folder: str | Path, alpha: float = 0.1) -> Path:
-    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.report.write_report`."""
+    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.pages.index.write_report`."""
     if not Path(folder).is_dir():
         raise OutputError(f"{folder}: no such run folder")
     path = write_report(folder, alpha)
@@ -79,7 +80,7 @@ def compare(
     output_dir: Optional[str | Path] = None,
 ) -> dict[str, Any]:
     """Compare runs (or, with ``paper``, one run with the paper), print the warnings (one
-    ``compare: warning:`` line each, on stderr) and the table, and write the outputs; see :mod:`sdcorr.compare`.
+    ``compare: warning:`` line each, on stderr) and the table, and write the outputs; see :mod:`sdcorr.runs.compare`.
 
     Args:
         folders: run folders; each after the first is compared with the first (with ``paper``: one).

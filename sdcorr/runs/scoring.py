@@ -1,8 +1,8 @@
 """From predictions to the metric tables: the one path every score takes, and the tables as text and rows.
 
-Pure functions, no file access (reading and writing the run folder is :mod:`sdcorr.runfolder`'s). The
+Pure functions, no file access (reading and writing the run folder is :mod:`sdcorr.runs.folder`'s). The
 live metric of a run, ``results.json``, a resumed run, merged shards and ``sdcorr evaluate`` all score
-:class:`~sdcorr.prediction.Prediction` lines through :func:`accumulate`, so they cannot disagree.
+:class:`~sdcorr.runs.records.Prediction` lines through :func:`accumulate`, so they cannot disagree.
 :func:`score` takes them in ``pair_id`` order, which makes the floating-point sums, and so the numbers,
 independent of the order pairs were processed in.
 """
@@ -14,9 +14,9 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from sdcorr import intervals
-from sdcorr.metrics import PCK
-from sdcorr.prediction import Prediction
+from sdcorr.runs.records import Prediction
+from sdcorr.stats import intervals
+from sdcorr.stats.pck import PCK
 
 #: bins of the per-pair histogram: the fraction of a pair's keypoints that are correct
 HISTOGRAM_BINS = ["0%"] + [f"({10 * i},{10 * (i + 1)}%]" for i in range(10)]
@@ -94,11 +94,11 @@ def score(
     """Every metric table of results.json.
 
     ``resamples``: bootstrap resamples of the 95% interval of every PCK figure (0: no intervals; see
-    :mod:`sdcorr.intervals`); the resamples are drawn in ``pair_id`` order, so they are the same however
+    :mod:`sdcorr.stats.intervals`); the resamples are drawn in ``pair_id`` order, so they are the same however
     the run was processed.
 
     Returns:
-        ``{"overall", "per_category", "unscored_pairs"}`` as :meth:`sdcorr.metrics.PCK.compute`, plus
+        ``{"overall", "per_category", "unscored_pairs"}`` as :meth:`sdcorr.stats.pck.PCK.compute`, plus
         ``per_group`` (e.g. SPair difficulty, ``"occlusion=1"``), ``per_layer`` (see :func:`per_layer`),
         ``histogram`` (see :func:`histogram`), ``threshold_mode`` (None: as each pair was run) and
         ``unscored_pair_ids`` (the pairs counted in ``unscored_pairs``: no ground truth or threshold).

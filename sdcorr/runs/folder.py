@@ -5,17 +5,17 @@ A run folder holds:
 * ``run.json`` (:data:`MANIFEST`): the manifest: the run's fingerprint (data selection, source, matcher,
   seed, precision), the ids of the pairs it is responsible for, its alphas and read layers;
 * ``predictions.jsonl`` (``predictions.rank<R>.jsonl`` per process under DDP): one
-  :class:`~sdcorr.prediction.Prediction` line per pair, appended and flushed as each pair is done;
+  :class:`~sdcorr.runs.records.Prediction` line per pair, appended and flushed as each pair is done;
 * ``results.json`` (:data:`RESULTS`): the metric tables, written only when every pair is done;
 * ``evaluation.json`` (:data:`EVALUATION`): ``sdcorr evaluate``'s tables (other alphas or threshold mode);
 * ``config.yaml`` (:data:`CONFIG_FILE`): the resolved command-line config of the last run in the folder;
 * ``embeddings/``: optionally, the fitted embeddings of each pair;
-* ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.report`);
+* ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.pages.index`);
 * ``.lock`` (:data:`LOCK`): held by the live run (:meth:`RunFolder.lock`), so a second run into the
   folder is refused; it holds the pid and host of the last run that locked the folder.
 
 A new run resumes a folder whose fingerprint equals its own, and shards whose fingerprints are equal but
-for the shard merge (see :mod:`sdcorr.fingerprint`).
+for the shard merge (see :mod:`sdcorr.runs.fingerprint`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from sdcorr.errors import OutputError
-from sdcorr.fingerprint import current_fingerprint, differences, shardless
-from sdcorr.intervals import RESAMPLES
-from sdcorr.prediction import Prediction
-from sdcorr.scoring import results_payload
+from sdcorr.runs.fingerprint import differences, shardless
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import results_payload
+from sdcorr.stats.intervals import RESAMPLES
 
 MANIFEST = "run.json"
 #: the prediction file of a single-process run; :meth:`RunFolder.prediction_file` names those of DDP ranks
@@ -45,17 +45,17 @@ PREDICTION_FILES = "predictions*.jsonl"
 RESULTS = "results.json"
 #: the default output of ``sdcorr evaluate``
 EVALUATION = "evaluation.json"
-#: the resolved command-line config, saved by :class:`sdcorr.cli.RunFolderConfig`
+#: the resolved command-line config, saved by :class:`sdcorr.cli.main.RunFolderConfig`
 CONFIG_FILE = "config.yaml"
 EMBEDDINGS = "embeddings"
 #: the folder of pair pictures, and the histogram picture in it
 PICTURES = "pictures"
 HISTOGRAM_FILE = "histogram.png"
-#: the page of a run folder (see :mod:`sdcorr.report`)
+#: the page of a run folder (see :mod:`sdcorr.pages.index`)
 REPORT = "index.html"
 #: kinds of pair pictures, in page order
 PICTURE_KINDS = ("correspondence", "target-heatmaps", "source-heatmaps")
-#: the files of a drawn pair for the page's viewer (see :mod:`sdcorr.viewer`), kind: extension
+#: the files of a drawn pair for the page's viewer (see :mod:`sdcorr.pages.viewer`), kind: extension
 VIEWER_FILES = {"viewer": "json", "viewer-source": "jpg", "viewer-target": "jpg", "viewer-maps": "png"}
 #: the lock file of the live run (see :meth:`RunFolder.lock`)
 LOCK = ".lock"
@@ -356,7 +356,7 @@ class RunFolder:
                 "use another output folder, or --output.overwrite true to discard them"
             )
         if not overwrite and old is not None:
-            changed = differences(current_fingerprint(old["fingerprint"]), manifest["fingerprint"])
+            changed = differences(old["fingerprint"], manifest["fingerprint"])
             if changed:
                 raise OutputError(
                     f"{self.path}: was made by a different run, so its predictions cannot be resumed:\n  "
@@ -383,7 +383,7 @@ class RunFolder:
 
     def finish(self, resamples: int = RESAMPLES) -> dict[str, Any]:
         """Score every pair of the folder and write results.json (intervals from ``resamples``, see
-        :func:`~sdcorr.scoring.score`); returns its content.
+        :func:`~sdcorr.runs.scoring.score`); returns its content.
 
         Raises:
             OutputError: a pair of the manifest has no prediction.

@@ -24,7 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from sdcorr.errors import OptionError
-from sdcorr.intervals import MIN_PAIRS, pck_intervals
+from sdcorr.stats.intervals import MIN_PAIRS, pck_intervals
 
 
 def check_alphas(owner: object, alphas: Sequence[float]) -> None:
@@ -144,15 +144,15 @@ class PCK(Metric):
     "unscored_pairs": int}`` where
     each ``{...}`` is ``{"num_pairs": int, "num_keypoints": int, "pck@<alpha>": {"per_image": float,
     "per_point": float}}``, with ``resamples``, also ``"per_image_interval"`` and ``"per_point_interval"``
-    (``[low, high]``, see :func:`sdcorr.intervals.pck_intervals`). Under DDP the per-pair states are
+    (``[low, high]``, see :func:`sdcorr.stats.intervals.pck_intervals`). Under DDP the per-pair states are
     gathered (``cat``), so both averages, their intervals and the category breakdown are exact.
 
     Args:
         alphas: fractions of the threshold at which PCK is reported; default 0.05 and 0.1.
         resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. Rows of fewer than
-            :data:`~sdcorr.intervals.MIN_PAIRS` scored pairs get none (too few to resample). The resamples of a
+            :data:`~sdcorr.stats.intervals.MIN_PAIRS` scored pairs get none (too few to resample). The resamples of a
             row are seeded by its name, so they depend on the order pairs were added: add them in a fixed
-            order (results.json's are added by pair id, see :func:`sdcorr.scoring.score`).
+            order (results.json's are added by pair id, see :func:`sdcorr.runs.scoring.score`).
     """
 
     is_differentiable = False

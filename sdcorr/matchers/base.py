@@ -1,17 +1,16 @@
 """What every matcher shares: the :class:`Matcher` interface, its :class:`MatchResult`, progress
-counting, and the one-call :func:`match`.
+counting. The one-call :func:`~sdcorr.matchers.one_call.match` builds on it.
 
-The paper's method is :class:`sdcorr.prompt.PromptMatcher`; nearest-neighbour matching of dense
-descriptors is :class:`sdcorr.nearest.NearestNeighbourMatcher`.
+The paper's method is :class:`sdcorr.matchers.prompt.PromptMatcher`; nearest-neighbour matching of dense
+descriptors is :class:`sdcorr.matchers.nearest.NearestNeighbourMatcher`.
 """
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from torch import Tensor
 
@@ -73,7 +72,8 @@ class Matcher(ABC):
     #: attributes that change only speed or memory, not results (left out of the run fingerprint)
     speed_options: tuple[str, ...] = ()
     #: whether the work on a source keypoint is shared by every pair with the same source image and
-    #: keypoint (see :attr:`sdcorr.prompt.PromptMatcher.reuse_fits`); then a plan counts distinct source keypoints
+    #: keypoint (see :attr:`sdcorr.matchers.prompt.PromptMatcher.reuse_fits`); then a plan counts distinct
+    #: source keypoints
     reuse_fits: bool = False
 
     def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:
@@ -109,48 +109,3 @@ class Matcher(ABC):
             progress: told as model passes are done (see :data:`Progress`); count them with a
                 :class:`WorkCounter` of :meth:`cost` passes made for this call.
         """
-
-
-def match(
-    source_image: Tensor,
-    target_image: Tensor,
-    source_keypoints: Tensor,
-    source: Source | None = None,
-    matcher: Matcher | None = None,
-    seed: object = 0,
-) -> Tensor:
-    """Where do ``source_keypoints`` land in ``target_image``? The one-call API for notebooks.
-
-    Args:
-        source_image: ``[3, H_s, W_s]`` RGB in [0, 1].
-        target_image: ``[3, H_t, W_t]`` RGB in [0, 1].
-        source_keypoints: ``[N, 2] (x, y)`` in source pixels.
-        source: default: Stable Diffusion 1.4 from the hub (move it to a GPU first for speed).
-        matcher: default: the paper preset.
-
-    Returns:
-        ``[N, 2] (x, y)`` in target pixels.
-    """
-    if source is None:
-        from sdcorr.sources.stable_diffusion import StableDiffusionSource
-
-        source = StableDiffusionSource()
-    if matcher is None:
-        from sdcorr.prompt import PromptMatcher  # sdcorr.prompt imports this module
-
-        matcher = PromptMatcher()
-    return matcher.match(source, source_image, target_image, source_keypoints, seed).keypoints
-
-
-def __getattr__(name: str) -> Any:
-    """``PromptMatcher``: moved to :mod:`sdcorr.prompt`; still importable from here, with a warning."""
-    if name == "PromptMatcher":
-        warnings.warn(
-            "sdcorr.engine.PromptMatcher moved to sdcorr.prompt; import it from sdcorr.prompt or sdcorr",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from sdcorr.prompt import PromptMatcher
-
-        return PromptMatcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

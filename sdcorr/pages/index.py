@@ -2,14 +2,14 @@
 
 The page holds the PCK tables of ``results.json`` (overall, per category, per group, per layer), the
 histogram of pairs by the fraction of their keypoints that are correct, and the pair viewer (see
-:mod:`sdcorr.viewer_page`): every pair of the folder's predictions, and for the pairs drawn by
+:mod:`sdcorr.pages.viewer_section`): every pair of the folder's predictions, and for the pairs drawn by
 :class:`callbacks.pictures.PictureCallback` their images and maps (the viewer's files in
-``<folder>/pictures/``, see :mod:`sdcorr.viewer`). Pair pictures of an older sdcorr without viewer
+``<folder>/pictures/``, see :mod:`sdcorr.pages.viewer`). Pair pictures of an older sdcorr without viewer
 files are shown as they are. CSS, script and pictures are inline (base64 data URIs), so the file
 can be mailed or copied alone and opens offline. Works on any run folder, also one without pictures
 or without ``results.json``::
 
-    python -m sdcorr.report runs/smoke
+    python -m sdcorr.pages.index runs/smoke
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any, Optional
 
 from sdcorr.errors import SdcorrError
 from sdcorr.images import data_uri
-from sdcorr.plots import histogram_plot
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_name
-from sdcorr.scoring import histogram, layer_rows, summary_rows
-from sdcorr.viewer import read_assets
-from sdcorr.viewer_page import layer_names, viewer_css, viewer_data, viewer_section
+from sdcorr.pages.plots import histogram_plot
+from sdcorr.pages.viewer import read_assets
+from sdcorr.pages.viewer_section import layer_names, viewer_css, viewer_data, viewer_section
+from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_name
+from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import histogram, layer_rows, summary_rows
 
 __all__ = ["KINDS", "histogram_of", "missing_note", "write_report"]
 
-#: picture kinds of a pair (see :data:`sdcorr.runfolder.PICTURE_KINDS`), in page order, with their headings
+#: picture kinds of a pair (see :data:`sdcorr.runs.folder.PICTURE_KINDS`), in page order, with their headings
 KINDS = dict(zip(PICTURE_KINDS, ["correspondences", "target attention", "source attention"]))
 
 _CSS = """

@@ -1,13 +1,13 @@
 """What the page's pair viewer keeps of a drawn pair: small images, every map as 8-bit tiles, and where each peaks.
 
 Per drawn pair, four files in the run folder's ``pictures/`` (named by
-:meth:`sdcorr.runfolder.RunFolder.picture_file`, kinds of :data:`sdcorr.runfolder.VIEWER_FILES`):
+:meth:`sdcorr.runs.folder.RunFolder.picture_file`, kinds of :data:`sdcorr.runs.folder.VIEWER_FILES`):
 
 * ``<pair>.viewer-source.jpg``, ``<pair>.viewer-target.jpg``: the two images, ``height`` rows (aspect kept);
 * ``<pair>.viewer-maps.png``: every map of the pair as one 8-bit grayscale PNG of ``tile x tile`` tiles,
   row ``k`` the keypoint ``k``, column ``p`` the panel ``p`` (see ``panels`` below). Each map covers the
   whole image (stretched from the matcher's square working size) and is normalised on its own, its
-  minimum 0 and its maximum 255, as :func:`sdcorr.plots.heatmap_plot` does; the page colours it;
+  minimum 0 and its maximum 255, as :func:`sdcorr.pages.plots.heatmap_plot` does; the page colours it;
 * ``<pair>.viewer.json``: ``{"pair_id", "prediction": its predictions.jsonl line, "source_size": [W, H],
   "target_size": [W, H], "tile", "keypoints": K (the maps' rows), "panels": [{"side": "target" or
   "source", "layer": index into the read layers or null for their mean, "points": [K, 2] (x, y)}]}``.
@@ -16,7 +16,7 @@ Per drawn pair, four files in the run folder's ``pictures/`` (named by
   of each map (where the fitted embedding attends).
 
 :func:`pair_assets` makes them from tensors, :func:`write_assets` writes them, :func:`read_assets`
-reads them back for :mod:`sdcorr.report`, which embeds them in ``index.html``.
+reads them back for :mod:`sdcorr.pages.index`, which embeds them in ``index.html``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from PIL import Image
 from sdcorr import geometry
 from sdcorr.errors import OutputError
 from sdcorr.images import data_uri
-from sdcorr.plots import ImageLike, heatmap_plot, to_pil
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import RunFolder, write_json
+from sdcorr.pages.plots import ImageLike, heatmap_plot, to_pil
+from sdcorr.runs.folder import RunFolder, write_json
+from sdcorr.runs.records import Prediction
 
 __all__ = ["PairAssets", "map_peaks", "map_tiles", "pair_assets", "panel_picture", "read_assets", "write_assets"]
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from datamodules.schedule import group_key
-from sdcorr.engine import Matcher
+from sdcorr.matchers.base import Matcher
 from sdcorr.sources.base import Source
 
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdcorr import geometry
-from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
 from sdcorr.errors import OptionError
+from sdcorr.matchers.base import Matcher, MatchResult, Progress, WorkCounter
 from sdcorr.rng import generator
 from sdcorr.sources.base import Source
 from sdcorr.sources.dense import DenseSource
@@ -135,7 +135,7 @@ class NearestNeighbourMatcher(Matcher):
             source_keypoints: ``[N, 2] (x, y)`` in source-image pixels.
             seed: any printable key; seeds the source's random draws (DIFT's noise), one stream per image.
             fit_seed: ignored (nothing is fitted).
-            progress: told after each image's model passes (see :data:`~sdcorr.engine.Progress`).
+            progress: told after each image's model passes (see :data:`~sdcorr.matchers.base.Progress`).
 
         Returns:
             keypoints ``[N, 2]`` in target pixels and heatmaps ``[N, S, S]``; no per-layer points or embeddings.

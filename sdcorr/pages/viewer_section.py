@@ -1,9 +1,9 @@
 """The pair viewer section of ``index.html``: every pair of the run, and the maps of the drawn ones.
 
-The section is plain HTML plus one JSON blob and the script ``sdcorr/viewer.js`` (styles:
-``sdcorr/viewer.css``), all inline: the page needs no server, no network and no library. The JSON
+The section is plain HTML plus one JSON blob and the script ``sdcorr/pages/viewer.js`` (styles:
+``sdcorr/pages/viewer.css``), all inline: the page needs no server, no network and no library. The JSON
 (:func:`viewer_data`) holds per pair its id, category, groups, keypoints and which are correct at the
-page's alpha, and per drawn pair the viewer's files of :mod:`sdcorr.viewer` as data URIs.
+page's alpha, and per drawn pair the viewer's files of :mod:`sdcorr.pages.viewer` as data URIs.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any, Optional
 
 import numpy as np
 
-from sdcorr.plots import colorize
-from sdcorr.prediction import Prediction
+from sdcorr.pages.plots import colorize
+from sdcorr.runs.records import Prediction
 
 __all__ = ["layer_names", "pair_entry", "viewer_css", "viewer_data", "viewer_section"]
 
 
 def _asset(name: str) -> str:
-    return resources.files("sdcorr").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("sdcorr.pages").joinpath(name).read_text(encoding="utf-8")
 
 
 def viewer_css() -> str:
-    """The viewer's styles (``sdcorr/viewer.css``)."""
+    """The viewer's styles (``sdcorr/pages/viewer.css``)."""
     return _asset("viewer.css")
 
 
@@ -39,7 +39,7 @@ def pair_entry(prediction: Prediction, alpha: float) -> dict[str, Any]:
     """One pair of the viewer's list: ``{"id", "category", "groups", "src", "pred", "trg", "correct", "pck"}``.
 
     ``correct`` ``[N]`` (which predictions are correct at PCK@``alpha``, with the threshold the pair ran
-    with, as :mod:`sdcorr.scoring` counts them) and ``pck`` (their fraction) are None for an unscored pair.
+    with, as :mod:`sdcorr.runs.scoring` counts them) and ``pck`` (their fraction) are None for an unscored pair.
 
     >>> line = {"pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0], [5.0, 5.0]],
     ...         "predicted_keypoints": [[3.0, 4.0], [9.0, 9.0]], "target_keypoints": [[3.0, 5.0], [0.0, 0.0]],
@@ -82,7 +82,7 @@ def viewer_data(
 
     Args:
         predictions: the folder's predictions.
-        drawn: ``{pair_id: meta}`` of :func:`sdcorr.viewer.read_assets` (with the images as data URIs).
+        drawn: ``{pair_id: meta}`` of :func:`sdcorr.pages.viewer.read_assets` (with the images as data URIs).
         alpha: PCK threshold of the colours and of the pairs' PCK.
         layers: names of the read layers; None: their indices.
         older: ids of pairs with pictures of an older sdcorr but no viewer files (shown below the viewer).

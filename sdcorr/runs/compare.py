@@ -2,7 +2,7 @@
 
 Runs against runs (``sdcorr compare RUN_A RUN_B [RUN_C ...]``): each further run is compared with the
 first on the pairs both scored: per-image PCK of each, and the difference (B - A) with a paired bootstrap
-interval and p-value (:func:`sdcorr.intervals.paired_difference`), overall and per category, at each alpha.
+interval and p-value (:func:`sdcorr.stats.intervals.paired_difference`), overall and per category, at each alpha.
 
 What counts as the same data. Pairs are matched by ``pair_id``; runs are compared when
 
@@ -18,7 +18,7 @@ they are not all of either run's. The model, matcher, seed and precision are wha
 compare.json lists where they differ.
 
 Against the paper (``sdcorr compare RUN --paper spair``): the run's per-image PCK with a bootstrap
-interval beside the paper's figures (:mod:`sdcorr.paper`), flagging those outside the interval.
+interval beside the paper's figures (:mod:`sdcorr.stats.paper`), flagging those outside the interval.
 
 Outputs: ``compare.json``, ``compare.png`` (each row's difference with its interval) and a
 self-contained ``compare.html``, in ``--output_dir``, by default the folder ``compare/`` of the second
@@ -34,19 +34,25 @@ from typing import Any, Optional
 
 import torch
 
-from sdcorr.compare_page import chart_panels, compare_page, difference_chart, signed
 from sdcorr.errors import DataError, OutputError, UsageError
-from sdcorr.fingerprint import current_fingerprint, differences
-from sdcorr.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
-from sdcorr.paper import PAPER, PaperFigures, beside_paper
-from sdcorr.prediction import Prediction
-from sdcorr.runfolder import RunFolder, write_json
+from sdcorr.runs.fingerprint import differences
+from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.records import Prediction
+from sdcorr.stats.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
+from sdcorr.stats.paper import PAPER, PaperFigures, beside_paper
 
 #: the folder a comparison goes to inside the second run's folder, unless ``--output_dir``
 COMPARE_DIR = "compare"
 COMPARE_JSON = "compare.json"
 COMPARE_CHART = "compare.png"
 COMPARE_PAGE = "compare.html"
+
+
+def signed(value: float) -> str:
+    """``+1.2`` / ``-0.3``: a difference in percentage points, with its sign."""
+    return f"{value:+.1f}"
+
+
 #: the alphas compared when the runs share none
 DEFAULT_ALPHAS = (0.05, 0.1)
 #: ``data`` entries of run.json that must agree (besides the threshold mode): they change what a pair is
@@ -166,7 +172,7 @@ def difference_rows(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per alpha, one row per category then ``overall``: ``{"category", "pairs", "a", "b", "difference",
     "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction); a row of fewer than
-    :data:`~sdcorr.intervals.MIN_PAIRS` pairs has no interval or p-value (None)."""
+    :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs has no interval or p-value (None)."""
     groups: dict[str, list[str]] = {}
     for pair_id in shared:
         groups.setdefault(first[pair_id].category, []).append(pair_id)
@@ -224,9 +230,7 @@ def compare_runs(
         scores = pair_scores(other.predictions, alphas, threshold)
         shared, warning = shared_pairs(baseline, scores, (runs[0].folder, other.folder))
         warnings += [warning] if warning else []
-        changed = differences(
-            current_fingerprint(runs[0].manifest["fingerprint"]), current_fingerprint(other.manifest["fingerprint"])
-        )
+        changed = differences(runs[0].manifest["fingerprint"], other.manifest["fingerprint"])
         comparisons.append(
             {
                 "a": runs[0].folder,
@@ -376,18 +380,3 @@ def _format_paper(payload: dict[str, Any]) -> str:
 def output_folder(folders: Sequence[str | Path], output_dir: Optional[str | Path] = None) -> Path:
     """Where a comparison goes: ``output_dir``, else ``compare/`` in the second run folder (the only one)."""
     return Path(output_dir) if output_dir else Path(folders[min(1, len(folders) - 1)]) / COMPARE_DIR
-
-
-def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) -> dict[str, Path]:
-    """Write compare.json, compare.png and compare.html into ``folder`` (made if needed); returns their paths."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        chart = difference_chart(chart_panels(payload))
-        paths = {"json": folder / COMPARE_JSON, "chart": folder / COMPARE_CHART, "page": folder / COMPARE_PAGE}
-        write_json(paths["json"], payload)
-        chart.save(paths["chart"])
-        paths["page"].write_text(compare_page(payload, chart, table))
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot write the comparison ({error}); set --output_dir") from error
-    return paths

@@ -1,5 +1,5 @@
 """What ``sdcorr compare`` shows besides its text table: the chart of differences with their intervals
-(compare.png) and the self-contained page (compare.html). The numbers come from :mod:`sdcorr.compare`."""
+(compare.png) and the self-contained page (compare.html). The numbers come from :mod:`sdcorr.runs.compare`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ from typing import Any, Optional
 
 from PIL import Image, ImageDraw
 
+from sdcorr.errors import OutputError
 from sdcorr.images import data_uri
-from sdcorr.intervals import MIN_PAIRS
-from sdcorr.plots import CORRECT, TEXT, WRONG, _font
+from sdcorr.pages.plots import CORRECT, TEXT, WRONG, _font
+from sdcorr.runs.compare import COMPARE_CHART, COMPARE_JSON, COMPARE_PAGE, signed
+from sdcorr.runs.folder import write_json
+from sdcorr.stats.intervals import MIN_PAIRS
 
 #: the colour of a row whose interval contains 0 (or the paper's figure)
 UNDECIDED = (150, 150, 150)
-
-
-def signed(value: float) -> str:
-    return f"{value:+.1f}"
 
 
 def chart_panels(payload: dict[str, Any], alpha: Optional[float] = None) -> list[tuple[str, list[tuple]]]:
@@ -124,3 +123,18 @@ def compare_page(payload: dict[str, Any], chart: Image.Image, table: str) -> str
         f"two-sided p-values; rows of fewer than {MIN_PAIRS} pairs: none</p><pre>{html.escape(table)}</pre>"
         f'<img src="{data_uri(chart)}" alt="differences">{_html_table(payload)}</body></html>\n'
     )
+
+
+def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) -> dict[str, Path]:
+    """Write compare.json, compare.png and compare.html into ``folder`` (made if needed); returns their paths."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        chart = difference_chart(chart_panels(payload))
+        paths = {"json": folder / COMPARE_JSON, "chart": folder / COMPARE_CHART, "page": folder / COMPARE_PAGE}
+        write_json(paths["json"], payload)
+        chart.save(paths["chart"])
+        paths["page"].write_text(compare_page(payload, chart, table))
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot write the comparison ({error}); set --output_dir") from error
+    return paths

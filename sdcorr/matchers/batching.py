@@ -1,6 +1,6 @@
 """How many items go through the model at once: a fixed ``max_batch``, or ``"auto"``, which halves on GPU out-of-memory.
 
-An item is one ``(keypoint, restart)`` of :class:`~sdcorr.prompt.PromptMatcher`; each has its own random
+An item is one ``(keypoint, restart)`` of :class:`~sdcorr.matchers.prompt.PromptMatcher`; each has its own random
 stream and Adam state, so a chunk of items that ran out of memory can be run again, from scratch and
 in smaller chunks, with the same draws.
 """
@@ -13,9 +13,9 @@ from typing import Literal, Optional, TypeVar, Union
 
 import torch
 
-from sdcorr.engine import WorkCounter
 from sdcorr.errors import DeviceMemoryError, OptionError
 from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.matchers.base import WorkCounter
 
 T = TypeVar("T")
 Item = tuple[int, int]  # (keypoint, restart)

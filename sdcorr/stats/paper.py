@@ -8,7 +8,7 @@ sheet and in ``docs/benchmarks.md``. The thresholds are those of the authors' re
 the mean of its 18 category means (45.4 is the mean of the per-category row), not the mean over pairs;
 PF-Willow and CUB report the mean over pairs.
 
-Pure functions on tensors; reading run folders and printing is :mod:`sdcorr.compare`'s.
+Pure functions on tensors; reading run folders and printing is :mod:`sdcorr.runs.compare`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from sdcorr.intervals import MIN_PAIRS, RESAMPLES, pck_intervals, stratified_mean_intervals
+from sdcorr.stats.intervals import MIN_PAIRS, RESAMPLES, pck_intervals, stratified_mean_intervals
 
 #: how the paper's overall figure averages: over pairs, or over categories of their per-category means
 PAIR_MEAN, CATEGORY_MEAN = "mean over pairs", "mean of category means"
@@ -91,7 +91,7 @@ def beside_paper(
         One row per paper category the run has (category alpha), then ``overall`` at each alpha:
         ``{"category", "alpha", "pairs", "run", "low", "high", "paper", "outside"}`` in percent;
         ``outside``: the paper's figure is not in the run's interval (a row of fewer than
-        :data:`~sdcorr.intervals.MIN_PAIRS` pairs has no interval: ``low``/``high`` None, never outside).
+        :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs has no interval: ``low``/``high`` None, never outside).
         The overall follows ``figures.overall_rule`` (its interval stratified by category for :data:`CATEGORY_MEAN`).
     """
     alphas = sorted(figures.overall)

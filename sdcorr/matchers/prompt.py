@@ -7,7 +7,7 @@ machinery they call. Items (one keypoint, one restart) are independent: each has
 stream and its own Adam state (one Adam over the stacked embeddings is elementwise, and the loss is a
 sum of per-item losses, so each item's update is exactly its own), and items are batched through the
 model up to ``max_batch`` at a time (``"auto"``: as many as fit in GPU memory, see
-:mod:`sdcorr.batching`). Batching changes nothing but speed (up to float rounding);
+:mod:`sdcorr.matchers.batching`). Batching changes nothing but speed (up to float rounding);
 ``mode="reference"`` runs the original one-at-a-time structure for comparison.
 """
 
@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from sdcorr import geometry
-from sdcorr.batching import BatchSize, Item, T
-from sdcorr.cache import LRU
-from sdcorr.crops import CropEncoder, autocast_state
-from sdcorr.engine import Matcher, MatchResult, Progress, WorkCounter
 from sdcorr.errors import InferenceModeError, NumericalError, OptionError
+from sdcorr.matchers.base import Matcher, MatchResult, Progress, WorkCounter
+from sdcorr.matchers.batching import BatchSize, Item, T
+from sdcorr.matchers.crops import CropEncoder, autocast_state
+from sdcorr.matchers.lru import LRU
 from sdcorr.rng import content_key, generator
 from sdcorr.sources.base import AttentionSource, Source
 
@@ -70,7 +70,7 @@ class PromptMatcher(Matcher):
             structure (one item and one crop at a time, the whole model, float32) for comparison.
             Both give the same results up to float rounding.
         crop_cache: most crop latents remembered, over all images (exact: crops repeat because the
-            corner range is small, see :mod:`sdcorr.crops`); 64 KiB each for SD at 512 px in float32
+            corner range is small, see :mod:`sdcorr.matchers.crops`); 64 KiB each for SD at 512 px in float32
             (the default 8192: 512 MiB of accelerator memory); 0 disables. Not used in reference
             mode, which encodes every crop.
         fit_cache: with ``reuse_fits``, most fitted keypoints remembered (on the CPU), each
@@ -162,7 +162,7 @@ class PromptMatcher(Matcher):
         (default ``seed``), else by ``seed`` and the keypoint's index; the locate step by ``seed``.
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
-        ``progress`` hears of every UNet pass (see :data:`~sdcorr.engine.Progress`).
+        ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`).
         """
         if not isinstance(source, AttentionSource):
             raise TypeError(
@@ -406,8 +406,8 @@ class PromptMatcher(Matcher):
         per_keypoint: bool = False,
     ) -> Iterator[tuple[list[Item], T]]:
         """``(chunk, run(chunk))`` in order, in chunks of the stage's size (halved on GPU out-of-memory
-        with ``max_batch="auto"``, see :meth:`~sdcorr.batching.BatchSize.batched`). ``per_keypoint``:
-        never two keypoints in one chunk (see :func:`~sdcorr.batching.chunks`)."""
+        with ``max_batch="auto"``, see :meth:`~sdcorr.matchers.batching.BatchSize.batched`). ``per_keypoint``:
+        never two keypoints in one chunk (see :func:`~sdcorr.matchers.batching.chunks`)."""
         return self._batch.batched(stage, items, run, counter, source.device, source.image_size, per_keypoint)
 
     def _mode_context(self, source: AttentionSource, device: torch.device) -> ExitStack:

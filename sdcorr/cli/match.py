@@ -19,12 +19,12 @@ from lightning.fabric import Fabric
 from PIL import Image
 
 from datamodules.base import first_outside, sample_from_record
-from sdcorr import plots
-from sdcorr.engine import MatchResult
 from sdcorr.errors import OutputError, UsageError
-from sdcorr.fingerprint import describe, model_description
+from sdcorr.matchers.base import MatchResult
 from sdcorr.module import CorrespondenceModule
-from sdcorr.runfolder import CONFIG_FILE
+from sdcorr.pages import plots
+from sdcorr.runs.fingerprint import describe, model_description
+from sdcorr.runs.folder import CONFIG_FILE
 
 #: what ``sdcorr match`` writes into its output folder
 MATCH_FILE, PICTURE_FILE = "match.json", "match.png"

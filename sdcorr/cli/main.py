@@ -4,8 +4,8 @@
   ``PairDataModule`` subclass by class_path) and :class:`~sdcorr.module.CorrespondenceModule` from
   layered YAML files and command-line overrides (``--print_config`` shows the resolved config).
 * ``plan`` and ``match`` take the same config files: ``plan`` builds only the datamodule and the
-  matcher, ``match`` only the model (see :mod:`sdcorr.matching`).
-* ``merge``, ``evaluate``, ``report`` and ``compare`` work on finished run folders (see :mod:`sdcorr.commands`).
+  matcher, ``match`` only the model (see :mod:`sdcorr.cli.match`).
+* ``merge``, ``evaluate``, ``report`` and ``compare`` work on finished run folders (see :mod:`sdcorr.cli.commands`).
 
 Every error prints one ``sdcorr: error: <what>: <problem>`` line, no traceback: exit code 2 for a bad
 option, value or config file (found before anything runs), 1 for a problem while running (bad data, an
@@ -34,16 +34,16 @@ from callbacks.pictures import PictureCallback
 from callbacks.predictions import PredictionWriter, run_folder_of
 from callbacks.progress import RunProgress
 from datamodules.base import PairDataModule
-from sdcorr import commands
-from sdcorr.engine import Matcher
+from sdcorr.cli import commands
+from sdcorr.cli.errors import check_config_file, option_name, parse_problem, trainer_options
+from sdcorr.cli.match import match_files
 from sdcorr.errors import OptionError, OutputError, SdcorrError, UsageError
-from sdcorr.intervals import RESAMPLES
-from sdcorr.matching import match_files
+from sdcorr.matchers.base import Matcher
+from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.module import CorrespondenceModule
 from sdcorr.paths import bundled
-from sdcorr.plan import make_plan
-from sdcorr.prompt import PromptMatcher
-from sdcorr.usage import check_config_file, option_name, parse_problem, trainer_options
+from sdcorr.runs.plan import make_plan
+from sdcorr.stats.intervals import RESAMPLES
 
 
 @dataclass(frozen=True)

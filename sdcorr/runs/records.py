@@ -1,11 +1,11 @@
 """One line of ``predictions.jsonl``: what was predicted for one pair, with everything PCK needs.
 
-A :class:`Prediction` is made from a sample dict and the matcher's :class:`~sdcorr.engine.MatchResult`
+A :class:`Prediction` is made from a sample dict and the matcher's :class:`~sdcorr.matchers.base.MatchResult`
 (:meth:`Prediction.from_sample`), written as one JSON line (:meth:`Prediction.to_json`) and read back
 (:meth:`Prediction.from_json`). Points are float32 values stored exactly (a float32 survives the round
 trip through JSON), so a line read back and written again is the same bytes. Every score of a run (the
 live metric, results.json, a resume, merged shards, ``sdcorr evaluate``) is computed from these lines,
-see :mod:`sdcorr.scoring`.
+see :mod:`sdcorr.runs.scoring`.
 
 >>> line = {"pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0]],
 ...         "predicted_keypoints": [[3.0, 4.0]], "target_keypoints": [[3.0, 5.0]], "threshold": 10.0}
@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 
 from sdcorr.errors import DataError, NumericalError
-from sdcorr.metrics import pck_correct
+from sdcorr.stats.pck import pck_correct
 
 #: keys a line must have; the others default as in :class:`Prediction`
 REQUIRED = ("pair_id", "category", "source_keypoints", "predicted_keypoints")
@@ -119,7 +119,7 @@ class Prediction:
 
         Raises:
             ValueError: not an object, or a required key (see :data:`REQUIRED`) is missing; the caller
-                names the file and line (see :meth:`sdcorr.runfolder.RunFolder.predictions`).
+                names the file and line (see :meth:`sdcorr.runs.folder.RunFolder.predictions`).
         """
         if not isinstance(line, dict):
             raise ValueError(f"expected a JSON object but got {type(line).__name__}")
@@ -160,7 +160,7 @@ class Prediction:
         self, points: Points, threshold_mode: Optional[str] = None, device: Any = "cpu"
     ) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(preds [1, N, 2], target [1, N, 2], threshold [1], scale [1, 2])`` float32 of ``points``
-        (the predicted keypoints or one layer's), ready for :class:`sdcorr.metrics.PCK`; None if unscored."""
+        (the predicted keypoints or one layer's), ready for :class:`sdcorr.stats.pck.PCK`; None if unscored."""
         if not self.scored(threshold_mode):
             return None
         threshold, scale = self.reference(threshold_mode)

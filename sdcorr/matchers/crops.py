@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sdcorr import geometry
-from sdcorr.cache import LRU
+from sdcorr.matchers.lru import LRU
 from sdcorr.rng import content_key
 from sdcorr.sources.base import AttentionSource
 

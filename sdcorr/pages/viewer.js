@@ -1,4 +1,4 @@
-// The pair viewer of a run folder's index.html (see sdcorr/viewer_page.py): a sortable, filterable list
+// The pair viewer of a run folder's index.html (see sdcorr/pages/viewer_section.py): a sortable, filterable list
 // of every pair; a chosen pair's source and target with a line per keypoint; a chosen keypoint's maps,
 // one panel per read layer and their mean, on the target and on the source. Reads the JSON of
 // #sdv-data; no network, no library.
@@ -7,7 +7,7 @@
   const DATA = JSON.parse(document.getElementById("sdv-data").textContent);
   const COLOURS = { true: "rgb(31,119,180)", false: "rgb(255,127,14)", null: "rgb(170,170,170)" };
   const STAR = "rgb(255,230,0)";
-  const PANEL = 192; // longest side of a heatmap panel, as sdcorr.plots.heatmap_plot's default
+  const PANEL = 192; // longest side of a heatmap panel, as sdcorr.pages.plots.heatmap_plot's default
   const ROWS = 500; // rows shown before "show all"
   const SVG = "http://www.w3.org/2000/svg";
   const pairsById = new Map(DATA.pairs.map((p) => [p.id, p]));

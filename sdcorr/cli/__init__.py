@@ -1,0 +1,1 @@
+"""The ``sdcorr`` command: parsing, one module per command, and turning errors into one line."""
