@@ -32,7 +32,7 @@ from torch import Tensor
 
 from datamodules.base import DataError, PairDataModule
 from sdcorr.errors import OptionError
-from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.geometry import PAPER_SIZE
 from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["CUBDataModule", "CUB_FILES", "NUM_PARTS"]
@@ -139,8 +139,8 @@ def _pair(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
         "source_keypoints": source["points"][both],
         "target_keypoints": target["points"][both],
         "part_ids": (both.nonzero().flatten() + 1).tolist(),
-        "threshold": target["box_side"] * REFERENCE_SIZE / w,
-        "pck_scale": torch.tensor([REFERENCE_SIZE / w, REFERENCE_SIZE / h], dtype=torch.float32),
+        "threshold": target["box_side"] * PAPER_SIZE / w,
+        "pck_scale": torch.tensor([PAPER_SIZE / w, PAPER_SIZE / h], dtype=torch.float32),
         "num_keypoints": int(both.sum()),
     }
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from datamodules.base import DataError, PairDataModule
 from datamodules.download import Archive, fetch
 from sdcorr.errors import OptionError
-from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.geometry import PAPER_SIZE
 from sdcorr.images import first_outside, image_dimensions
 
 __all__ = ["PF_WILLOW_ARCHIVE", "PFWillowDataModule", "read_pfwillow_csv"]
@@ -167,7 +167,7 @@ def keypoint_threshold(target_keypoints: Tensor, target_size: tuple[int, int], m
         extent = target_keypoints.max(dim=0).values - target_keypoints.min(dim=0).values
         return float(extent.max()), torch.ones(2)
     w, h = target_size
-    scale = torch.tensor([REFERENCE_SIZE / w, REFERENCE_SIZE / h], dtype=torch.float32)
+    scale = torch.tensor([PAPER_SIZE / w, PAPER_SIZE / h], dtype=torch.float32)
     resized_max = (target_keypoints * scale).max(dim=0).values  # [2] (x_max, y_max) at 512 scale
     return float(resized_max.max()) + 1.0, scale
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from datamodules.base import DataError, PairDataModule, sample_from_record
 from datamodules.download import Archive, fetch
 from sdcorr.errors import OptionError
-from sdcorr.geometry import REFERENCE_SIZE
+from sdcorr.geometry import PAPER_SIZE
 from sdcorr.images import first_outside, load_image
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
@@ -153,9 +153,9 @@ def threshold_of(
     """
     if mode == "bbox-src-512":
         (w_src, h_src), (w_trg, h_trg) = source_size, target_size
-        width = float(source_bbox[2] - source_bbox[0]) * REFERENCE_SIZE / w_src
-        height = float(source_bbox[3] - source_bbox[1]) * REFERENCE_SIZE / h_src
-        return max(width, height), (REFERENCE_SIZE / w_trg, REFERENCE_SIZE / h_trg)
+        width = float(source_bbox[2] - source_bbox[0]) * PAPER_SIZE / w_src
+        height = float(source_bbox[3] - source_bbox[1]) * PAPER_SIZE / h_src
+        return max(width, height), (PAPER_SIZE / w_trg, PAPER_SIZE / h_trg)
     if mode == "bbox-trg":
         return float(max(target_bbox[2] - target_bbox[0], target_bbox[3] - target_bbox[1])), (1.0, 1.0)
     raise ValueError(f"Expected threshold in {THRESHOLDS} but got {mode!r}")

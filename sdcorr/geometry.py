@@ -26,7 +26,7 @@ from torch import Tensor
 #: the working size the paper's numbers are defined at, in pixels: sigma is given in pixels at 512 x 512
 #: (scaled to other working sizes), and SPair's ``bbox-src-512``, CUB's ``bbox-trg-512`` and PF-Willow's
 #: ``kps-trg-paper`` thresholds are measured on images resized to 512 x 512
-REFERENCE_SIZE = 512
+PAPER_SIZE = 512
 
 
 def resize_image(image: Tensor, size: int) -> Tensor:

@@ -14,7 +14,6 @@ from typing import Literal, Optional, TypeVar, Union
 import torch
 
 from sdcorr.errors import DeviceMemoryError, OptionError
-from sdcorr.geometry import REFERENCE_SIZE
 from sdcorr.matchers.base import WorkCounter
 
 T = TypeVar("T")
@@ -22,9 +21,12 @@ Item = tuple[int, int]  # (keypoint, restart)
 
 #: ``max_batch="auto"`` off CUDA: the fixed default of earlier versions (CPU speed and numbers unchanged)
 AUTO_BATCH_ELSEWHERE = 10
-#: ``max_batch="auto"`` on CUDA: GPU memory assumed per item at the working size 512, scaled by the
-#: working area (SD 1.4 forward and backward up to layer 10 in float32, with room to spare)
+#: ``max_batch="auto"`` on CUDA: GPU memory assumed per item at the working size :data:`AUTO_SIZE`, scaled by
+#: the working area (SD 1.4 forward and backward up to layer 10 in float32, with room to spare; an
+#: estimate, never measured on a GPU)
 AUTO_BYTES_PER_ITEM = 2 * 2**30
+#: the working size (pixels) :data:`AUTO_BYTES_PER_ITEM` is given at
+AUTO_SIZE = 512
 #: ``max_batch="auto"`` on CUDA: share of the free GPU memory the starting size may use
 AUTO_MEMORY_SHARE = 0.8
 #: ``max_batch="auto"`` on CUDA: the largest starting size
@@ -54,7 +56,7 @@ def initial_batch(device: torch.device, image_size: int) -> int:
     if device.type != "cuda":
         return AUTO_BATCH_ELSEWHERE
     free, _ = torch.cuda.mem_get_info(device)
-    per_item = AUTO_BYTES_PER_ITEM * (image_size / REFERENCE_SIZE) ** 2
+    per_item = AUTO_BYTES_PER_ITEM * (image_size / AUTO_SIZE) ** 2
     size = int(min(AUTO_BATCH_CAP, max(1, AUTO_MEMORY_SHARE * free // per_item)))
     warnings.warn(
         f"max_batch auto: starting at {size} items per model call ({free / 2**30:.1f} GiB of GPU memory "

@@ -49,7 +49,7 @@ class PromptMatcher(Matcher):
         crop_fraction: side of the random square crops as a fraction of the working image; paper 0.9316549.
         margin_fraction: a keypoint stays this fraction of the crop side inside the crop; paper 0.15.
         sigma: standard deviation of the Gaussian target in pixels at the reference size 512 (scaled
-            with the working size, see :data:`~sdcorr.geometry.REFERENCE_SIZE`); paper 27.97853316316864.
+            with the working size, see :data:`~sdcorr.geometry.PAPER_SIZE`); paper 27.97853316316864.
         fit_timestep_index: index into the DDIM timesteps (980 ... 0) used while fitting; paper -8 (t=140).
         locate_timestep_index: index into the DDIM timesteps used on the target; paper -3 (t=40).
         locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
@@ -265,7 +265,7 @@ class PromptMatcher(Matcher):
         """Fit the embeddings of ``items`` (``(keypoint, restart)``), each drawing from its generator."""
         size, device = source.image_size, encoder.image.device
         side, margin = self.crop_geometry(size)
-        sigma = self.sigma * size / geometry.REFERENCE_SIZE
+        sigma = self.sigma * size / geometry.PAPER_SIZE
         points = keypoints[[k for k, _ in items]].float().cpu()
         embeddings = source.random_embeddings(gens).float().requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.lr)
