@@ -40,7 +40,7 @@ class MatchResult:
     layer_heatmaps: Optional[Tensor] = None
 
 
-#: ``progress(done, total, stage)``: ``done`` of ``total`` item-passes through the model, ``stage`` "fit"/"locate"
+#: ``progress(done, total, phase)``: ``done`` of ``total`` item-passes through the model, ``phase`` "fit"/"locate"
 Progress = Callable[[int, int, str], None]
 
 
@@ -59,11 +59,11 @@ class WorkCounter:
         self.done, self.total, self.progress = 0, total, progress
         self.advance(0, "start")
 
-    def advance(self, passes: int, stage: str) -> None:
+    def advance(self, passes: int, phase: str) -> None:
         """Count ``passes`` more item-passes as done (at most :attr:`total`) and tell ``progress``."""
         self.done = min(self.done + passes, self.total)
         if self.progress is not None:
-            self.progress(self.done, self.total, stage)
+            self.progress(self.done, self.total, phase)
 
 
 class Matcher(ABC):

@@ -31,7 +31,7 @@ AUTO_SIZE = 512
 AUTO_MEMORY_SHARE = 0.8
 #: ``max_batch="auto"`` on CUDA: the largest starting size
 AUTO_BATCH_CAP = 64
-STAGES = {"fit": "fitting", "locate": "locating"}
+PHASES = {"fit": "fitting", "locate": "locating"}
 
 
 def chunks(items: list[Item], size: int, per_keypoint: bool = False) -> list[list[Item]]:
@@ -67,12 +67,12 @@ def initial_batch(device: torch.device, image_size: int) -> int:
 
 
 class BatchSize:
-    """The most items per model call, one per stage (``"fit"``, ``"locate"``), for a whole run.
+    """The most items per model call, one per phase (``"fit"``, ``"locate"``), for a whole run.
 
     Args:
         max_batch: a number >= 1: always that, and out-of-memory propagates; ``"auto"``: start from
             :meth:`initial` (estimated once, on first use) and halve on ``torch.cuda.OutOfMemoryError``
-            (see :meth:`batched`); a stage keeps the size it settled on for the rest of the run.
+            (see :meth:`batched`); a phase keeps the size it settled on for the rest of the run.
     """
 
     def __init__(self, max_batch: Union[int, Literal["auto"]]) -> None:
@@ -80,25 +80,25 @@ class BatchSize:
             raise OptionError(self, "max_batch", f"expected 'auto' or an integer >= 1; got {max_batch!r}")
         self.max_batch = max_batch
         self.start: Optional[int] = None  # "auto": the starting estimate, once made
-        self.settled: dict[str, int] = {}  # "auto": the size of each stage now
+        self.settled: dict[str, int] = {}  # "auto": the size of each phase now
 
     def initial(self, device: torch.device, image_size: int) -> int:
         """The starting size of ``"auto"`` (:func:`initial_batch`; tests replace it to act as a GPU)."""
         return initial_batch(device, image_size)
 
-    def current(self, stage: str, device: torch.device, image_size: int) -> int:
-        """Most items per chunk for ``stage`` now."""
+    def current(self, phase: str, device: torch.device, image_size: int) -> int:
+        """Most items per chunk for ``phase`` now."""
         if self.max_batch != "auto":
             return self.max_batch
-        if stage not in self.settled:
+        if phase not in self.settled:
             if self.start is None:
                 self.start = self.initial(device, image_size)
-            self.settled[stage] = self.start
-        return self.settled[stage]
+            self.settled[phase] = self.start
+        return self.settled[phase]
 
     def batched(
         self,
-        stage: str,
+        phase: str,
         items: list[Item],
         run: Callable[[list[Item]], T],
         counter: WorkCounter,
@@ -111,14 +111,14 @@ class BatchSize:
         ``run`` must start each chunk from scratch (its own generators and Adam state) and change
         nothing outside until it returns. With ``"auto"`` a chunk that raises
         ``torch.cuda.OutOfMemoryError`` is dropped whole: its passes are taken off ``counter``, the
-        CUDA cache is emptied, the stage's size becomes half the failed chunk's length (announced in
+        CUDA cache is emptied, the phase's size becomes half the failed chunk's length (announced in
         a warning) and the items not yet done are chunked again, from the failed chunk on. A failed
         chunk of one item raises :class:`~sdcorr.errors.DeviceMemoryError`.
         """
         remaining = list(items)
         while remaining:
             failed = None
-            for chunk in chunks(remaining, self.current(stage, device, image_size), per_keypoint):
+            for chunk in chunks(remaining, self.current(phase, device, image_size), per_keypoint):
                 done = counter.done
                 try:
                     result = run(chunk)
@@ -138,9 +138,9 @@ class BatchSize:
                 remaining = [item for item in remaining if item not in taken]
             if failed is not None:
                 torch.cuda.empty_cache()
-                self.settled[stage] = failed // 2
+                self.settled[phase] = failed // 2
                 warnings.warn(
-                    f"max_batch auto: {failed} items did not fit in GPU memory while {STAGES[stage]}; "
+                    f"max_batch auto: {failed} items did not fit in GPU memory while {PHASES[phase]}; "
                     f"using {failed // 2}",
                     stacklevel=2,
                 )

@@ -398,17 +398,17 @@ class PromptMatcher(Matcher):
 
     def _batched(
         self,
-        stage: str,
+        phase: str,
         items: list[Item],
         run: Callable[[list[Item]], T],
         source: AttentionSource,
         counter: WorkCounter,
         per_keypoint: bool = False,
     ) -> Iterator[tuple[list[Item], T]]:
-        """``(chunk, run(chunk))`` in order, in chunks of the stage's size (halved on GPU out-of-memory
+        """``(chunk, run(chunk))`` in order, in chunks of the phase's size (halved on GPU out-of-memory
         with ``max_batch="auto"``, see :meth:`~sdcorr.matchers.batching.BatchSize.batched`). ``per_keypoint``:
         never two keypoints in one chunk (see :func:`~sdcorr.matchers.batching.chunks`)."""
-        return self._batch.batched(stage, items, run, counter, source.device, source.image_size, per_keypoint)
+        return self._batch.batched(phase, items, run, counter, source.device, source.image_size, per_keypoint)
 
     def _mode_context(self, source: AttentionSource, device: torch.device) -> ExitStack:
         """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
