@@ -29,9 +29,17 @@ def test_an_import_back_up_a_floor_is_caught(tmp_path):
     base = tree / "sdcorr" / "matchers" / "base.py"
     base.write_text(base.read_text() + "\nfrom sdcorr.matchers import prompt  # noqa: E402,F401\n")
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-         "sys.exit(lint_imports_command(['--no-cache']))"],
-        cwd=tree, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(tree), "PATH": ""},
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports_command; "
+            "sys.exit(lint_imports_command(['--no-cache']))",
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(tree), "PATH": ""},
     )
     assert result.returncode != 0, result.stdout
     assert "sdcorr.matchers.base -> sdcorr.matchers.prompt" in result.stdout

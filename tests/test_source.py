@@ -64,3 +64,21 @@ def test_compiled_source_matches_the_plain_one():
     image, points = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0)), torch.tensor([[20.0, 20.0]])
     fitted = [PromptMatcher(**options).fit(s, image, points) for s in (plain, compiled)]
     assert torch.allclose(*fitted, atol=1e-5)
+
+
+def test_a_missing_local_folder_is_not_found_not_a_hub_problem(monkeypatch, tmp_path):
+    def no_hub(timeout=5.0):
+        raise AssertionError("a path that cannot be a hub id must not reach for the hub")
+
+    monkeypatch.setattr(hub, "_hub_reachable", no_hub)
+    missing = tmp_path / "no" / "such" / "weights"
+    with pytest.raises(ModelLoadError, match=f"pretrained {str(missing)!r}: folder not found") as error:
+        StableDiffusionSource(pretrained=str(missing))
+    assert "download" not in str(error.value) and "hub" not in str(error.value).replace("hub id", "")
+
+
+def test_a_name_both_folder_and_hub_id_says_neither_was_found(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=5.0: False)
+    with pytest.raises(ModelLoadError, match=r"There is no folder .*models/sd14 either"):
+        StableDiffusionSource(pretrained="models/sd14")

@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from sdcorr.errors import ModelLoadError
 
@@ -31,10 +32,28 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
     return True
 
 
+def is_hub_id(name: str) -> bool:
+    """Could ``name`` be a hub id (``name`` or ``org/name``)? A path such as ``/models/sd``, ``./sd``,
+    ``~/sd`` or ``a/b/c`` cannot, so a missing folder of that form is reported as not found.
+
+    >>> is_hub_id("CompVis/stable-diffusion-v1-4"), is_hub_id("/models/sd14"), is_hub_id("weights/sd/v1")
+    (True, False, False)
+    """
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def load_from_hub_or_folder(
     load: Callable[[str, bool], T], pretrained: str, what: str, local_files_only: bool = False, hint: str = ""
 ) -> T:
     """Run ``load(name, local_files_only)`` on a local folder or a hub id; failures raise :class:`ModelLoadError`.
+
+    A ``pretrained`` that is no existing folder and cannot be a hub id (:func:`is_hub_id`) is "not found",
+    naming the folder; the hub's messages are only for names that can be hub ids (and, for a name that
+    could also be a relative folder, such as ``models/sd``, they say that no such folder exists either).
 
     Args:
         load: builds the model from a folder or hub id; the flag forbids downloads.
@@ -54,6 +73,11 @@ def load_from_hub_or_folder(
             return load(str(local), True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"could not load {what} from the folder {local}: {error}") from error
+    if not is_hub_id(pretrained):
+        problem = "folder not found (and it is not a hub id such as 'org/name')"
+        raise ModelLoadError(f"{what}: pretrained {str(local)!r}: {problem}")
+    if "/" in pretrained:
+        hint = f"(There is no folder {local.resolve()} either.) {hint}"
     try:
         return load(pretrained, True)
     except (OSError, ValueError):
