@@ -179,6 +179,10 @@ class PairDataModule(LightningDataModule):
             raise OptionError(self, "shard_index" if num_shards >= 1 else "num_shards", problem)
         if subsample is not None and subsample < 1:
             raise OptionError(self, "subsample", f"expected a number of pairs >= 1; got {subsample}")
+        if batch_size < 1:
+            raise OptionError(self, "batch_size", f"expected a number of pairs >= 1; got {batch_size}")
+        if num_workers < 0:
+            raise OptionError(self, "num_workers", f"expected a number of processes >= 0; got {num_workers}")
         self.root = str(bundled(root))  # a bundled dataset (the demo pairs) is found from any folder
         self.categories = list(categories) if categories else None
         self.subsample = subsample

@@ -130,3 +130,17 @@ def test_unscorable_pairs_are_counted_and_named_never_nan(tmp_path):
     json.dumps(results, allow_nan=False)  # strict JSON: no NaN token
     table = format_table(results, [0.05, 0.1])
     assert "n/a" in table and "'lonely'" in table and "nan" not in table
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"batch_size": 0}, "batch_size: expected a number of pairs >= 1; got 0"),
+        ({"num_workers": -1}, "num_workers: expected a number of processes >= 0; got -1"),
+    ],
+)
+def test_loader_options_are_checked_when_built(option, message):
+    from sdcorr.errors import OptionError
+
+    with pytest.raises(OptionError, match=message):
+        PairsDataModule(root=str(DEMO), **option)

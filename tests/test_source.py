@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from sdcorr.errors import OptionError
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.sources import hub
 from sdcorr.sources.architectures import save_random
@@ -82,3 +83,14 @@ def test_a_name_both_folder_and_hub_id_says_neither_was_found(monkeypatch, tmp_p
     monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=5.0: False)
     with pytest.raises(ModelLoadError, match=r"There is no folder .*models/sd14 either"):
         StableDiffusionSource(pretrained="models/sd14")
+
+
+def test_sizes_that_would_exhaust_the_machine_or_mean_nothing_are_refused_before_loading(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("checked before the model is built")
+
+    monkeypatch.setattr("sdcorr.sources.stable_diffusion.build_random", no_build)
+    with pytest.raises(OptionError, match=r"image_size: expected at most 2048 pixels .*; got 100000"):
+        StableDiffusionSource(architecture="tiny", layers=[0], image_size=100000)
+    with pytest.raises(OptionError, match=r"num_tokens: expected a text length >= 1; got 0"):
+        StableDiffusionSource(architecture="tiny", layers=[0], num_tokens=0, token_index=0)

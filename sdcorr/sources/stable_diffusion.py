@@ -17,6 +17,9 @@ from sdcorr.sources.architectures import build_random
 from sdcorr.sources.base import AttentionSource
 from sdcorr.sources.hub import load_from_hub_or_folder
 
+#: the largest working size accepted: 4x the paper's 512 (a 256 x 256 latent; memory grows with its square)
+MAX_IMAGE_SIZE = 2048
+
 
 def paper_scheduler(num_inference_steps: int = 50) -> DDIMScheduler:
     """The DDIM schedule the paper's code builds itself (not the checkpoint's, whose ``steps_offset=1``).
@@ -98,8 +101,13 @@ class StableDiffusionSource(AttentionSource):
         self.save_hyperparameters()
         if noise not in ("uniform", "gaussian"):
             raise OptionError(self, "noise", f"expected 'uniform' or 'gaussian'; got {noise!r}")
+        if num_tokens < 1:
+            raise OptionError(self, "num_tokens", f"expected a text length >= 1; got {num_tokens}")
         if not 0 <= token_index < num_tokens:
             raise OptionError(self, "token_index", f"expected an index in 0..{num_tokens - 1}; got {token_index}")
+        if image_size > MAX_IMAGE_SIZE:  # checked before loading: a huge size only fails after minutes
+            problem = f"expected at most {MAX_IMAGE_SIZE} pixels (4x the paper's 512, which SD 1.4 was trained at)"
+            raise OptionError(self, "image_size", f"{problem}; got {image_size}")
         if len(set(layers)) != len(layers) or not layers:
             raise OptionError(self, "layers", f"expected distinct layer indices, at least one; got {list(layers)}")
         if architecture is not None:
