@@ -36,14 +36,15 @@ class CropEncoder:
         source: encodes ``[1, 3, S, S]`` crops.
         image: ``[3, S, S]`` working image.
         side: crop side in pixels; crops are resized back to ``source.image_size``.
-        cache: latents shared across images and calls, keyed by (image content, autocast dtype, side,
-            corner); None: remember nothing (encode every crop of every call).
+        cache: latents shared across images, calls and sources, keyed by (source identity, image
+            content, autocast dtype, side, corner); None: remember nothing (encode every crop of every call).
     """
 
     def __init__(self, source: AttentionSource, image: Tensor, side: int, cache: LRU[Tensor] | None = None) -> None:
         self.source, self.image, self.side, self.cache = source, image, side, cache
-        # a latent encoded under autocast has another dtype and rounding than a float32 one
-        self.key = (content_key(image), autocast_state(image.device)) if cache is not None else None
+        # another model (weights, dtype, settings) encodes other latents (see Source.identity), and a
+        # latent encoded under autocast has another dtype and rounding than a float32 one
+        self.key = (source.identity, content_key(image), autocast_state(image.device)) if cache is not None else None
         self.encoded = 0  # crops sent through the encoder, for benchmarks and tests
 
     def _encode(self, corner: tuple[int, int]) -> Tensor:

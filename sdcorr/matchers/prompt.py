@@ -229,7 +229,7 @@ class PromptMatcher(Matcher):
         counter = counter if counter is not None else WorkCounter(0)
         reuse = keys is not None
         keys = list(keys) if reuse else [(seed, "fit", k) for k in range(len(keypoints))]
-        slots = [self._slot(source, key) if reuse else key for key in keys]
+        slots = self._slots(source, keys) if reuse else keys
         fits = self._remembered(slots) if reuse else {}
         todo = [k for k, slot in enumerate(slots) if slot not in fits and slots.index(slot) == k]
         self._counts["fits"] += len(todo)
@@ -435,9 +435,12 @@ class PromptMatcher(Matcher):
         return [(fit_seed, "fit", image, *map(float, point)) for point in source_keypoints.float().tolist()]
 
     @staticmethod
-    def _slot(source: AttentionSource, key: tuple) -> tuple:
-        """What a fit is remembered under: its key, within this source and the autocast dtype in force."""
-        return (id(source), autocast_state(source.device), *key)
+    def _slots(source: AttentionSource, keys: Sequence[tuple]) -> list[tuple]:
+        """What each fit is remembered under: its key, within the source's identity (weights and settings,
+        see :attr:`~sdcorr.sources.base.Source.identity`; never ``id()``, which a freed source hands on)
+        and the autocast dtype in force."""
+        within = (source.identity, autocast_state(source.device))
+        return [(*within, *key) for key in keys]
 
     def _remembered(self, slots: Sequence[tuple]) -> dict[tuple, Tensor]:
         """The fits of ``slots`` already in the fit store, by slot (on the CPU)."""
@@ -450,7 +453,7 @@ class PromptMatcher(Matcher):
 
     def pending_fits(self, source: AttentionSource, keys: Sequence[tuple]) -> int:
         """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
-        return sum(self._slot(source, key) not in self._fits for key in dict.fromkeys(keys))
+        return sum(slot not in self._fits for slot in self._slots(source, list(dict.fromkeys(keys))))
 
 
 class CropCorners:
