@@ -27,6 +27,8 @@ __all__ = ["MIN_IMAGE_SIDE", "data_uri", "first_outside", "image_dimensions", "l
 def _open_image(path: str | Path) -> Iterator[Image.Image]:
     """``PIL.Image.open`` whose failures become a :class:`DataError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected an image file")
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:

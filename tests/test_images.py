@@ -53,3 +53,12 @@ def test_too_small_images_are_refused(tmp_path):
     for read in (load_image, image_dimensions):
         with pytest.raises(DataError, match=r"dot.png: image is 1x1 pixels; expected at least 8"):
             read(tmp_path / "dot.png")
+
+
+def test_a_folder_given_as_an_image_is_named_as_a_folder(tmp_path):
+    (tmp_path / "photos").mkdir()
+    for read in (load_image, image_dimensions):
+        with pytest.raises(DataError, match=r"photos: is a folder; expected an image file"):
+            read(tmp_path / "photos")
+    with pytest.raises(DataError, match=r"gone\.jpg: image file not found"):
+        load_image(tmp_path / "gone.jpg")
