@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -45,17 +45,37 @@ def describe(resamples: int = RESAMPLES) -> dict[str, Any]:
     }
 
 
-def resample_counts(num_pairs: int, resamples: int, name: object) -> Iterator[Tensor]:
+def cluster_index(clusters: Sequence[object]) -> tuple[Tensor, int]:
+    """``[P]`` the index of each pair's cluster, numbered in order of first appearance, and how many clusters.
+
+    >>> cluster_index(["b", "a", "b", "c"])
+    (tensor([0, 1, 0, 2]), 3)
+    """
+    number: dict[object, int] = {}
+    return torch.tensor([number.setdefault(c, len(number)) for c in clusters], dtype=torch.long), len(number)
+
+
+def resample_counts(
+    num_pairs: int, resamples: int, name: object, clusters: Optional[Sequence[object]] = None
+) -> Iterator[Tensor]:
     """How often each pair is drawn in each resample, ``[B, P]`` float64 chunks (B <= :data:`CHUNK`).
 
-    Drawn with replacement, ``num_pairs`` draws per resample, from the generator of ``(SEED, name)``.
+    Drawn with replacement from the generator of ``(SEED, name)``: ``num_pairs`` pairs per resample, or,
+    with ``clusters`` (``[P]`` labels, e.g. each pair's source image), as many clusters as there are, each
+    drawn cluster bringing all its pairs (a cluster bootstrap: pairs that share a source image share its
+    fitted embeddings, so their errors are not independent). Every pair its own cluster, in order, draws
+    exactly what ``clusters=None`` draws.
     """
+    index, units = cluster_index(clusters) if clusters is not None else (None, num_pairs)
+    if index is not None and len(index) != num_pairs:
+        raise ValueError(f"Expected {num_pairs} cluster labels, one per pair, but got {len(index)}")
     rng = generator(SEED, "bootstrap", name)
     for start in range(0, resamples, CHUNK):
         rows = min(CHUNK, resamples - start)
-        picks = torch.randint(num_pairs, (rows, num_pairs), generator=rng)
-        counts = torch.zeros(rows, num_pairs, dtype=torch.float64)
-        yield counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
+        picks = torch.randint(units, (rows, units), generator=rng)
+        counts = torch.zeros(rows, units, dtype=torch.float64)
+        counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
+        yield counts if index is None else counts[:, index]
 
 
 def _percentiles(values: Tensor) -> Tensor:
@@ -64,7 +84,13 @@ def _percentiles(values: Tensor) -> Tensor:
     return torch.quantile(values, quantiles, dim=0).T
 
 
-def pck_intervals(correct: Tensor, total: Tensor, resamples: int = RESAMPLES, name: object = "") -> dict[str, Tensor]:
+def pck_intervals(
+    correct: Tensor,
+    total: Tensor,
+    resamples: int = RESAMPLES,
+    name: object = "",
+    clusters: Optional[Sequence[object]] = None,
+) -> dict[str, Tensor]:
     """Bootstrap intervals of per-image and per-point PCK.
 
     Args:
@@ -72,24 +98,34 @@ def pck_intervals(correct: Tensor, total: Tensor, resamples: int = RESAMPLES, na
         total: ``[P]`` keypoints of each pair (pairs with none are left out).
         resamples: how many resamples.
         name: names the row (category, ``overall``...): part of the seed.
+        clusters: ``[P]`` a label per pair; given, whole clusters are resampled (:func:`resample_counts`).
 
     Returns:
         ``{"per_image": [A, 2], "per_point": [A, 2]}`` (low, high) fractions; NaN when no pair has keypoints.
     """
     keep = total > 0
+    if clusters is not None:
+        clusters = [label for label, kept in zip(clusters, keep.tolist()) if kept]
     correct, total = correct[keep].double(), total[keep].double()
     if not len(total) or resamples < 1:
         nan = torch.full((correct.shape[1], 2), float("nan"), dtype=torch.float64)
         return {"per_image": nan, "per_point": nan.clone()}
     fractions = correct / total[:, None]
     per_image, per_point = [], []
-    for counts in resample_counts(len(total), resamples, name):
-        per_image.append(counts @ fractions / len(total))
+    for counts in resample_counts(len(total), resamples, name, clusters):
+        # pairs drawn: P without clusters (this division then is the one by len(total)), varying with them
+        per_image.append(counts @ fractions / counts.sum(1, keepdim=True))
         per_point.append((counts @ correct) / (counts @ total)[:, None])
     return {"per_image": _percentiles(torch.cat(per_image)), "per_point": _percentiles(torch.cat(per_point))}
 
 
-def paired_difference(first: Tensor, second: Tensor, resamples: int = RESAMPLES, name: object = "") -> dict[str, float]:
+def paired_difference(
+    first: Tensor,
+    second: Tensor,
+    resamples: int = RESAMPLES,
+    name: object = "",
+    clusters: Optional[Sequence[object]] = None,
+) -> dict[str, float]:
     """The mean difference ``second - first`` over the same pairs, with a bootstrap interval and p-value.
 
     Args:
@@ -97,6 +133,7 @@ def paired_difference(first: Tensor, second: Tensor, resamples: int = RESAMPLES,
         second: ``[P]`` the same pairs' scores in another run, in the same order.
         resamples: how many resamples of pairs (the same resample for both runs: a paired bootstrap).
         name: names the comparison: part of the seed.
+        clusters: ``[P]`` a label per pair; given, whole clusters are resampled (:func:`resample_counts`).
 
     Returns:
         ``{"difference", "low", "high", "p_value"}``. ``p_value``: two-sided, from the resampled
@@ -108,15 +145,19 @@ def paired_difference(first: Tensor, second: Tensor, resamples: int = RESAMPLES,
                          f"{list(second.shape)}")  # fmt: skip
     differences = second.double() - first.double()
     observed = float(differences.mean())
-    means = torch.cat([counts @ differences / len(differences) for counts in resample_counts(
-        len(differences), resamples, name)])  # fmt: skip
+    means = torch.cat([counts @ differences / counts.sum(1) for counts in resample_counts(
+        len(differences), resamples, name, clusters)])  # fmt: skip
     low, high = _percentiles(means[:, None])[0].tolist()
     extreme = int(((means - observed).abs() >= abs(observed) - 1e-12).sum())
     return {"difference": observed, "low": low, "high": high, "p_value": (extreme + 1) / (resamples + 1)}
 
 
 def stratified_mean_intervals(
-    scores: Tensor, strata: Sequence[object], resamples: int = RESAMPLES, name: object = ""
+    scores: Tensor,
+    strata: Sequence[object],
+    resamples: int = RESAMPLES,
+    name: object = "",
+    clusters: Optional[Sequence[object]] = None,
 ) -> Tensor:
     """Bootstrap interval of the mean over strata of each stratum's mean score (the paper's SPair overall:
     the mean of the 18 category means).
@@ -130,6 +171,8 @@ def stratified_mean_intervals(
         strata: ``[P]`` the stratum (category) of each pair.
         resamples: how many resamples.
         name: names the row: part of the seed.
+        clusters: ``[P]`` a label per pair; given, whole clusters are resampled within each stratum
+            (:func:`resample_counts`; a cluster that spans strata is split by them).
 
     Returns:
         ``[A, 2]`` (low, high); NaN when there is no pair.
@@ -147,11 +190,11 @@ def stratified_mean_intervals(
     labels = [str(s) for s in strata]
     total = torch.zeros(resamples, scores.shape[1], dtype=torch.float64)
     for stratum in names:
-        members = scores[torch.tensor([label == stratum for label in labels])]
-        means = [
-            counts @ members / len(members) for counts in resample_counts(len(members), resamples, (name, stratum))
-        ]
-        total += torch.cat(means)
+        inside = [label == stratum for label in labels]
+        members = scores[torch.tensor(inside)]
+        within = None if clusters is None else [c for c, kept in zip(clusters, inside) if kept]
+        draws = resample_counts(len(members), resamples, (name, stratum), within)
+        total += torch.cat([counts @ members / counts.sum(1, keepdim=True) for counts in draws])
     return _percentiles(total / len(names))
 
 
