@@ -34,6 +34,36 @@ LAYERS = {"sd-v1-4": [7, 8, 9, 10], "tiny": [0, 1]}
 DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def default_size(architecture: str) -> int:
+    """Working image size of ``architecture`` when none is given: 512 for SD 1.4 (the paper's), 48 for tiny."""
+    return 512 if architecture == "sd-v1-4" else 48
+
+
+def build_source(architecture: str, size: int, device: torch.device, compile: bool = False) -> StableDiffusionSource:
+    """Random weights of ``architecture`` reading :data:`LAYERS`, at working size ``size``, on ``device``."""
+    source = StableDiffusionSource(
+        architecture=architecture, layers=LAYERS[architecture], image_size=size, compile=compile
+    )
+    return source.to(device)
+
+
+def demo_pair(device: torch.device) -> list[torch.Tensor]:
+    """The chelsea demo pair, ``[source, target]``, each ``[3, H, W]`` in [0, 1] on ``device``."""
+    return [load_image(DEMO / name).to(device) for name in ("0_chelsea_source.jpg", "0_chelsea_target.jpg")]
+
+
+def demo_keypoints(count: int, device: torch.device) -> torch.Tensor:
+    """The first ``count`` (at most 20) source keypoints ``[count, 2] (x, y)`` of :func:`demo_pair`, in its pixels."""
+    points = torch.tensor([[114.4, 74.7], [211.5, 90.0], [174.3, 161.3], [169.6, 26.7], [66.5, 133.3]] * 4)
+    return points[:count].to(device)
+
+
+def warm_up(source, protocol: dict, pair: list[torch.Tensor], points: torch.Tensor) -> None:
+    """One short match (1 restart, 1 step, 4 crops, one keypoint), not timed: allocator, lazy initialisation
+    and kernel selection happen here instead of in the first timed call."""
+    PromptMatcher(**dict(protocol, steps=1, restarts=1, locate_crops=4)).match(source, pair[0], pair[1], points[:1])
+
+
 class RssPeak:
     """Peak resident memory above the start, sampled every 5 ms (CPU runs)."""
 
@@ -114,10 +144,14 @@ def run_mode(source, matcher, source_image, target_image, keypoints, device, dty
     return {"seconds": total, "memory": memory, "parts": timers.seconds, "keypoints": result.keypoints}
 
 
-def parity(source, args, image, points) -> tuple[float, bool]:
-    """Same seed, fp32: max |embedding difference| and whether the predictions are identical."""
-    options = dict(restarts=2, steps=2, locate_crops=5, lr=args.lr, crop_fraction=args.crop_fraction)
-    fast = PromptMatcher(**options, max_batch=args.max_batch)
+def parity(source, image, points, lr: float, crop_fraction: float, max_batch="auto") -> tuple[float, bool]:
+    """Same seed, fp32: max |embedding difference| and whether the predictions are identical.
+
+    Fits ``points`` (``[N, 2]`` working pixels on ``image`` ``[3, S, S]``) in both modes, 2 restarts x 2 steps,
+    and locates the reference's embeddings with both (5 crops).
+    """
+    options = dict(restarts=2, steps=2, locate_crops=5, lr=lr, crop_fraction=crop_fraction)
+    fast = PromptMatcher(**options, max_batch=max_batch)
     reference = PromptMatcher(**options, mode="reference")
     emb_fast, emb_ref = fast.fit(source, image, points, seed=0), reference.fit(source, image, points, seed=0)
     same = torch.equal(
@@ -166,12 +200,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    size = args.image_size or (512 if args.architecture == "sd-v1-4" else 48)
-    source = StableDiffusionSource(architecture=args.architecture, layers=LAYERS[args.architecture], image_size=size)
-    source.to(device)
-    pair = [load_image(DEMO / name).to(device) for name in ("0_chelsea_source.jpg", "0_chelsea_target.jpg")]
-    points = torch.tensor([[114.4, 74.7], [211.5, 90.0], [174.3, 161.3], [169.6, 26.7], [66.5, 133.3]] * 4)
-    points = points[: args.keypoints].to(device)
+    size = args.image_size or default_size(args.architecture)
+    source = build_source(args.architecture, size, device)
+    pair = demo_pair(device)
+    points = demo_keypoints(args.keypoints, device)
     protocol = dict(
         restarts=args.restarts,
         steps=args.steps,
@@ -187,8 +219,7 @@ def main() -> None:
         f"{args.keypoints} keypoints; max_batch {args.max_batch}\n"
     )
     modes = ["fast"] if args.skip_reference else ["reference", "fast"]
-    # warm-up (allocator, lazy initialisation, kernel selection), not timed
-    PromptMatcher(**dict(protocol, steps=1, restarts=1, locate_crops=4)).match(source, pair[0], pair[1], points[:1])
+    warm_up(source, protocol, pair, points)
     rows = {}
     for mode in modes:
         matcher = PromptMatcher(**protocol, mode=mode)
@@ -208,7 +239,7 @@ def main() -> None:
         print(f"\nfast / reference keypoints per second: {rows['reference']['seconds'] / rows['fast']['seconds']:.2f}x")
         image = geometry.resize_image(pair[0], size)
         work_points = geometry.scale_keypoints(points[:2], (pair[0].shape[2], pair[0].shape[1]), (size, size))
-        diff, same = parity(source, args, image, work_points)
+        diff, same = parity(source, image, work_points, args.lr, args.crop_fraction, args.max_batch)
         print(f"parity (fp32, same draws, 2 steps): max |embedding diff| {diff:.2e}; identical predictions: {same}")
     demo_points = geometry.scale_keypoints(points.cpu(), (pair[0].shape[2], pair[0].shape[1]), (512, 512))
     draws, distinct = paper_crop_reuse(demo_points)
