@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from sdcorr.cli.main import _NoTips, main
+from sdcorr.cli.main import main
+from sdcorr.cli.quiet import NoTips
 from sdcorr.stats.pck import pck
 from tests.conftest import REPO, sdcorr
 
@@ -184,7 +185,7 @@ def test_help_lists_every_command():
 
 
 def test_only_lightnings_tips_are_filtered():
-    hide = _NoTips()
+    hide = NoTips()
 
     def record(message):
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, message, None, None)
