@@ -3,13 +3,15 @@
 import html
 import json
 import logging
+import re
 import sys
 
 import pytest
 import torch
 import yaml
 
-from sdcorr.cli.main import _NoTips, main
+from sdcorr.cli.main import main
+from sdcorr.cli.quiet import NoTips
 from sdcorr.stats.pck import pck
 from tests.conftest import REPO, sdcorr
 
@@ -161,7 +163,6 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     """Each benchmark config is the shared base (one device, float32, seed 0, the SD 1.4 paper preset)
     plus its own data, run folder and logger; pictures.alpha is checked against model.alphas as the
     callback is built, through the CLI's argument link."""
-    monkeypatch.setattr(sys, "argv", ["sdcorr"])  # LightningCLI warns when given args and a command line
     with pytest.raises(SystemExit):
         main(["test", "--config", f"configs/{name}.yaml", "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
@@ -183,8 +184,26 @@ def test_help_lists_every_command():
         assert f"\n    {name} " in text, name
 
 
+def test_main_takes_its_arguments_and_leaves_sys_argv_alone(capsys, monkeypatch, recwarn):
+    """main(args) parses args, not the command line: sys.argv (here pytest's) is neither read nor written,
+    and Lightning has no reason to warn about getting both."""
+    monkeypatch.chdir(REPO)
+    argv = list(sys.argv)
+    main(["plan", "--config", "configs/demo.yaml"])
+    assert "to do: 3 pairs, 16 keypoints" in capsys.readouterr().out
+    assert sys.argv == argv and not [w for w in recwarn if "args parameter" in str(w.message)]
+
+
+def test_the_cli_uses_public_names_only():
+    """No private name of Lightning, jsonargparse or argparse (a leading underscore after a dot): any minor
+    release may rename them. Our own private helpers would show here too: the CLI has none."""
+    for path in sorted((REPO / "sdcorr" / "cli").glob("*.py")):
+        private = [line.strip() for line in path.read_text().splitlines() if re.search(r"\._[a-z]", line)]
+        assert not private, (path.name, private)
+
+
 def test_only_lightnings_tips_are_filtered():
-    hide = _NoTips()
+    hide = NoTips()
 
     def record(message):
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, message, None, None)

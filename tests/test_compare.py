@@ -251,7 +251,6 @@ def test_a_dataset_with_one_threshold_mode_is_scored_as_run(tmp_path):
 )  # fmt: skip
 def test_bad_compare_command_lines_are_one_line(tmp_path, capsys, monkeypatch, args, code, message):
     monkeypatch.delenv("SDCORR_DEBUG", raising=False)
-    monkeypatch.setattr("sys.argv", ["sdcorr"])
     a = write_run(tmp_path / "a", mixed(count=4))
     with pytest.raises(SystemExit) as exit_:
         main(["compare", *(arg.format(a=a, tmp=tmp_path) for arg in args)])

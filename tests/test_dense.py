@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -331,7 +330,6 @@ def test_published_settings_in_the_real_configs():
 def sdcorr(monkeypatch, *args: str) -> None:
     """``sdcorr ARGS`` in this process (a subprocess would spend most of its time importing), side effects undone."""
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", ["sdcorr"])
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # seed_everything sets it; restored after the test
     with torch.random.fork_rng(devices=[]):
         main(list(args))

@@ -84,15 +84,13 @@ def test_alpha_must_be_one_of_the_models():
 def smoke_folder(tmp_path_factory):
     """A smoke run through the CLI without W&B, drawing 2 of the 3 pairs, 3 keypoints each."""
     out = tmp_path_factory.mktemp("pictures")
-    cwd, argv = os.getcwd(), sys.argv
+    cwd = os.getcwd()
     os.chdir(REPO)
-    sys.argv = ["sdcorr"]  # LightningCLI warns when it gets args while sys.argv holds pytest's
     try:
         main(["test", *QUICK, "--trainer.default_root_dir", str(out), "--pictures.num_pairs", "2",
               "--pictures.keypoints", "3"])  # fmt: skip
     finally:
         os.chdir(cwd)
-        sys.argv = argv
     return out
 
 

@@ -100,7 +100,6 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_every_bad_option_is_one_line_naming_it(name, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SDCORR_DEBUG", raising=False)
-    monkeypatch.setattr("sys.argv", ["sdcorr"])  # main's args are the whole command line
     (tmp_path / "broken.yaml").write_text("trainer:\n  devices: [1\n")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     (tmp_path / "unknown_key.yaml").write_text("model:\n  matcher:\n    init_args:\n      stepz: 3\n")

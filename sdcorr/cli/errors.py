@@ -4,23 +4,25 @@ jsonargparse reports a bad value as a nested, multi-line dump (one branch per ty
 ``Namespace`` given, ...); Lightning says ``No supported gpu backend found!`` without naming the option;
 a constructor says which of its arguments is wrong but not where that argument sits in the config. The
 functions here turn each into ``<option>: <problem>`` (:func:`parse_problem`, :func:`trainer_problem`,
-:func:`option_name`) and check ``--config`` files up front so a YAML mistake names its file
-(:func:`check_config_file`).
+:func:`option_name`), parse a command line into that (:func:`parse_command_line`), find sdcorr's own error
+behind a wrapped one (:func:`known_error`) and check ``--config`` files up front so a YAML mistake names its
+file (:func:`check_config_file`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from sdcorr.errors import OptionError, UsageError
+from sdcorr.errors import OptionError, SdcorrError, UsageError
 
 #: jsonargparse lines that describe how it tried, not what is wrong
 _NOISE = (
@@ -52,6 +54,40 @@ def parse_problem(message: str, known_options: Iterable[str] = ()) -> str:
     if "Parser key" in message:
         return _nested(message)
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def parse_command_line(parser: ArgumentParser, args: Sequence[str]) -> Namespace:
+    """``parser.parse_args(args)``, with a bad option, value or config key raised as a :class:`UsageError` of one
+    line that names it and points to ``<prog> --help``.
+
+    Args:
+        parser: made with ``exit_on_error=False`` (so that it raises instead of printing its usage); its
+            ``prog`` (``sdcorr test``) is the command the message points to.
+        args: the command line after the command's name.
+    """
+    try:
+        return parser.parse_args(list(args))
+    except ArgumentError as error:
+        problem = parse_problem(str(error), option_strings(parser))
+        raise UsageError(f"{problem} (options: {parser.prog} --help)") from error
+
+
+def option_strings(parser: ArgumentParser) -> list[str]:
+    """The long options ``parser`` takes (``--trainer.max_epochs``, ...: one per key of its defaults), for
+    suggesting the closest to a misspelt one."""
+    return ["--config", "--print_config", "--help", *(f"--{key}" for key in parser.get_defaults().keys())]
+
+
+def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
+    """The :class:`SdcorrError` behind ``error`` (itself or a cause: jsonargparse and Lightning may wrap it),
+    if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SdcorrError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _unknown(option: str, known_options: Iterable[str]) -> str:
