@@ -28,11 +28,12 @@ import torch
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.fabric import Fabric
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.pictures import PictureCallback
-from callbacks.predictions import PredictionWriter, run_folder_of
 from callbacks.progress import RunProgress
+from callbacks.run_folder import RunFolderWriter
+from callbacks.wandb_tables import WandbTables
 from datamodules.base import PairDataModule
 from sdcorr.cli import commands
 from sdcorr.cli.errors import check_config_file, option_name, parse_problem, trainer_options
@@ -174,11 +175,17 @@ class SdcorrCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Callbacks configured in their own config sections (``output:``, ...), always present; settings
-        that must agree are linked (the pictures' colours use one of the model's PCK alphas)."""
-        parser.add_lightning_class_args(PredictionWriter, "output")
+        that must agree are linked (the pictures' colours use one of the model's PCK alphas, and the page's
+        and W&B's histogram the pictures' alpha; every callback writes into the one run folder)."""
+        parser.add_lightning_class_args(RunFolderWriter, "output")
         parser.add_lightning_class_args(PictureCallback, "pictures")
         parser.add_lightning_class_args(RunProgress, "progress")
+        parser.add_lightning_class_args(WandbTables, "wandb")
         parser.link_arguments("model.alphas", "pictures.alphas", apply_on="parse")
+        parser.link_arguments("pictures.alpha", "output.alpha", apply_on="parse")
+        parser.link_arguments("pictures.alpha", "wandb.alpha", apply_on="parse")
+        parser.link_arguments("output.dir", "pictures.dir", apply_on="parse")
+        parser.link_arguments("output.resamples", "wandb.resamples", apply_on="parse")
         # the logger's files (W&B's wandb/, CSVLogger's versions) go in the run's folder, wherever that is
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir", apply_on="parse")
 
@@ -239,15 +246,22 @@ class SdcorrCLI(LightningCLI):
         except Exception as error:  # jsonargparse may wrap it
             known = _known_error(error)
             if isinstance(known, OptionError) and known.option is None:
-                sections = {"model": self.model_class, "output": PredictionWriter, "pictures": PictureCallback,
-                            "progress": RunProgress}  # fmt: skip
+                sections = {"model": self.model_class, "output": RunFolderWriter, "pictures": PictureCallback,
+                            "progress": RunProgress, "wandb": WandbTables}  # fmt: skip
                 known.option = option_name(dict(self.config[self.subcommand].items()), known, sections)
             raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Lightning's Trainer; an accelerator, device or precision it cannot provide is a :class:`UsageError`."""
+        """Lightning's Trainer; an accelerator, device or precision it cannot provide is a :class:`UsageError`.
+        The run folder's writer gets the resolved config, to write as ``config.yaml`` (see
+        :meth:`~callbacks.run_folder.RunFolderWriter.keep_config`)."""
         with trainer_options(self.config[self.subcommand].trainer.accelerator):
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
+        text = self._subcommand_parsers[self.subcommand].dump(self.config[self.subcommand])
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunFolderWriter):
+                callback.keep_config(text)
+        return trainer
 
     def _instantiate(self) -> None:
         command = COMMANDS.get(self.subcommand)
@@ -291,31 +305,6 @@ class SdcorrCLI(LightningCLI):
             self._subcommand_parsers[self.subcommand].save(self.config[self.subcommand], str(path), overwrite=True)
         except OSError as error:
             raise OutputError(f"{path}: cannot write ({error})") from error
-
-
-class RunFolderConfig(SaveConfigCallback):
-    """Save the resolved config as ``config.yaml`` in the run folder, beside results.json.
-
-    Lightning's callback writes into ``trainer.log_dir``: the logger's version folder (a new
-    ``lightning_logs/version_N`` per run with a CSV logger) or ``default_root_dir`` without one. This one
-    writes where the run's files go: the :class:`PredictionWriter`'s folder (``--output.dir`` or
-    ``default_root_dir``). A rerun (a resume) rewrites it; a run refused by the folder check never
-    reaches it (it is the last callback).
-    """
-
-    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if self.already_saved:
-            return
-        if trainer.is_global_zero:
-            folder = run_folder_of(trainer)
-            try:
-                folder.path.mkdir(parents=True, exist_ok=True)
-                self.parser.save(self.config, str(folder.config_file), overwrite=True, multifile=self.multifile)
-            except OSError as error:
-                raise OutputError(f"{folder.config_file}: cannot write ({error})") from error
-            self.save_config(trainer, pl_module, stage)
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 #: an environment variable that, set to 1, shows what :func:`hide_third_party_noise` hides, in every command
@@ -422,8 +411,7 @@ def cli(args: Optional[list[str]] = None, run: bool = True) -> SdcorrCLI:
         # the inner optimisation needs autograd: never run test/predict under inference_mode
         # progress bars only on a terminal: in a pipe or a log file they are noise
         trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
-        save_config_callback=RunFolderConfig,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=None,  # config.yaml is the run folder's, written by its RunFolderWriter
         # a bad option or config key raises (main prints one message) instead of printing the whole usage
         parser_kwargs={name: {"exit_on_error": False} for name in SdcorrCLI.subcommands()} | {"exit_on_error": False},
         args=args,
