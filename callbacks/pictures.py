@@ -1,4 +1,4 @@
-"""Pictures of what the model sees during ``sdcorr test``: on W&B, as PNG files and in ``index.html``."""
+"""Pictures of what the model sees during ``sdcorr test``: on W&B, and as files that ``index.html`` shows."""
 
 from __future__ import annotations
 
@@ -6,34 +6,30 @@ import dataclasses
 import os
 from typing import Any, Literal, Optional
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-from callbacks.predictions import RunResultsCallback, pair_datamodule, run_folder_of, writer_of
-from datamodules.schedule import split
-from sdcorr.errors import OptionError, SdcorrError
-from sdcorr.pages.index import histogram_of, missing_note, write_report
-from sdcorr.pages.plots import correspondence_plot, heatmap_plot, histogram_plot
+from datamodules.base import PairDataModule
+from sdcorr.errors import OptionError
+from sdcorr.pages.index import missing_note
+from sdcorr.pages.plots import correspondence_plot, heatmap_plot
 from sdcorr.pages.viewer import PairAssets, pair_assets, panel_picture, write_assets
-from sdcorr.pages.viewer_section import layer_names, pair_entry
 from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.pairs import pairs_to_draw
 from sdcorr.runs.records import Prediction
-from sdcorr.runs.scoring import BOUNDS, layer_rows, summary_rows
 
 
-class PictureCallback(RunResultsCallback):
-    """Draw the first pairs of a test run and summarise the run, like the paper's supplementary figures.
+class PictureCallback(Callback):
+    """Draw the first pairs of a test run, like the paper's supplementary figures.
 
     Per drawn pair (see :mod:`sdcorr.pages.plots`): a correspondence plot (a line from each source keypoint
     to its prediction, blue when correct at PCK@``alpha``, orange when wrong), the target attention
     heatmaps (ground truth: yellow star; prediction: white ring) and, with ``source_maps``, where the
-    fitted embeddings attend in the source image. At the end of the test run, when the
-    :class:`~callbacks.predictions.PredictionWriter` hands over the run's tables (in any callback
-    order, see :class:`~callbacks.predictions.RunResultsCallback`): the PCK tables (per category, per
-    group, per layer) and the histogram of pairs by the fraction of their keypoints that are correct.
-    Without a PredictionWriter, the page has the pictures only.
+    fitted embeddings attend in the source image. Each is drawn in ``on_test_batch_end`` from the
+    module's outputs (the prediction and its :class:`~sdcorr.matchers.base.MatchResult`); the source maps
+    take one more locate pass of the model per drawn pair.
 
     Per drawn pair also the files of the page's viewer (see :mod:`sdcorr.pages.viewer`): the images at
     ``height`` rows and every map (each read layer's and their mean, target and source) as
@@ -45,22 +41,26 @@ class PictureCallback(RunResultsCallback):
     embedded the PNGs, 3 pairs made 3.3 MB.
 
     Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
-    ``log_image``, tables with ``log_table``: also ``viewer/pairs``, every pair with its PCK, and
-    ``viewer/keypoints``, each drawn keypoint with its target maps; a bar chart of the histogram); into
-    the output folder (``pictures/*``, see :mod:`sdcorr.pages.viewer`, and a self-contained ``index.html``,
-    see :mod:`sdcorr.pages.index`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
-    (``files: auto``), or always (``files: always``).
+    ``log_image``; at the end of the test loop the tables ``pictures/pairs`` and ``viewer/keypoints``,
+    each drawn keypoint with its target maps); into the run folder's ``pictures/`` (see
+    :mod:`sdcorr.pages.viewer`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
+    (``files: auto``), or always (``files: always``). This callback writes nothing else: ``index.html``,
+    which shows these files, is written at the end of the run by
+    :class:`~callbacks.run_folder.RunFolderWriter` from what ``pictures/`` holds (every
+    ``on_test_batch_end`` comes before any ``on_test_end``, so in any callback order). It reads no file
+    another callback wrote and looks up no other callback; the run folder is ``dir``, else the Trainer's
+    ``default_root_dir`` (the ``sdcorr`` command links ``dir`` to ``--output.dir``).
 
     Only rank 0 draws (under DDP: from the pairs of process 0). Only ``test`` runs are drawn.
 
     Which pairs: ``pair_ids``, else the first ``num_pairs`` of the run's pairs (the
-    :class:`~datamodules.base.PairDataModule`'s ``selected``, process 0's share under DDP; without a
-    datamodule, the first pairs matched), decided before the run starts, so a resumed run draws
-    the same pairs as an uninterrupted one. Pairs among them that an earlier, interrupted run of the
-    folder finished without their pictures (killed between the prediction and the picture, or the
-    pictures were deleted) are matched again when the test loop starts (the same random draws: the
-    same maps) and drawn from their saved predictions. When nothing is left to run, they cannot be:
-    index.html and a warning name them and say how to redraw them.
+    :class:`~datamodules.base.PairDataModule`'s ``selected``, process 0's share under DDP, see
+    :func:`sdcorr.runs.pairs.pairs_to_draw`; without a datamodule, the first pairs matched), decided
+    before the run starts, so a resumed run draws the same pairs as an uninterrupted one. They are
+    recorded in ``pictures/chosen.json``. The model is never run again for a picture: a chosen pair that
+    an earlier, interrupted run of the folder finished without its pictures (killed between the
+    prediction and the picture, or the pictures were deleted) is not matched in this run, so it is not
+    drawn: index.html and a warning name it and say how to redraw it.
 
     Args:
         enabled: draw anything at all; false costs nothing.
@@ -77,6 +77,8 @@ class PictureCallback(RunResultsCallback):
         panel_size: longest side in pixels of each heatmap panel.
         map_size: side in pixels of each map kept for the viewer (``map_size x map_size`` per layer,
             keypoint and side; the page stretches them to the image).
+        dir: the run folder; default: the Trainer's ``default_root_dir`` (the ``sdcorr`` command links it
+            to ``--output.dir``).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class PictureCallback(RunResultsCallback):
         height: int = 320,
         panel_size: int = 192,
         map_size: int = 64,
+        dir: Optional[str] = None,
     ) -> None:
         if num_pairs < 0:
             raise OptionError(self, "num_pairs", f"expected a number of pairs >= 0; got {num_pairs}")
@@ -113,11 +116,12 @@ class PictureCallback(RunResultsCallback):
         self.height = height
         self.panel_size = panel_size
         self.map_size = map_size
+        self.dir = dir
         self._drawn = 0
         self._rows: list[list[Any]] = []
         self._keypoint_rows: list[list[Any]] = []  # W&B viewer/keypoints: [pair, keypoint, correct, maps...]
         self._targets: Optional[list[str]] = None  # the pairs to draw, when the run's pair list is known
-        self._undrawn: Optional[list[str]] = None  # targets predicted by an earlier run without pictures
+        self._layers: Optional[list[str]] = None  # the read layers' names, for the W&B keypoint table
 
     # where things go
     @staticmethod
@@ -131,10 +135,9 @@ class PictureCallback(RunResultsCallback):
         """Whether PNGs and index.html go to the output folder."""
         return self.files == "always" or (self.files == "auto" and self.wandb_logger(trainer) is None)
 
-    @staticmethod
-    def run_folder(trainer: Trainer) -> RunFolder:
-        """The output folder: the PredictionWriter's, else the Trainer's ``default_root_dir``."""
-        return run_folder_of(trainer)
+    def run_folder(self, trainer: Trainer) -> RunFolder:
+        """The run folder (see :meth:`RunFolder.of`)."""
+        return RunFolder.of(trainer.default_root_dir, self.dir)
 
     def _active(self, trainer: Trainer) -> bool:
         """Enabled, rank 0, and somewhere to put the pictures (files or W&B)."""
@@ -147,46 +150,19 @@ class PictureCallback(RunResultsCallback):
         if not self.enabled or stage != "test":
             return
         _check_alpha(self, self.alpha, pl_module.alphas)
-        self._drawn, self._rows, self._keypoint_rows, self._undrawn = 0, [], [], None
-        self._targets = None
-        if self.pair_ids is not None:
-            self._targets = list(self.pair_ids)
-        elif trainer.datamodule is not None:  # process r's share (datamodules.base.UnpaddedDistributedSampler)
-            selected = pair_datamodule(trainer, "the PictureCallback").selected
-            part = split(selected, trainer.world_size)[trainer.global_rank]
-            self._targets = [selected[i]["pair_id"] for i in part][: self.num_pairs]
-
-    def _find_undrawn(self, trainer: Trainer) -> list[str]:
-        """Pairs to draw that the folder's predictions have but its pictures do not (an earlier run's)."""
-        if not self._active(trainer) or not self.writes_files(trainer) or self._targets is None:
-            return []
-        run = self.run_folder(trainer)
-        try:
-            done = {prediction.pair_id for prediction in run.predictions()}
-        except (SdcorrError, OSError):  # the PredictionWriter reports a broken folder
-            return []
-        return [i for i in self._targets if i in done and not run.picture_file(i, "correspondence").is_file()]
+        self._drawn, self._rows, self._keypoint_rows = 0, [], []
+        layers = (getattr(getattr(pl_module, "source", None), "hparams", None) or {}).get("layers")
+        self._layers = [str(layer) for layer in layers] if isinstance(layers, list) else None
+        datamodule = getattr(trainer, "datamodule", None)
+        selected = datamodule.selected if isinstance(datamodule, PairDataModule) else None
+        self._targets = pairs_to_draw(selected, trainer.world_size, self.num_pairs, self.pair_ids)
+        if self._active(trainer) and self.writes_files(trainer) and self._targets is not None:
+            self.run_folder(trainer).write_chosen(self._targets)
 
     def _wanted(self, pair_id: str) -> bool:
         if self._targets is not None:
             return pair_id in self._targets
         return self._drawn < self.num_pairs
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Draw the pairs to draw that an earlier run of the folder predicted but did not draw."""
-        self._undrawn = self._find_undrawn(trainer)
-        if not self._undrawn:
-            return
-        datamodule = pair_datamodule(trainer, "the PictureCallback")
-        predictions = {p.pair_id: p for p in self.run_folder(trainer).predictions()}
-        pairs = {pair["pair_id"]: pair for pair in datamodule.selected}
-        for pair_id in list(self._undrawn):
-            batch = [datamodule.load_sample(pairs[pair_id])]
-            (sample,) = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            match = pl_module.match_pair(sample)  # the same seed as the first time: the same maps
-            prediction = predictions[pair_id]
-            self._publish(trainer, prediction, *self.draw(pl_module, sample, prediction, match))
-            self._undrawn.remove(pair_id)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self._active(trainer) or not outputs:
@@ -198,36 +174,18 @@ class PictureCallback(RunResultsCallback):
                 self._publish(trainer, prediction, *self.draw(pl_module, sample, prediction, match))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if writer_of(trainer) is None:  # no tables will come: the page of the pictures alone
-            self._summarise(trainer, None)
-
-    def on_run_results(self, trainer: Trainer, pl_module: LightningModule, results: dict[str, Any]) -> None:
-        """The PredictionWriter wrote results.json: the tables and the page (also when nothing was left to run)."""
-        if self.enabled and self._undrawn is None:  # nothing was left to run: no test loop, nothing redrawn
-            self._undrawn = self._find_undrawn(trainer)
-        self._summarise(trainer, results)
-
-    def _summarise(self, trainer: Trainer, results: Optional[dict[str, Any]]) -> None:
-        """The run's tables and histogram, to W&B and/or into index.html (rank 0)."""
-        if not self._active(trainer):
-            return
-        run = self.run_folder(trainer)
-        if self._undrawn:
-            rank_zero_warn(f"pictures: {missing_note(self._undrawn)}")
-        logger = self.wandb_logger(trainer)
+        """The tables of the drawn pairs, to W&B."""
+        logger = self.wandb_logger(trainer) if self._active(trainer) else None
         if logger is not None:
-            if self._rows:
-                columns = ["pair_id", "category", f"pck@{self.alpha:g}", *self._kinds()]
-                logger.log_table("pictures/pairs", columns=columns, data=self._rows, step=trainer.global_step)
-            self._log_viewer_tables(logger, trainer, run, results)
-            if results is not None:
-                self._log_summary(logger, trainer, run, results)
-        if self.writes_files(trainer):
-            counts = histogram_of(run, self.alpha, results) if results is not None else None
-            if counts is not None:
-                run.pictures.mkdir(parents=True, exist_ok=True)
-                self._histogram_picture(counts).save(run.histogram_file)
-            write_report(run, self.alpha, missing=self._undrawn, results=results)
+            self._log_tables(logger, trainer)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Warn about chosen pairs that have no pictures (finished by an earlier run that did not draw them)."""
+        if stage != "test" or not self._active(trainer) or not self.writes_files(trainer) or self._targets is None:
+            return
+        missing = self.run_folder(trainer).undrawn()
+        if missing:
+            rank_zero_warn(f"pictures: {missing_note(missing)}")
 
     # drawing
     def _kinds(self) -> list[str]:
@@ -326,60 +284,20 @@ class PictureCallback(RunResultsCallback):
         if assets is not None:
             self._keypoint_rows += _keypoint_rows(assets, correct)
 
-    def _log_viewer_tables(
-        self, logger: WandbLogger, trainer: Trainer, run: RunFolder, results: Optional[dict[str, Any]]
-    ) -> None:
-        """The viewer's tables on W&B: ``viewer/pairs`` (every pair of the run's predictions, with its PCK)
-        and ``viewer/keypoints`` (each drawn keypoint, correct or not, its target maps: mean and per layer)."""
+    def _log_tables(self, logger: WandbLogger, trainer: Trainer) -> None:
+        """``pictures/pairs`` (each drawn pair: its PCK and pictures) and ``viewer/keypoints`` (each drawn
+        keypoint, correct or not, its target maps: mean and per layer)."""
         step = trainer.global_step
-        try:
-            predictions, manifest = run.predictions(), run.read_manifest()
-        except (SdcorrError, OSError):  # the PredictionWriter reports a broken folder
-            predictions, manifest = [], None
-        if predictions:
-            rows = []
-            for prediction in predictions:
-                entry = pair_entry(prediction, self.alpha)
-                groups = ", ".join(f"{k}={v}" for k, v in sorted(entry["groups"].items()))
-                rows.append([entry["id"], entry["category"], groups, entry["pck"]])
-            columns = ["pair_id", "category", "groups", f"pck@{self.alpha:g}"]
-            logger.log_table("viewer/pairs", columns=columns, data=rows, step=step)
+        if self._rows:
+            columns = ["pair_id", "category", f"pck@{self.alpha:g}", *self._kinds()]
+            logger.log_table("pictures/pairs", columns=columns, data=self._rows, step=step)
         if self._keypoint_rows:
             width = max(len(row) for row in self._keypoint_rows)
-            names = layer_names(manifest, results) or []
+            names = self._layers or []
             layers = [f"layer {names[i] if i < len(names) else i}" for i in range(width - 4)]
             columns = ["pair_id", "keypoint", f"correct@{self.alpha:g}", "mean of layers", *layers]
             data = [row + [None] * (width - len(row)) for row in self._keypoint_rows]
             logger.log_table("viewer/keypoints", columns=columns, data=data, step=step)
-
-    def _histogram_picture(self, counts: dict[str, Any]) -> Image.Image:
-        title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
-        return histogram_plot(counts["bins"], counts["counts"], title=title)
-
-    def _log_summary(self, logger: WandbLogger, trainer: Trainer, run: RunFolder, results: dict[str, Any]) -> None:
-        """Per-category and per-layer tables (each figure with its 95% interval's ``/low`` and ``/high``),
-        the overall intervals and per-layer PCK values, and the histogram, to W&B."""
-        import wandb
-
-        step = trainer.global_step
-        columns, rows = summary_rows(results, intervals=True)
-        logger.log_table("pck/per_category", columns=columns, data=rows, step=step)
-        bounds = {c: v for c, v in zip(columns[3:], rows[-1][3:]) if c.endswith(BOUNDS) and v is not None}
-        logger.log_metrics(bounds, step=step)  # the overall row's: pck@0.1/per_image/low, ...
-        columns, rows = layer_rows(results, intervals=True)
-        if rows:
-            logger.log_table("pck/per_layer", columns=columns, data=rows, step=step)
-            values = {f"per_layer/{row[0]}/{c}": v for row in rows for c, v in zip(columns[1:], row[1:])}
-            logger.log_metrics({k: v for k, v in values.items() if v is not None}, step=step)
-        counts = histogram_of(run, self.alpha, results)
-        if counts is None:
-            return
-        data = [[label, count] for label, count in zip(counts["bins"], counts["counts"])]
-        logger.log_table("pck/histogram", columns=["bin", "pairs"], data=data, step=step)
-        title = f"pairs by fraction of keypoints correct at PCK@{self.alpha:g}"
-        chart = wandb.plot.bar(wandb.Table(columns=["bin", "pairs"], data=data), "bin", "pairs", title=title)
-        logger.log_metrics({"pck/histogram_chart": chart}, step=step)
-        logger.log_image("pck/histogram_image", [self._histogram_picture(counts)], step=step)
 
 
 def _keypoint_rows(assets: PairAssets, correct: Optional[list[bool]]) -> list[list[Any]]:

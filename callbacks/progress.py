@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
-from callbacks.predictions import pair_datamodule
+from datamodules.base import PairDataModule
 from sdcorr.runs.plan import make_plan
 
 
@@ -65,9 +65,9 @@ class RunProgress(Callback):
         self._first_pair_start = None
         if self.inner_bar and trainer.progress_bar_callback is not None and sys.stdout.isatty():
             self._trainer = trainer
-        if trainer.datamodule is None:  # dataloaders given directly (from Python): no pair list to estimate from
+        if not isinstance(trainer.datamodule, PairDataModule):  # no pair list to estimate from (e.g. dataloaders)
             return
-        pairs = pair_datamodule(trainer, "the RunProgress estimate").pending()
+        pairs = trainer.datamodule.pending()
         if not self.estimate or not pairs or not trainer.is_global_zero:
             return
         plan = make_plan(pairs, pl_module.matcher, pl_module.source)

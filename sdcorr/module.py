@@ -77,8 +77,8 @@ class CorrespondenceModule(LightningModule):
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
         self.pck_groups = PCK(self.alphas)
-        #: predict_step also returns the MatchResults (heatmaps...); off because Lightning keeps predict outputs
-        self.return_results = False
+        #: the predictions an earlier run of the folder finished, counted in this run's metrics (see :meth:`add_done`)
+        self.done: list[Prediction] = []
 
     @property
     def run_seed(self) -> int:
@@ -134,19 +134,15 @@ class CorrespondenceModule(LightningModule):
             self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
         )
 
-    def source_heatmaps(self, sample: dict[str, Any], result: MatchResult) -> Optional[torch.Tensor]:
-        """``[N, S, S]``: the mean maps of :meth:`source_maps` (kept for callers of earlier versions);
-        None for matchers without embeddings."""
-        located = self.source_maps(sample, result)
-        return None if located is None else located.heatmaps
-
     def prediction(self, sample: dict[str, Any], result: MatchResult) -> Prediction:
         """The ``predictions.jsonl`` line of one pair, scored at :attr:`alphas` (see :meth:`Prediction.from_sample`)."""
         return Prediction.from_sample(sample, result, self.alphas)
 
     def add_done(self, predictions: list[Prediction]) -> None:
-        """Count pairs an earlier run of the folder finished in this run's metrics (a resume; rank 0)."""
-        accumulate(predictions, self.pck, self.pck_groups)
+        """Count pairs an earlier run of the folder finished in this run's metrics (a resume; rank 0); they
+        are kept in :attr:`done`, for callbacks that report on every pair of the run."""
+        self.done = list(predictions)
+        accumulate(self.done, self.pck, self.pck_groups)
 
     def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
         predictions, matches = [], []
@@ -167,13 +163,10 @@ class CorrespondenceModule(LightningModule):
         return self._step(batch, score=True)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match every pair of the batch (no ground truth needed). Returns ``{"predictions": [...]}``.
-
-        The MatchResults (``"matches"``: heatmaps...) are added only when :attr:`return_results` is set:
-        Lightning keeps every ``predict_step`` output in memory until the end.
+        """Match every pair of the batch (no ground truth needed). Returns ``{"predictions": [...]}``: not the
+        MatchResults (heatmaps...), since Lightning keeps every ``predict_step`` output in memory until the end.
         """
-        outputs = self._step(batch, score=False)
-        return outputs if self.return_results else {"predictions": outputs["predictions"]}
+        return {"predictions": self._step(batch, score=False)["predictions"]}
 
     def on_test_epoch_end(self) -> None:
         results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.runs.scoring)

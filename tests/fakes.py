@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import torch
 
 from sdcorr.matchers.base import MatchResult
-from sdcorr.runs.records import Prediction
+from sdcorr.runs.records import FORMAT, Prediction
 
 
 class FakeModule:
@@ -36,6 +36,7 @@ def fake_pair(pair_id, n=5, category="cat", groups=None):
     predicted[-1] += 5.0  # 7 px off: wrong at 0.1 (2 px), and at 0.05
     sample = {"pair_id": pair_id, "source_image": torch.rand(3, 30, 40), "target_image": torch.rand(3, 30, 40)}
     record = {
+        "format": FORMAT,
         "pair_id": pair_id,
         "category": category,
         "source_keypoints": points.tolist(),
@@ -54,9 +55,10 @@ def fake_pair(pair_id, n=5, category="cat", groups=None):
 
 
 def fake_trainer(folder, rank_zero=True):
-    """A Trainer without datamodule or PredictionWriter: the first pairs matched are drawn, no tables."""
+    """A Trainer without datamodule (so the first pairs matched are drawn) or other callbacks."""
     return SimpleNamespace(
         is_global_zero=rank_zero,
+        world_size=1,
         loggers=[],
         callbacks=[],
         default_root_dir=str(folder),

@@ -8,10 +8,11 @@ import torch
 from sdcorr.cli import commands
 from sdcorr.cli.main import main
 from sdcorr.errors import DataError, UsageError
-from sdcorr.runs.compare import COMPARE_CHART, COMPARE_DIR, COMPARE_JSON, COMPARE_PAGE, Run, compare_paper, compare_runs
-from sdcorr.runs.folder import RunFolder
-from sdcorr.runs.records import Prediction
-from sdcorr.runs.scoring import results_payload
+from sdcorr.runs.compare import Run, compare_paper, compare_runs
+from sdcorr.runs.folder import COMPARE, COMPARE_FILES, RunFolder
+from sdcorr.runs.manifest import Manifest
+from sdcorr.runs.records import FORMAT, Prediction
+from sdcorr.runs.scoring import results_of
 from sdcorr.stats.intervals import stratified_mean_intervals
 from tests.conftest import sdcorr
 
@@ -41,12 +42,13 @@ def write_run(folder, predictions, data=None, seed=0):
     """A run folder as `sdcorr test` leaves it: run.json and predictions.jsonl."""
     run = RunFolder(folder)
     run.path.mkdir(parents=True, exist_ok=True)
-    run.write_manifest({
+    run.write_manifest(Manifest.from_json({
+        "format": FORMAT,
         "fingerprint": {"data": SPAIR | (data or {}), "source": {"class": "tiny"}, "matcher": {"class": "m"},
                         "seed": seed, "precision": "32-true", "embeddings": False},
         "model": "a tiny random model", "pair_ids": [p.pair_id for p in predictions], "alphas": [0.05, 0.1],
         "layers": [0, 1],
-    })  # fmt: skip
+    }))  # fmt: skip
     appender = run.appender()
     for p in predictions:
         appender.write(p)
@@ -82,9 +84,9 @@ def test_identical_runs_differ_by_zero_with_p_one(tmp_path):
             assert row["difference"] == 0 and row["low"] <= 0 <= row["high"] and row["p_value"] == 1
     assert payload["comparisons"][0]["run_differences"] == ["seed: 0 -> 1"]
     # A's figure is the run's own per-image PCK of results.json
-    results = results_payload(pairs, RunFolder(a).manifest())
-    assert rows(payload)["overall"]["a"] == pytest.approx(100 * results["overall"]["pck@0.1"]["per_image"])
-    assert rows(payload)["cat"]["a"] == pytest.approx(100 * results["per_category"]["cat"]["pck@0.1"]["per_image"])
+    results = results_of(pairs, RunFolder(a).manifest())
+    assert rows(payload)["overall"]["a"] == pytest.approx(100 * results.overall["pck@0.1"]["per_image"])
+    assert rows(payload)["cat"]["a"] == pytest.approx(100 * results.per_category["cat"]["pck@0.1"]["per_image"])
 
 
 def test_every_keypoint_wrong_is_a_significant_difference(tmp_path):
@@ -187,7 +189,7 @@ def test_paper_table_stars_only_the_rows_outside(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if line.endswith("*")] == ["aeroplane", "overall", "overall"]
     assert any(line.startswith("* the paper's figure is outside") for line in lines)
-    assert (tmp_path / "run" / COMPARE_DIR / COMPARE_JSON).is_file()
+    assert (tmp_path / "run" / COMPARE / COMPARE_FILES["json"]).is_file()
 
 
 def test_cli_compares_and_writes_into_the_second_run_folder(tmp_path):
@@ -197,12 +199,12 @@ def test_cli_compares_and_writes_into_the_second_run_folder(tmp_path):
     result = sdcorr("compare", a, b, "--alphas", "[0.1]", cwd=elsewhere)
     overall = [line for line in result.stdout.splitlines() if line.startswith("overall")]
     assert len(overall) == 1 and "p<0.001" in overall[0], result.stdout
-    written = tmp_path / "b" / COMPARE_DIR
-    assert json.loads((written / COMPARE_JSON).read_text())["comparisons"][0]["b"] == b
-    assert (written / COMPARE_CHART).read_bytes()[:4] == b"\x89PNG"
-    page = (written / COMPARE_PAGE).read_text()
+    written = tmp_path / "b" / COMPARE
+    assert json.loads((written / COMPARE_FILES["json"]).read_text())["comparisons"][0]["b"] == b
+    assert (written / COMPARE_FILES["chart"]).read_bytes()[:4] == b"\x89PNG"
+    page = (written / COMPARE_FILES["page"]).read_text()
     assert "data:image/png;base64," in page and "<table>" in page
-    assert not list(elsewhere.iterdir()) and not (tmp_path / "a" / COMPARE_DIR).exists()
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "a" / COMPARE).exists()
 
 
 def test_cli_refusal_is_one_error_line(tmp_path):
@@ -211,7 +213,7 @@ def test_cli_refusal_is_one_error_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sdcorr: error: ") and "split 'val'" in lines[0], result.stderr
-    assert not (tmp_path / "b" / COMPARE_DIR).exists()
+    assert not (tmp_path / "b" / COMPARE).exists()
 
 
 def test_rows_of_a_handful_of_pairs_get_no_interval(tmp_path, capsys):
@@ -257,3 +259,19 @@ def test_bad_compare_command_lines_are_one_line(tmp_path, capsys, monkeypatch, a
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == code and len(err) == 1, err
     assert err[0].startswith("sdcorr: error: ") and message.format(tmp=tmp_path) in err[0], err
+
+
+def test_a_folder_of_an_older_sdcorr_is_one_line_naming_it_and_the_remedy(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SDCORR_DEBUG", raising=False)
+    monkeypatch.setattr("sys.argv", ["sdcorr"])
+    a, old = write_run(tmp_path / "a", mixed(count=4)), write_run(tmp_path / "old", mixed(count=4))
+    manifest = json.loads(RunFolder(old).manifest_file.read_text())
+    del manifest["format"]
+    RunFolder(old).manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", a, old])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and err == [
+        f"sdcorr: error: {old}: a run manifest written by an older sdcorr (no format version) in run.json; "
+        "rerun into a new folder, or pass --output.overwrite true to discard it"
+    ]

@@ -1,5 +1,5 @@
-"""PictureCallback: which pairs it draws and what it costs, files and index.html, W&B offline (the viewer in
-Chromium: tests/test_viewer.py)."""
+"""PictureCallback: which pairs it draws and what it costs, its files; index.html; W&B offline (WandbTables);
+every callback independent of the others' order (the viewer in Chromium: tests/test_viewer.py)."""
 
 import json
 import os
@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from lightning.pytorch.loggers import WandbLogger
@@ -14,9 +15,12 @@ from PIL import Image
 
 from callbacks.pictures import PictureCallback
 from callbacks.wandb_logger import logged_in, resolve_offline
+from callbacks.wandb_tables import WandbTables
 from sdcorr.cli.main import main
-from sdcorr.runs.folder import RunFolder
+from sdcorr.pages.index import write_report
+from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
+from sdcorr.runs.scoring import results_of
 from tests.conftest import FAST, REPO
 from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 
@@ -41,7 +45,7 @@ def test_draws_the_first_pairs_and_source_maps_only_for_them(tmp_path):
         "p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png",
         "p0.viewer-maps.png", "p0.viewer-source.jpg", "p0.viewer-target.jpg", "p0.viewer.json",
     ]  # fmt: skip
-    assert (tmp_path / "index.html").exists()
+    assert not (tmp_path / "index.html").exists()  # the page is the RunFolderWriter's
 
 
 def test_pair_ids_choose_the_pairs(tmp_path):
@@ -50,7 +54,7 @@ def test_pair_ids_choose_the_pairs(tmp_path):
     run_batches(callback, fake_trainer(tmp_path), module, ["p0", "p1", "p2"])
     assert module.calls == []
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
-        "p2.correspondence.png", "p2.target-heatmaps.png",
+        "chosen.json", "p2.correspondence.png", "p2.target-heatmaps.png",
         "p2.viewer-maps.png", "p2.viewer-source.jpg", "p2.viewer-target.jpg", "p2.viewer.json",
     ]  # fmt: skip
 
@@ -100,7 +104,7 @@ def test_smoke_run_writes_pngs_and_index_html(smoke_folder):
     kinds = ["correspondence", "source-heatmaps", "target-heatmaps", "viewer-maps", "viewer-source", "viewer-target"]
     expected = [f"{pair}.{kind}.{'jpg' if kind.endswith(('source', 'target')) else 'png'}"
                 for pair in ("0_chelsea", "1_astronaut") for kind in kinds]  # fmt: skip
-    expected += ["0_chelsea.viewer.json", "1_astronaut.viewer.json", "histogram.png"]
+    expected += ["0_chelsea.viewer.json", "1_astronaut.viewer.json", "chosen.json"]
     assert names == sorted(expected)
     heatmaps = Image.open(smoke_folder / "pictures" / "0_chelsea.target-heatmaps.png")
     assert heatmaps.size == (3 * (192 + 4) - 4, 144 + 16)  # 3 panels of the 320x240 target
@@ -165,8 +169,8 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     keypoints = table("viewer/keypoints")
     assert keypoints["columns"] == ["pair_id", "keypoint", "correct@0.1", "mean of layers", "layer 0", "layer 1"]
     assert len(keypoints["data"]) == 2 * 2  # 2 drawn pairs, 2 keypoints each
-    # with a WandbLogger and files: auto, nothing is written into the run folder
-    assert not (out / "pictures").exists() and not (out / "index.html").exists()
+    # with a WandbLogger and files: auto, no pictures are written into the run folder; the page lists every pair
+    assert not (out / "pictures").exists() and len(viewer_json(out / "index.html")["pairs"]) == 2
 
 
 class RecordingLogger:
@@ -186,17 +190,18 @@ class RecordingLogger:
 
 
 def test_wandb_gets_the_intervals_of_results_json(tmp_path):
-    from sdcorr.runs.scoring import score
-
     points = [[10.0 * i, 5.0] for i in range(4)]
     predictions = [
         Prediction(f"p{i}", "cat", points, [[x, y + 3 * (k < i % 4)] for k, (x, y) in enumerate(points)], points, 10.0)
         for i in range(12)
     ]
-    results = {"alphas": [0.1, 0.5], **score(predictions, [0.1, 0.5], resamples=200)}
+    manifest = Manifest.new(
+        {}, SimpleNamespace(), SimpleNamespace(), 0, "32-true", [p.pair_id for p in predictions], [0.1, 0.5]
+    )
+    results = results_of(predictions, manifest, resamples=200)
     logger = RecordingLogger()
-    PictureCallback()._log_summary(logger, fake_trainer(tmp_path), RunFolder(tmp_path), results)
-    overall = results["overall"]["pck@0.1"]
+    WandbTables().log_summary(logger, 0, results, predictions)
+    overall = results.overall["pck@0.1"]
     assert overall["per_image_interval"][0] < overall["per_image"] < overall["per_image_interval"][1]
     assert logger.metrics["pck@0.1/per_image/low"] == overall["per_image_interval"][0]
     assert logger.metrics["pck@0.1/per_point/high"] == overall["per_point_interval"][1]
@@ -226,21 +231,31 @@ def test_pair_ids_that_differ_in_special_characters_get_their_own_files(tmp_path
     assert len(names) == len(ids) and picture_name("p0", "correspondence") == "p0.correspondence.png"
     run_batches(PictureCallback(source_maps=False), fake_trainer(tmp_path), FakeModule(), ["cat 1", "cat_1"])
     assert len(list((tmp_path / "pictures").glob("*.png"))) == 2 * 3  # 2 pictures and the viewer's maps each
-    drawn = viewer_json(tmp_path / "index.html")["drawn"]
+    drawn = viewer_json(write_report(tmp_path))["drawn"]  # the page shows what pictures/ holds
     assert sorted(drawn) == ["cat 1", "cat_1"] and drawn["cat 1"]["maps"] != drawn["cat_1"]["maps"]
+
+
+#: every callback of a test run, by name
+CALLBACKS = ("writer", "pictures", "progress", "wandb")
 
 
 def python_run(folder, order):
     """A test run built in Python (no CLI): the tiny model on two demo pairs, the callbacks in ``order``."""
     from lightning.pytorch import Trainer
 
-    from callbacks.predictions import PredictionWriter
+    from callbacks.progress import RunProgress
+    from callbacks.run_folder import RunFolderWriter
     from datamodules.pairs import PairsDataModule
     from sdcorr.matchers.prompt import PromptMatcher
     from sdcorr.module import CorrespondenceModule
     from tests.conftest import DEMO, tiny_source
 
-    callbacks = {"writer": PredictionWriter(), "pictures": PictureCallback(num_pairs=1, keypoints=2, source_maps=False)}
+    callbacks = {
+        "writer": RunFolderWriter(resamples=50),
+        "pictures": PictureCallback(num_pairs=1, keypoints=2, source_maps=False),
+        "progress": RunProgress(),
+        "wandb": WandbTables(),
+    }
     module = CorrespondenceModule(tiny_source(), PromptMatcher(**{**FAST, "restarts": 1, "steps": 4}), seed=0)
     trainer = Trainer(
         accelerator="cpu",
@@ -255,12 +270,26 @@ def python_run(folder, order):
     return (folder / "index.html").read_text()
 
 
-def test_the_page_has_the_tables_whatever_the_callback_order(tmp_path):
-    pages = {order: python_run(tmp_path / "-".join(order), order) for order in [("writer", "pictures"),
-                                                                                 ("pictures", "writer")]}  # fmt: skip
-    for page in pages.values():
+def test_the_run_folder_is_the_same_whatever_the_callback_order(tmp_path):
+    orders = [CALLBACKS, tuple(reversed(CALLBACKS))]
+    folders = [tmp_path / "-".join(order) for order in orders]
+    pages = [python_run(folder, order) for folder, order in zip(folders, orders)]
+    for page in pages:
         assert "<h2>PCK</h2>" in page and "<td>overall</td>" in page  # the tables
         assert "Pairs by fraction of keypoints correct" in page  # the histogram
+        assert len(viewer_json_of(page)["drawn"]) == 1  # the drawn pair, whoever wrote its files first
     # the same content (the title is the folder's name)
-    first, second = (re.sub(r"<h1>.*?</h1>|<title>.*?</title>", "", page) for page in pages.values())
+    first, second = (re.sub(r"<h1>.*?</h1>|<title>.*?</title>", "", page) for page in pages)
     assert first == second
+    # the records and the pictures, byte for byte
+    names = sorted(p.relative_to(folders[0]).as_posix() for p in folders[0].rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(folders[1]).as_posix() for p in folders[1].rglob("*") if p.is_file())
+    assert {"run.json", "predictions.jsonl", "results.json", "pictures/chosen.json"} <= set(names)
+    for name in names:
+        if name != "index.html":
+            assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+
+
+def viewer_json_of(page: str) -> dict:
+    (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', page)
+    return json.loads(blob)

@@ -10,8 +10,9 @@ from PIL import Image
 
 from sdcorr.pages.index import histogram_of, write_report
 from sdcorr.pages.plots import CORRECT, STAR, UNSCORED, WRONG, correspondence_plot, heatmap_plot, histogram_plot
-from sdcorr.runs.folder import picture_name
-from sdcorr.runs.scoring import summary_rows
+from sdcorr.runs.folder import RunFolder, picture_name
+from sdcorr.runs.records import FORMAT
+from sdcorr.runs.results import Histogram, Results, summary_rows
 
 GREY = (128, 128, 128)
 
@@ -108,6 +109,7 @@ def record(pair_id, errors, category="cat", target=True):
     """A prediction line with one keypoint per error (offset in pixels along x; threshold 10)."""
     points = [[20.0, 20.0]] * len(errors)
     return {
+        "format": FORMAT,
         "pair_id": pair_id,
         "category": category,
         "source_keypoints": points,
@@ -131,23 +133,26 @@ def folder(tmp_path):
 
 
 def test_histogram_counts_add_up_to_the_scored_pairs(folder):
-    counts = histogram_of(folder, alpha=0.1)
-    assert sum(counts["counts"]) == 3
-    assert counts["counts"][0] == 1 and counts["bins"][3] == "(20,30%]" and counts["counts"][3] == 1
-    assert counts["counts"][10] == 1
-    at_005 = histogram_of(folder, alpha=0.05)  # 0.5 px <= 0.5: still correct
-    assert sum(at_005["counts"]) == 3 and at_005["counts"][10] == 1
+    predictions = RunFolder(folder).predictions()
+    counts = histogram_of(predictions, alpha=0.1)
+    assert sum(counts.counts) == 3
+    assert counts.counts[0] == 1 and counts.bins[3] == "(20,30%]" and counts.counts[3] == 1
+    assert counts.counts[10] == 1
+    at_005 = histogram_of(predictions, alpha=0.05)  # 0.5 px <= 0.5: still correct
+    assert sum(at_005.counts) == 3 and at_005.counts[10] == 1
 
 
-def test_histogram_of_prefers_results_json_for_its_alpha(folder):
-    stored = {"alpha": 0.1, "bins": ["x"], "counts": [7]}
-    (folder / "results.json").write_text(json.dumps({"alphas": [0.1], "histogram": stored}))
-    assert histogram_of(folder, 0.1) == stored
-    assert sum(histogram_of(folder, 0.05)["counts"]) == 3  # other alpha: from the predictions
+def test_histogram_of_prefers_the_results_for_its_alpha(folder):
+    stored = Histogram(0.1, ["x"], [7])
+    results = Results([0.1], 0, {}, {}, "32-true", {}, {}, {}, histogram=stored)
+    predictions = RunFolder(folder).predictions()
+    assert histogram_of(predictions, 0.1, results) is stored
+    assert sum(histogram_of(predictions, 0.05, results).counts) == 3  # other alpha: from the predictions
 
 
 def test_report_tables_and_pictures(folder):
     results = {
+        "format": FORMAT, "seed": 0, "source": {}, "matcher": {}, "precision": "32-true", "data": {},
         "alphas": [0.05, 0.1],
         "overall": {"num_pairs": 3, "num_keypoints": 13, "pck@0.05": {"per_image": 0.25, "per_point": 0.5},
                     "pck@0.1": {"per_image": 0.5, "per_point": 0.75}},
@@ -157,7 +162,7 @@ def test_report_tables_and_pictures(folder):
                             "pck@0.1": {"per_image": 0.375, "per_point": 0.3}}},
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results))
-    columns, rows = summary_rows(results)
+    columns, rows = summary_rows(Results.from_json(results))
     assert columns[:3] == ["category", "pairs", "keypoints"] and [r[0] for r in rows] == ["cat", "overall"]
     assert rows[-1][3:] == [0.25, 0.5, 0.5, 0.75]
     (folder / "pictures").mkdir()

@@ -201,23 +201,26 @@ def test_report_is_written_for_any_finished_folder(whole, tmp_path):
 
 
 def test_output_dir_expands_environment_variables(tmp_path, monkeypatch):
-    from callbacks.predictions import PredictionWriter
+    from types import SimpleNamespace
+
+    from callbacks.run_folder import RunFolderWriter
 
     monkeypatch.setenv("SDCORR_TEST_RUN", "run-7")
-    assert PredictionWriter(dir=str(tmp_path / "$SDCORR_TEST_RUN")).folder(None) == tmp_path / "run-7"
+    trainer = SimpleNamespace(default_root_dir="elsewhere")
+    assert RunFolderWriter(dir=str(tmp_path / "$SDCORR_TEST_RUN")).run_folder(trainer).path == tmp_path / "run-7"
 
 
 def pictures_of(folder):
-    """The files of pictures/: per drawn pair its 3 pictures and 4 viewer files, plus the histogram."""
+    """The files of pictures/: per drawn pair its 3 pictures and 4 viewer files, plus chosen.json."""
     return sorted(p.name for p in (folder / "pictures").iterdir())
 
 
 def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_path):
-    """Killed after 1_astronaut's prediction was written but before its pictures were: the rerun draws
-    it (matched again, the same maps) and the page shows the same pairs as the uninterrupted run's."""
+    """Killed after 0_chelsea was drawn: the rerun matches and draws the other two (the same maps) and the
+    page shows the same pairs as the uninterrupted run's."""
     out = tmp_path / "cut"
     shutil.copytree(whole, out)
-    (out / "predictions.jsonl").write_text("".join((whole / "predictions.jsonl").read_text().splitlines(True)[:2]))
+    (out / "predictions.jsonl").write_text("".join((whole / "predictions.jsonl").read_text().splitlines(True)[:1]))
     for path in [out / "results.json", out / "index.html", *(out / "pictures").glob("1_astronaut.*"),
                  *(out / "pictures").glob("2_astronaut.*")]:  # fmt: skip
         path.unlink()
@@ -231,6 +234,8 @@ def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_pat
 
 
 def test_pictures_that_cannot_be_redrawn_are_named_with_the_remedy(whole, tmp_path):
+    """Killed after 1_astronaut's prediction was written but before its pictures were (here: every pair
+    done): the model is not run again for a picture, so the rerun names it and says how to draw it."""
     out = tmp_path / "done"
     shutil.copytree(whole, out)
     for path in (out / "pictures").glob("1_astronaut.*"):

@@ -12,10 +12,13 @@ import torch
 from sdcorr.errors import DataError, NumericalError, OutputError
 from sdcorr.matchers.base import MatchResult
 from sdcorr.runs.folder import LOCK, RunFolder, fcntl
-from sdcorr.runs.records import Prediction
+from sdcorr.runs.manifest import Manifest
+from sdcorr.runs.records import FORMAT, Prediction
+from sdcorr.runs.results import Results
+from sdcorr.runs.scoring import results_of
 
-#: the keys of a predictions.jsonl line, in the order every version wrote them
-KEYS = ["pair_id", "category", "source_keypoints", "predicted_keypoints", "target_keypoints", "threshold",
+#: the keys of a predictions.jsonl line, in the order every version wrote them (``format`` since it has one)
+KEYS = ["format", "pair_id", "category", "source_keypoints", "predicted_keypoints", "target_keypoints", "threshold",
         "pck_scale", "groups", "references", "layer_predictions", "correct"]  # fmt: skip
 
 
@@ -58,7 +61,7 @@ def test_a_line_read_and_written_again_is_the_same_bytes():
 def test_correct_flags_by_hand():
     # distances 1 and 3 against a threshold of 10 with a y-scale of 0.5: alpha 0.2 is 2 pixels
     prediction = Prediction.from_json(
-        {"pair_id": "p", "category": "c", "source_keypoints": [[0.0, 0.0]] * 2,
+        {"format": FORMAT, "pair_id": "p", "category": "c", "source_keypoints": [[0.0, 0.0]] * 2,
          "predicted_keypoints": [[0.0, 2.0], [3.0, 0.0]], "target_keypoints": [[0.0, 0.0], [0.0, 0.0]],
          "threshold": 10.0, "pck_scale": [1.0, 0.5],
          "references": {"wide": {"threshold": 40.0, "pck_scale": [1.0, 1.0]}}}
@@ -97,7 +100,8 @@ def test_reading_never_changes_a_file_and_repair_cuts_only_the_incomplete_line(t
 @pytest.mark.parametrize(
     "text, message",
     [("{not json\n", r"predictions.jsonl:2: not a JSON prediction line"),
-     ('{"pair_id": "x"}\n', r"predictions.jsonl:2: not a prediction line .*'category'"),
+     ('{"format": 1, "pair_id": "x"}\n', r"predictions.jsonl:2: not a prediction line .*'category'"),
+     ('{"pair_id": "x"}\n', r"predictions.jsonl:2: a prediction line written by an older sdcorr .*new folder, or"),
      ("[1, 2]\n", r"predictions.jsonl:2: not a prediction line .*JSON object")],
 )  # fmt: skip
 def test_a_malformed_line_is_named_by_file_and_line(tmp_path, text, message):
@@ -111,16 +115,21 @@ def test_ranks_are_read_together_and_missing_pairs_listed(tmp_path):
     run = RunFolder(tmp_path)
     run.prediction_file(1, 2).write_text(line("c") + line("a"))
     run.prediction_file(0, 2).write_text(line("b"))
-    manifest = {"pair_ids": ["a", "b", "c", "d", "e"]}
+    manifest = Manifest.from_json(manifest_json(["a", "b", "c", "d", "e"]))
     assert [p.pair_id for p in run.predictions()] == ["a", "b", "c"]
-    assert run.missing_pairs(manifest) == ["d", "e"] and run.done(manifest) == ["a", "b", "c"]
+    assert run.missing_pairs(manifest) == ["d", "e"] and [p.pair_id for p in run.done(manifest)] == ["a", "b", "c"]
     run.prediction_file(0, 2).write_text(line("b") + line("a", predicted_keypoints=[[0.0, 0.0]]))
     with pytest.raises(OutputError, match="pair 'a' has two different predictions"):
         run.predictions()
 
 
 def manifest(pair_ids, shard=(0, 1), restarts=2):
+    return Manifest.from_json(manifest_json(pair_ids, shard, restarts))
+
+
+def manifest_json(pair_ids, shard=(0, 1), restarts=2):
     return {
+        "format": FORMAT,
         "fingerprint": {
             "data": {"datamodule": "PairsDataModule", "shard": list(shard), "num_pairs": len(pair_ids)},
             "source": {"class": "tiny"},
@@ -141,7 +150,7 @@ def test_a_run_resumes_its_folder_and_refuses_another_runs(tmp_path):
     assert run.begin(manifest(["a", "b"])) == []
     run.prediction_file().write_text(line("a") + line("b")[:30])
     run.results_file.write_text("{}")
-    assert run.begin(manifest(["a", "b"])) == ["a"]  # the cut line is repaired, the stale results removed
+    assert [p.pair_id for p in run.begin(manifest(["a", "b"]))] == ["a"]  # the cut line repaired, stale results removed
     assert not run.results_file.exists() and run.prediction_file().read_text() == line("a")
     with pytest.raises(OutputError, match=r"was made by a different run(.|\n)*matcher.restarts: 2 -> 1"):
         run.begin(manifest(["a", "b"], restarts=1))
@@ -151,9 +160,40 @@ def test_a_run_resumes_its_folder_and_refuses_another_runs(tmp_path):
         run.finish()
     run.prediction_file().write_text(line("a") + line("b"))
     results = run.finish()
-    assert json.loads(run.results_file.read_text()) == results and results["overall"]["num_pairs"] == 2
-    payload, path = run.rescore([0.5], output=tmp_path / "again.json")
-    assert path == tmp_path / "again.json" and list(payload["overall"]) == ["num_pairs", "num_keypoints", "pck@0.5"]
+    assert run.read_results() == results and results.num_pairs == 2
+    assert json.loads(run.results_file.read_text()) == results.to_json()
+    again, path = run.rescore([0.5], output=tmp_path / "again.json")
+    assert path == tmp_path / "again.json" and list(again.overall) == ["num_pairs", "num_keypoints", "pck@0.5"]
+
+
+def test_a_folder_of_an_older_sdcorr_is_one_line_with_the_remedy(tmp_path):
+    run = RunFolder(tmp_path)
+    old = manifest_json(["a"])
+    del old["format"]
+    run.manifest_file.write_text(json.dumps(old))
+    for read in (run.manifest, lambda: run.begin(manifest(["a"]))):
+        with pytest.raises(
+            OutputError,
+            match=rf"^{tmp_path}: a run manifest written by an older sdcorr .*"
+            r"rerun into a new folder, or pass --output.overwrite true",
+        ):
+            read()
+    assert run.begin(manifest(["a"]), overwrite=True) == [] and run.manifest().to_json()["format"] == FORMAT
+    run.results_file.write_text(json.dumps({"alphas": [0.1]}))
+    with pytest.raises(OutputError, match="results file written by an older sdcorr"):
+        run.read_results()
+    newer = manifest_json(["a"]) | {"format": FORMAT + 1}
+    run.manifest_file.write_text(json.dumps(newer))
+    with pytest.raises(OutputError, match=f"of format {FORMAT + 1}, this sdcorr reads format {FORMAT}"):
+        run.manifest()
+
+
+def test_records_survive_the_round_trip_with_their_unknown_keys():
+    payload = manifest_json(["a"]) | {"future": 1}
+    assert Manifest.from_json(payload).to_json() == payload and list(payload)[0] == "format"
+    prediction = Prediction.from_json(json.loads(line("a")))
+    scored = results_of([prediction], manifest(["a"]))
+    assert Results.from_json(scored.to_json()) == scored and list(scored.to_json())[:2] == ["format", "model"]
 
 
 def shard(folder, index, pair_ids):
@@ -171,16 +211,16 @@ def test_merge_checks_and_messages(tmp_path):
     with pytest.raises(OutputError, match=r"merge: shards \[2\] of 3 were not given"):
         RunFolder.merge(tmp_path / "out", [a, b])
     assert not (tmp_path / "out").exists()
-    payload = RunFolder.merge(tmp_path / "partial", [a, b], allow_missing=True)
-    assert payload["incomplete"] and payload["missing_shards"] == [2] and "not listed" in payload["missing"]
+    partial = RunFolder.merge(tmp_path / "partial", [a, b], allow_missing=True)
+    assert partial.incomplete and partial.missing_shards == [2] and "not listed" in partial.missing
     with pytest.raises(OutputError, match="already holds a run"):
         RunFolder.merge(tmp_path / "partial", [a, b, c])
     merged = RunFolder(tmp_path / "merged")
-    payload = RunFolder.merge(merged.path, [c, a, b])
+    results = RunFolder.merge(merged.path, [c, a, b])
     assert merged.prediction_file().read_text() == line("a") + line("b") + line("c")  # byte for byte
-    assert merged.manifest()["pair_ids"] == ["a", "b", "c"]
-    assert merged.manifest()["fingerprint"]["data"]["shard"] == [0, 1]
-    assert json.loads(merged.results_file.read_text()) == payload and payload["overall"]["num_pairs"] == 3
+    assert merged.manifest().pair_ids == ["a", "b", "c"]
+    assert merged.manifest().fingerprint.shard == (0, 1)
+    assert merged.read_results() == results and results.num_pairs == 3
     overlap = shard(tmp_path / "d", 1, ["a"])
     with pytest.raises(OutputError, match="pair 'a' is also predicted in"):
         RunFolder.merge(tmp_path / "x", [a, overlap])

@@ -76,4 +76,4 @@ def test_agent_command_parses_with_the_cli(how, capsys, monkeypatch):
     assert config["data"]["class_path"].endswith("SPairDataModule")
     assert (data["split"], data["subsample"], data["subsample_seed"]) == ("val", 10, 0)
     assert config["trainer"]["logger"]["class_path"] == "callbacks.AutoWandbLogger"
-    assert config["output"]["dir"] == "runs/sweep/$WANDB_RUN_ID"  # expanded by PredictionWriter.folder
+    assert config["output"]["dir"] == "runs/sweep/$WANDB_RUN_ID"  # expanded by RunFolder.of

@@ -3,6 +3,7 @@ the W&B tables, and the page itself in headless Chromium (playwright, the system
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from sdcorr.pages.index import write_report
 from sdcorr.pages.viewer import map_peaks, map_tiles, pair_assets, panel_picture, read_assets
 from sdcorr.rng import generator
 from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.manifest import Manifest
+from sdcorr.runs.records import FORMAT
 from tests.conftest import FAST
 from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
 
@@ -27,7 +30,7 @@ LAYERS = [7, 8]  # the read layers' names in run.json
 def make_viewer_folder(folder: Path) -> RunFolder:
     """A finished run folder of 4 pairs, 2 read layers, through the public code paths: PictureCallback draws
     the first 2 pairs (3 keypoints of maps each, with source maps), the predictions and a run.json are
-    written as the PredictionWriter writes them, results.json by RunFolder.finish, then write_report."""
+    written as the RunFolderWriter writes them, results.json by RunFolder.finish, then write_report."""
     torch.manual_seed(0)
     run = RunFolder(folder)
     pairs = [fake_pair(i, n, category, {"occlusion": occlusion}) for i, n, category, occlusion in PAIRS]
@@ -39,7 +42,8 @@ def make_viewer_folder(folder: Path) -> RunFolder:
         callback.on_test_batch_end(trainer, module, {"predictions": [prediction], "matches": [match]}, [sample], index)
     fingerprint = {"seed": 0, "source": {"layers": LAYERS}, "matcher": {}, "precision": "32-true", "data": {}}
     pair_ids = [prediction.pair_id for _, prediction, _ in pairs]
-    run.write_manifest({"fingerprint": fingerprint, "pair_ids": pair_ids, "alphas": [0.05, 0.1], "layers": LAYERS})
+    run.write_manifest(Manifest.from_json({"format": FORMAT, "fingerprint": fingerprint, "pair_ids": pair_ids,
+                                           "alphas": [0.05, 0.1], "layers": LAYERS}))  # fmt: skip
     appender = run.appender()
     for _, prediction, _ in pairs:
         appender.write(prediction)
@@ -191,20 +195,23 @@ class FakeWandb:
 def test_wandb_gets_the_pair_and_keypoint_tables(tmp_path, monkeypatch):
     import wandb
 
-    from callbacks.predictions import RunResultsCallback
+    from callbacks.wandb_tables import WandbTables
 
-    folder = make_viewer_folder(tmp_path / "run")  # predictions and run.json to read
+    folder = make_viewer_folder(tmp_path / "run")
     logger = FakeWandb()
-    monkeypatch.setattr(PictureCallback, "wandb_logger", staticmethod(lambda trainer: logger))
-    callback, trainer, module = PictureCallback(num_pairs=1, keypoints=2), fake_trainer(folder.path), FakeModule()
-    callback.setup(trainer, module, "test")
-    sample, prediction, match = fake_pair("p9", 4)
-    callback.on_test_batch_end(trainer, module, {"predictions": [prediction], "matches": [match]}, [sample], 0)
-    assert isinstance(callback, RunResultsCallback)
-    callback.on_run_results(trainer, module, folder.read_results())
+    # every pair of the run with its PCK: WandbTables, from the predictions it is given
+    WandbTables().log_tables(logger, 0, folder.predictions(), folder.manifest())
     columns, rows = logger.tables["viewer/pairs"]
     assert columns == ["pair_id", "category", "groups", "pck@0.1"]
     assert rows[1] == ["p1", "dog", "occlusion=1", 0.5] and len(rows) == 4
+    # each drawn keypoint with its maps: PictureCallback, from what it drew
+    monkeypatch.setattr(PictureCallback, "wandb_logger", staticmethod(lambda trainer: logger))
+    callback, trainer, module = PictureCallback(num_pairs=1, keypoints=2), fake_trainer(folder.path), FakeModule()
+    module.source = SimpleNamespace(hparams={"layers": LAYERS})
+    callback.setup(trainer, module, "test")
+    sample, prediction, match = fake_pair("p9", 4)
+    callback.on_test_batch_end(trainer, module, {"predictions": [prediction], "matches": [match]}, [sample], 0)
+    callback.on_test_end(trainer, module)
     columns, rows = logger.tables["viewer/keypoints"]
     assert columns == ["pair_id", "keypoint", "correct@0.1", "mean of layers", "layer 7", "layer 8"]
     assert [row[:3] for row in rows] == [["p9", 0, True], ["p9", 1, True]]  # 2 keypoints drawn

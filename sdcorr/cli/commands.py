@@ -1,6 +1,6 @@
 """``sdcorr merge``, ``evaluate`` and ``report``: work on finished run folders, no model needed.
 
-The use cases behind the commands (their parsers are in :mod:`sdcorr.cli.main`): each asks
+The use cases behind the commands (their parsers are in :mod:`sdcorr.cli.folders`): each asks
 :class:`~sdcorr.runs.folder.RunFolder` and prints for the user.
 
 * ``sdcorr merge OUT SHARD_DIR...`` combines the folders of shard runs (``--data.shard_index``) into
@@ -25,18 +25,18 @@ from sdcorr.pages.compare import write_comparison
 from sdcorr.pages.index import write_report
 from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison, output_folder
 from sdcorr.runs.folder import RunFolder
-from sdcorr.runs.scoring import format_table
+from sdcorr.runs.results import Results, format_table
 from sdcorr.stats.intervals import RESAMPLES
 
 
-def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> dict[str, Any]:
+def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> Results:
     """Merge shard run folders into ``out`` and print its table; see :meth:`RunFolder.merge`."""
-    payload = RunFolder.merge(out, folders, allow_missing)
-    if payload.get("incomplete"):
-        print(f"merge: incomplete: {payload['missing']}", file=sys.stderr)
+    results = RunFolder.merge(out, folders, allow_missing)
+    if results.incomplete:
+        print(f"merge: incomplete: {results.missing}", file=sys.stderr)
     path = RunFolder(out).results_file
-    print(f"{format_table(payload, payload['alphas'])}\nmerged {len(folders)} shards: {path}")
-    return payload
+    print(f"{format_table(results)}\nmerged {len(folders)} shards: {path}")
+    return results
 
 
 def evaluate(
@@ -45,7 +45,7 @@ def evaluate(
     threshold: Optional[str] = None,
     output: Optional[str | Path] = None,
     resamples: int = RESAMPLES,
-) -> dict[str, Any]:
+) -> Results:
     """Score a run folder's predictions again, write ``output`` (default ``<folder>/evaluation.json``) and
     print the table; see :meth:`RunFolder.rescore`.
 
@@ -56,11 +56,11 @@ def evaluate(
         output: where to write the results.
         resamples: bootstrap resamples of the 95% intervals (0: none).
     """
-    payload, path = RunFolder(folder).rescore(alphas, threshold, output, resamples)
-    missing = payload.get("missing_pairs") or []
+    results, path = RunFolder(folder).rescore(alphas, threshold, output, resamples)
+    missing = results.missing_pairs or []
     note = f"\nincomplete run: {len(missing)} pairs not predicted yet" if missing else ""
-    print(f"{format_table(payload, payload['alphas'])}{note}\nresults: {path}")
-    return payload
+    print(f"{format_table(results)}{note}\nresults: {path}")
+    return results
 
 
 def report(folder: str | Path, alpha: float = 0.1) -> Path:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import PairDataModule
 from sdcorr.cli.errors import known_error, option_name, parse_command_line, trainer_options
@@ -42,7 +42,6 @@ class ConfiguredCLI(LightningCLI):
         args: the command line after the command's name.
         needs_data: whether the ``data`` section is required; without it, a ``data`` section is accepted
             (so that a benchmark config works) and ignored.
-        save_config_callback: writes the resolved config when the Trainer starts (commands that build one).
 
     Attributes (after construction): ``config`` (the parsed options), ``model``, ``datamodule``, ``trainer``
     and ``matcher``: what :meth:`build` built, None where it built nothing.
@@ -54,8 +53,6 @@ class ConfiguredCLI(LightningCLI):
         description: str,
         args: Sequence[str],
         needs_data: bool = True,
-        save_config_callback: Optional[type[SaveConfigCallback]] = None,
-        save_config_kwargs: Optional[dict[str, Any]] = None,
     ) -> None:
         self.sections: dict[str, type] = {"model": CorrespondenceModule}
         self.model = self.datamodule = self.trainer = self.matcher = None
@@ -66,8 +63,7 @@ class ConfiguredCLI(LightningCLI):
             # the inner optimisation needs autograd: never run test/predict under inference_mode
             # progress bars only on a terminal: in a pipe or a log file they are noise
             trainer_defaults={"inference_mode": False, "enable_progress_bar": sys.stdout.isatty()},
-            save_config_callback=save_config_callback,
-            save_config_kwargs=save_config_kwargs,
+            save_config_callback=None,  # config.yaml is the run folder's, see sdcorr.cli.run_folder
             # a bad option or config key raises (main prints one line) instead of printing the whole usage
             parser_kwargs={"prog": prog, "description": description, "exit_on_error": False},
             args=list(args),

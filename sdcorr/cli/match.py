@@ -24,10 +24,10 @@ from sdcorr.matchers.base import MatchResult
 from sdcorr.module import CorrespondenceModule
 from sdcorr.pages import plots
 from sdcorr.runs.fingerprint import describe, model_description
-from sdcorr.runs.folder import CONFIG_FILE
+from sdcorr.runs.folder import MATCH_FILES
 
-#: what ``sdcorr match`` writes into its output folder
-MATCH_FILE, PICTURE_FILE = "match.json", "match.png"
+#: what ``sdcorr match`` writes into its output folder (named in :mod:`sdcorr.runs.folder`)
+MATCH_FILE, PICTURE_FILE, CONFIG_FILE = MATCH_FILES["json"], MATCH_FILES["picture"], MATCH_FILES["config"]
 _POINT = re.compile(r"^\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*,\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 from sdcorr.errors import OutputError
 from sdcorr.images import data_uri
 from sdcorr.pages.plots import CORRECT, TEXT, WRONG, _font
-from sdcorr.runs.compare import COMPARE_CHART, COMPARE_JSON, COMPARE_PAGE, signed
-from sdcorr.runs.folder import write_json
+from sdcorr.runs.compare import signed
+from sdcorr.runs.folder import COMPARE_FILES, write_json
 from sdcorr.stats.intervals import MIN_PAIRS
 
 #: the colour of a row whose interval contains 0 (or the paper's figure)
@@ -131,7 +131,7 @@ def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) ->
     try:
         folder.mkdir(parents=True, exist_ok=True)
         chart = difference_chart(chart_panels(payload))
-        paths = {"json": folder / COMPARE_JSON, "chart": folder / COMPARE_CHART, "page": folder / COMPARE_PAGE}
+        paths = {kind: folder / name for kind, name in COMPARE_FILES.items()}
         write_json(paths["json"], payload)
         chart.save(paths["chart"])
         paths["page"].write_text(compare_page(payload, chart, table))

@@ -6,8 +6,9 @@ histogram of pairs by the fraction of their keypoints that are correct, and the 
 :class:`callbacks.pictures.PictureCallback` their images and maps (the viewer's files in
 ``<folder>/pictures/``, see :mod:`sdcorr.pages.viewer`). Pair pictures of an older sdcorr without viewer
 files are shown as they are. CSS, script and pictures are inline (base64 data URIs), so the file
-can be mailed or copied alone and opens offline. Works on any run folder, also one without pictures
-or without ``results.json``::
+can be mailed or copied alone and opens offline. Pairs chosen to be drawn that have no pictures (see
+:meth:`sdcorr.runs.folder.RunFolder.undrawn`) are named, with how to draw them. Works on any run folder,
+also one without pictures or without ``results.json``::
 
     python -m sdcorr.pages.index runs/smoke
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,9 +26,11 @@ from sdcorr.images import data_uri
 from sdcorr.pages.plots import histogram_plot
 from sdcorr.pages.viewer import read_assets
 from sdcorr.pages.viewer_section import layer_names, viewer_css, viewer_data, viewer_section
-from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_name
+from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_key
+from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
-from sdcorr.runs.scoring import histogram, layer_rows, summary_rows
+from sdcorr.runs.results import Histogram, Results, layer_rows, summary_rows
+from sdcorr.runs.scoring import histogram
 
 __all__ = ["KINDS", "histogram_of", "missing_note", "write_report"]
 
@@ -49,22 +53,16 @@ pre { font-size: 12px; background: #f6f8fa; padding: 8px; }
 
 
 def histogram_of(
-    folder: str | Path | RunFolder, alpha: float = 0.1, results: Optional[dict[str, Any]] = None
-) -> Optional[dict[str, Any]]:
-    """``{"alpha", "bins", "counts"}`` of a run folder: from its results (``results``, else its
-    results.json) when they have this alpha, else computed from its predictions; None when neither gives one."""
-    run = folder if isinstance(folder, RunFolder) else RunFolder(folder)
-    results = results if results is not None else run.read_results() or {}
-    stored = results.get("histogram")
-    if stored and abs(float(stored.get("alpha", -1)) - alpha) < 1e-9:
+    predictions: Sequence[Prediction], alpha: float = 0.1, results: Optional[Results] = None
+) -> Optional[Histogram]:
+    """The histogram of a run at PCK@``alpha``: the one in ``results`` when it is at this alpha, else
+    computed from ``predictions`` (in the results' threshold mode); None when no pair has ground truth."""
+    stored = results.histogram_at(alpha) if results is not None else None
+    if stored is not None:
         return stored
-    try:
-        predictions = run.predictions()
-    except (SdcorrError, OSError):  # a broken folder's report shows what it can
-        return None
     if not any(p.target_keypoints is not None for p in predictions):
         return None
-    return histogram(predictions, alpha, results.get("threshold_mode"))
+    return histogram(predictions, alpha, results.threshold_mode if results is not None else None)
 
 
 def _cell(value: Any) -> str:
@@ -84,48 +82,26 @@ def _table(columns: list[str], rows: list[list[Any]], percent_from: int) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _pair_pictures(run: RunFolder) -> dict[str, dict[str, Path]]:
-    """``{file-safe pair id: {kind: path}}`` of the pair pictures in ``pictures/``, sorted by pair."""
-    pairs: dict[str, dict[str, Path]] = {}
-    for path in run.picture_files():
-        for kind in KINDS:
-            suffix = f".{kind}.png"
-            if path.name.endswith(suffix):
-                pairs.setdefault(path.name[: -len(suffix)], {})[kind] = path
-    return pairs
-
-
-def _key(pair_id: str) -> str:
-    """The file-safe name of a pair's pictures (``<key>.<kind>.png``)."""
-    return picture_name(pair_id, "correspondence")[: -len(".correspondence.png")]
-
-
-def _pair_notes(run: RunFolder) -> dict[str, str]:
-    """``{file-safe pair id: "pair_id (category): PCK@a k/N ..."}`` from the predictions, if readable."""
-    try:
-        predictions = run.predictions()
-    except (SdcorrError, OSError):  # the pictures are still worth showing
-        return {}
+def _pair_notes(predictions: Sequence[Prediction]) -> dict[str, str]:
+    """``{picture key: "pair_id (category): PCK@a k/N ..."}`` of the predictions."""
     notes = {}
     for prediction in predictions:
         scores = [f"PCK@{a} {sum(c)}/{len(c)}" for a, c in (prediction.correct_flags or {}).items()]
-        notes[_key(prediction.pair_id)] = f"{prediction.pair_id} ({prediction.category})" + (
+        notes[picture_key(prediction.pair_id)] = f"{prediction.pair_id} ({prediction.category})" + (
             ": " + ", ".join(scores) if scores else ""
         )
     return notes
 
 
-def _meta(results: dict[str, Any], run: RunFolder) -> str:
+def _meta(results: Results, run: RunFolder) -> str:
     """What was run, in full: the model in words, data, source and matcher settings, seed, and the
     folder's resolved ``config.yaml`` (folded) when there is one."""
-    data = results.get("data") or {}
     parts = [
-        f"model: {results.get('model') or 'not recorded (a run folder of an older sdcorr)'}",
-        f"data: {data.get('datamodule', '?')}"
-        + "".join(f", {k} {data[k]}" for k in ("split", "threshold_mode") if data.get(k)),
-        f"source: {json.dumps(results.get('source'))}",
-        f"matcher: {json.dumps(results.get('matcher') or {})}",
-        f"seed: {results.get('seed')}, precision: {results.get('precision')}",
+        f"model: {results.model or 'not recorded'}",
+        f"data: {results.data_summary()}",
+        f"source: {json.dumps(results.source)}",
+        f"matcher: {json.dumps(results.matcher or {})}",
+        f"seed: {results.seed}, precision: {results.precision}",
     ]
     out = "".join(f'<p class="meta">{html.escape(p)}</p>' for p in parts)
     config = run.config_file
@@ -150,39 +126,34 @@ def missing_note(pair_ids: list[str]) -> str:
     )
 
 
-def _predictions(run: RunFolder) -> tuple[list[Prediction], Optional[str]]:
-    """The folder's predictions, and why there are none when they cannot be read."""
-    try:
-        return run.predictions(), None
-    except (SdcorrError, OSError) as error:  # a broken folder's report shows what it can
-        return [], str(error)
-
-
 def _pairs_section(
-    run: RunFolder, alpha: float, results: Optional[dict[str, Any]], missing: Optional[list[str]]
+    run: RunFolder,
+    alpha: float,
+    predictions: Sequence[Prediction],
+    layers: Optional[list[str]],
+    problems: list[str],
 ) -> list[str]:
-    """The viewer of every pair (and pair pictures of an older sdcorr that have no viewer files)."""
+    """The viewer of every pair (and pair pictures without viewer files, drawn without a MatchResult)."""
     parts = []
+    try:
+        missing = run.undrawn()
+    except SdcorrError as error:
+        missing, problems = [], problems + [str(error)]
     if missing:
         parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
-    predictions, problem = _predictions(run)
     try:
         drawn = read_assets(run)
     except SdcorrError as error:
-        drawn, problem = {}, str(error)
-    if problem:
+        drawn, problems = {}, problems + [str(error)]
+    for problem in problems:
         parts.append(f'<p class="meta"><b>Not shown:</b> {html.escape(problem)}</p>')
-    viewed = {_key(pair_id) for pair_id in drawn}
-    pictures = {key: kinds for key, kinds in _pair_pictures(run).items() if key not in viewed}
+    viewed = {picture_key(pair_id) for pair_id in drawn}
+    pictures = {key: kinds for key, kinds in run.picture_files().items() if key not in viewed}
     if predictions or drawn:
-        try:
-            manifest = run.read_manifest()
-        except SdcorrError:
-            manifest = None
-        older = [p.pair_id for p in predictions if _key(p.pair_id) in pictures]
-        parts.append(viewer_section(viewer_data(predictions, drawn, alpha, layer_names(manifest, results), older)))
+        older = [p.pair_id for p in predictions if picture_key(p.pair_id) in pictures]
+        parts.append(viewer_section(viewer_data(list(predictions), drawn, alpha, layers, older)))
     if pictures:
-        notes = _pair_notes(run)
+        notes = _pair_notes(predictions)
         parts += [
             "<h2>Pair pictures</h2>",
             f'<p class="legend">lines: <span style="color:#1f77b4">blue</span> correct at PCK@{alpha:g}, '
@@ -198,24 +169,52 @@ def _pairs_section(
     return parts
 
 
+def histogram_picture(counts: Histogram) -> Any:
+    """The histogram's picture, with its one title (the page's and W&B's)."""
+    return histogram_plot(counts.bins, counts.counts, title=counts.title())
+
+
 def write_report(
     folder: str | Path | RunFolder,
     alpha: float = 0.1,
     title: Optional[str] = None,
-    missing: Optional[list[str]] = None,
-    results: Optional[dict[str, Any]] = None,
+    results: Optional[Results] = None,
+    predictions: Optional[Sequence[Prediction]] = None,
+    manifest: Optional[Manifest] = None,
+    counts: Optional[Histogram] = None,
 ) -> Path:
     """Write the folder's ``index.html`` and return its path.
+
+    The run's records are taken as given (a live run hands what it holds) or read from the folder; the
+    pictures are what ``pictures/`` holds (see :mod:`sdcorr.pages.viewer`). A record that cannot be
+    read is named on the page, and the rest shown.
 
     Args:
         folder: a run folder (``results.json``, ``predictions*.jsonl``, ``pictures/``; each optional).
         alpha: the PCK threshold of the histogram and of the colours' legend.
         title: page title; default: the folder's name.
-        missing: ids of pairs that were to be drawn but have no pictures (see :func:`missing_note`).
-        results: the run's tables (the content of results.json); default: read from the folder.
+        results: the run's tables; default: the folder's results.json.
+        predictions: every prediction of the run; default: the folder's.
+        manifest: the run's manifest (for the layers' names); default: the folder's run.json.
+        counts: the histogram at ``alpha``; default: :func:`histogram_of` the predictions and results.
     """
     run = folder if isinstance(folder, RunFolder) else RunFolder(folder)
-    results = results if results is not None else run.read_results()
+    problems = []
+    if results is None:
+        try:
+            results = run.read_results()
+        except SdcorrError as error:
+            problems.append(str(error))
+    if predictions is None:
+        try:
+            predictions = run.predictions()
+        except (SdcorrError, OSError) as error:  # a broken folder's report shows what it can
+            predictions, problems = [], problems + [str(error)]
+    if manifest is None:
+        try:
+            manifest = run.read_manifest()
+        except SdcorrError:
+            manifest = None
     parts = [f"<h1>{html.escape(title or run.path.resolve().name)}</h1>"]
     if results is None:
         parts.append(f'<p class="meta">No {RESULTS} in this folder (not a finished test run).</p>')
@@ -226,14 +225,13 @@ def write_report(
         columns, rows = layer_rows(results)
         if rows:
             parts += ["<h2>PCK of each layer's own prediction</h2>", _table(columns, rows, percent_from=1)]
-    counts = histogram_of(run, alpha, results)
+    counts = counts if counts is not None else histogram_of(predictions, alpha, results)
     if counts is not None:
-        picture = histogram_plot(counts["bins"], counts["counts"], title=f"pairs by keypoints correct at PCK@{alpha:g}")
         parts += [
-            f"<h2>Pairs by fraction of keypoints correct at PCK@{alpha:g}</h2>",
-            f'<img src="{data_uri(picture)}">',
+            f"<h2>{html.escape(counts.title()[:1].upper() + counts.title()[1:])}</h2>",
+            f'<img src="{data_uri(histogram_picture(counts))}">',
         ]
-    parts += _pairs_section(run, alpha, results, missing)
+    parts += _pairs_section(run, alpha, predictions, layer_names(manifest, results), problems)
     css = _CSS + viewer_css()
     page = (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or run.path.name)}</title>'

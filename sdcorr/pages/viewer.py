@@ -211,11 +211,11 @@ def panel_picture(assets: PairAssets, panel: int, keypoint: int, panel_size: int
     target = entry["side"] == "target"
     image = assets.target if target else assets.source
     width, height = meta["target_size"] if target else meta["source_size"]
-    line = meta["prediction"]
+    line = Prediction.from_json(meta["prediction"])
     if target:
-        truth = line["target_keypoints"][keypoint] if line.get("target_keypoints") else None
+        truth = line.target_keypoints[keypoint] if line.target_keypoints else None
     else:
-        truth = line["source_keypoints"][keypoint]
+        truth = line.source_keypoints[keypoint]
     scale = torch.tensor([image.width / width, image.height / height])
     tiles = np.asarray(assets.maps, dtype=np.float32)
     heatmap = tiles[keypoint * tile : (keypoint + 1) * tile, panel * tile : (panel + 1) * tile] / 255

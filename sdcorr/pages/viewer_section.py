@@ -17,7 +17,9 @@ from typing import Any, Optional
 import numpy as np
 
 from sdcorr.pages.plots import colorize
+from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
+from sdcorr.runs.results import Results
 
 __all__ = ["layer_names", "pair_entry", "viewer_css", "viewer_data", "viewer_section"]
 
@@ -41,7 +43,7 @@ def pair_entry(prediction: Prediction, alpha: float) -> dict[str, Any]:
     ``correct`` ``[N]`` (which predictions are correct at PCK@``alpha``, with the threshold the pair ran
     with, as :mod:`sdcorr.runs.scoring` counts them) and ``pck`` (their fraction) are None for an unscored pair.
 
-    >>> line = {"pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0], [5.0, 5.0]],
+    >>> line = {"format": 1, "pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0], [5.0, 5.0]],
     ...         "predicted_keypoints": [[3.0, 4.0], [9.0, 9.0]], "target_keypoints": [[3.0, 5.0], [0.0, 0.0]],
     ...         "threshold": 10.0}
     >>> entry = pair_entry(Prediction.from_json(line), 0.2)
@@ -62,12 +64,11 @@ def pair_entry(prediction: Prediction, alpha: float) -> dict[str, Any]:
     }
 
 
-def layer_names(manifest: Optional[dict[str, Any]], results: Optional[dict[str, Any]]) -> Optional[list[str]]:
-    """The read layers' names: the run's ``layers`` (run.json, else results.json's source), None if neither has them."""
-    for layers in ((manifest or {}).get("layers"), ((results or {}).get("source") or {}).get("layers")):
-        if isinstance(layers, list) and layers:
-            return [str(layer) for layer in layers]
-    return None
+def layer_names(manifest: Optional[Manifest], results: Optional[Results]) -> Optional[list[str]]:
+    """The read layers' names: the run's (run.json, else results.json's source), None if neither has them."""
+    return (manifest.layer_names() if manifest is not None else None) or (
+        results.layer_names() if results is not None else None
+    )
 
 
 def viewer_data(
@@ -78,7 +79,7 @@ def viewer_data(
     older: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The viewer's JSON: every pair (``predictions``, plus drawn pairs without a prediction there, e.g. a
-    run without a PredictionWriter: their own line of ``viewer.json``), sorted by id.
+    run without a RunFolderWriter: their own line of ``viewer.json``), sorted by id.
 
     Args:
         predictions: the folder's predictions.

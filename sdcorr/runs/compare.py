@@ -35,17 +35,11 @@ from typing import Any, Optional
 import torch
 
 from sdcorr.errors import DataError, OutputError, UsageError
-from sdcorr.runs.fingerprint import differences
 from sdcorr.runs.folder import RunFolder
+from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
 from sdcorr.stats.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
 from sdcorr.stats.paper import PAPER, PaperFigures, beside_paper
-
-#: the folder a comparison goes to inside the second run's folder, unless ``--output_dir``
-COMPARE_DIR = "compare"
-COMPARE_JSON = "compare.json"
-COMPARE_CHART = "compare.png"
-COMPARE_PAGE = "compare.html"
 
 
 def signed(value: float) -> str:
@@ -75,7 +69,7 @@ class Run:
     """A run folder's manifest and predictions."""
 
     folder: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     predictions: list[Prediction]
 
     @classmethod
@@ -87,19 +81,17 @@ class Run:
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.manifest["fingerprint"].get("data") or {}
+        return self.manifest.fingerprint.data
 
 
 def threshold_mode(run: Run, threshold: Optional[str] = None) -> Optional[str]:
     """The threshold mode the run is scored in: ``threshold``, else the one it ran with."""
-    return threshold or run.data.get("threshold_mode")
+    return threshold or run.manifest.fingerprint.threshold_mode
 
 
 def common_alphas(runs: Sequence[Run]) -> list[float]:
     """The alphas every run scored (the first's order), else :data:`DEFAULT_ALPHAS`."""
-    shared = [
-        a for a in runs[0].manifest.get("alphas") or [] if all(a in (r.manifest.get("alphas") or []) for r in runs)
-    ]
+    shared = [a for a in runs[0].manifest.alphas if all(a in r.manifest.alphas for r in runs)]
     return shared or list(DEFAULT_ALPHAS)
 
 
@@ -230,13 +222,13 @@ def compare_runs(
         scores = pair_scores(other.predictions, alphas, threshold)
         shared, warning = shared_pairs(baseline, scores, (runs[0].folder, other.folder))
         warnings += [warning] if warning else []
-        changed = differences(runs[0].manifest["fingerprint"], other.manifest["fingerprint"])
+        changed = runs[0].manifest.fingerprint.differences(other.manifest.fingerprint)
         comparisons.append(
             {
                 "a": runs[0].folder,
                 "b": other.folder,
-                "model_a": runs[0].manifest.get("model"),
-                "model_b": other.manifest.get("model"),
+                "model_a": runs[0].manifest.model,
+                "model_b": other.manifest.model,
                 "shared_pairs": len(shared),
                 "pairs_a": len(baseline),
                 "pairs_b": len(scores),
@@ -309,7 +301,7 @@ def compare_paper(
         "benchmark": benchmark,
         "paper": figures.title,
         "run": run.folder,
-        "model": run.manifest.get("model"),
+        "model": run.manifest.model,
         "alphas": alphas,
         "threshold_mode": mode,
         "overall_rule": figures.overall_rule,
@@ -379,4 +371,4 @@ def _format_paper(payload: dict[str, Any]) -> str:
 
 def output_folder(folders: Sequence[str | Path], output_dir: Optional[str | Path] = None) -> Path:
     """Where a comparison goes: ``output_dir``, else ``compare/`` in the second run folder (the only one)."""
-    return Path(output_dir) if output_dir else Path(folders[min(1, len(folders) - 1)]) / COMPARE_DIR
+    return Path(output_dir) if output_dir else RunFolder(folders[min(1, len(folders) - 1)]).compare_folder

@@ -8,7 +8,6 @@ source and matcher (:func:`describe`), the seed and the precision. Options that 
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from typing import Any
@@ -67,11 +66,3 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
             out += differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
         return out
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
-
-
-def shardless(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The fingerprint without what differs between shards of one run."""
-    fingerprint = copy.deepcopy(manifest["fingerprint"])
-    for key in ("shard", "num_pairs"):
-        (fingerprint.get("data") or {}).pop(key, None)
-    return fingerprint

@@ -1,18 +1,27 @@
 """The run folder: every file a run writes, and every operation on them. Nothing else names these files.
 
-A run folder holds:
+A run folder holds (each name spelled once, below):
 
-* ``run.json`` (:data:`MANIFEST`): the manifest: the run's fingerprint (data selection, source, matcher,
-  seed, precision), the ids of the pairs it is responsible for, its alphas and read layers;
+* ``run.json`` (:data:`MANIFEST`): the :class:`~sdcorr.runs.manifest.Manifest`: the run's fingerprint (data
+  selection, source, matcher, seed, precision), the ids of the pairs it is responsible for, its alphas
+  and read layers;
 * ``predictions.jsonl`` (``predictions.rank<R>.jsonl`` per process under DDP): one
   :class:`~sdcorr.runs.records.Prediction` line per pair, appended and flushed as each pair is done;
-* ``results.json`` (:data:`RESULTS`): the metric tables, written only when every pair is done;
-* ``evaluation.json`` (:data:`EVALUATION`): ``sdcorr evaluate``'s tables (other alphas or threshold mode);
+* ``results.json`` (:data:`RESULTS`): the :class:`~sdcorr.runs.results.Results`, written only when every
+  pair is done;
+* ``evaluation.json`` (:data:`EVALUATION`): ``sdcorr evaluate``'s Results (other alphas or threshold mode);
 * ``config.yaml`` (:data:`CONFIG_FILE`): the resolved command-line config of the last run in the folder;
 * ``embeddings/``: optionally, the fitted embeddings of each pair;
-* ``pictures/`` and ``index.html``: pair pictures and the page (see :mod:`sdcorr.pages.index`);
+* ``pictures/`` (:data:`PICTURES`): pair pictures and the viewer's files (see :mod:`sdcorr.pages.viewer`),
+  and ``chosen.json``, the pairs chosen to be drawn; ``index.html`` (:data:`REPORT`): the page (see
+  :mod:`sdcorr.pages.index`);
 * ``.lock`` (:data:`LOCK`): held by the live run (:meth:`RunFolder.lock`), so a second run into the
-  folder is refused; it holds the pid and host of the last run that locked the folder.
+  folder is refused; it holds the pid and host of the last run that locked the folder;
+* ``compare/`` (:data:`COMPARE`): the outputs of ``sdcorr compare`` (:data:`COMPARE_FILES`), and ``match/``
+  (:data:`MATCH`): those of ``sdcorr match`` (:data:`MATCH_FILES`).
+
+Every JSON record starts with its ``format`` version (:data:`~sdcorr.runs.records.FORMAT`): a folder of
+an older sdcorr is refused with one line that says so (:class:`~sdcorr.errors.OutputError`).
 
 A new run resumes a folder whose fingerprint equals its own, and shards whose fingerprints are equal but
 for the shard merge (see :mod:`sdcorr.runs.fingerprint`).
@@ -20,7 +29,6 @@ for the shard merge (see :mod:`sdcorr.runs.fingerprint`).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -32,9 +40,10 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from sdcorr.errors import OutputError
-from sdcorr.runs.fingerprint import differences, shardless
-from sdcorr.runs.records import Prediction
-from sdcorr.runs.scoring import results_payload
+from sdcorr.runs.manifest import Manifest
+from sdcorr.runs.records import FORMAT, FormatError, Prediction, check_format
+from sdcorr.runs.results import Results
+from sdcorr.runs.scoring import results_of
 from sdcorr.stats.intervals import RESAMPLES
 
 MANIFEST = "run.json"
@@ -45,12 +54,13 @@ PREDICTION_FILES = "predictions*.jsonl"
 RESULTS = "results.json"
 #: the default output of ``sdcorr evaluate``
 EVALUATION = "evaluation.json"
-#: the resolved command-line config, saved by :class:`sdcorr.cli.main.RunFolderConfig`
+#: the resolved command-line config, saved by :class:`callbacks.run_folder.RunFolderWriter`
 CONFIG_FILE = "config.yaml"
 EMBEDDINGS = "embeddings"
-#: the folder of pair pictures, and the histogram picture in it
+#: the folder of pair pictures (written by :class:`callbacks.pictures.PictureCallback`)
 PICTURES = "pictures"
-HISTOGRAM_FILE = "histogram.png"
+#: in ``pictures/``: the ids of the pairs chosen to be drawn (see :meth:`RunFolder.write_chosen`)
+CHOSEN = "chosen.json"
 #: the page of a run folder (see :mod:`sdcorr.pages.index`)
 REPORT = "index.html"
 #: kinds of pair pictures, in page order
@@ -59,6 +69,14 @@ PICTURE_KINDS = ("correspondence", "target-heatmaps", "source-heatmaps")
 VIEWER_FILES = {"viewer": "json", "viewer-source": "jpg", "viewer-target": "jpg", "viewer-maps": "png"}
 #: the lock file of the live run (see :meth:`RunFolder.lock`)
 LOCK = ".lock"
+#: ``sdcorr compare``'s default output folder (in the second run's folder) and its files
+COMPARE = "compare"
+COMPARE_FILES = {"json": "compare.json", "chart": "compare.png", "page": "compare.html"}
+#: ``sdcorr match``'s default output folder (in ``default_root_dir``) and its files
+MATCH = "match"
+MATCH_FILES = {"json": "match.json", "picture": "match.png", "config": CONFIG_FILE}
+#: what to do with a folder whose records another version wrote
+_OTHER_VERSION = "rerun into a new folder, or pass --output.overwrite true to discard it"
 
 try:  # POSIX only: where there is no flock (Windows), folders are not locked
     import fcntl
@@ -84,6 +102,13 @@ def _safe(pair_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", pair_id)[:100]
 
 
+def picture_key(pair_id: str) -> str:
+    """The pair part of its picture files' names (see :func:`picture_name`): ``<key>.<kind>.<extension>``."""
+    if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
+        return pair_id
+    return f"{_safe(pair_id)}~{zlib.crc32(pair_id.encode()):08x}"
+
+
 def picture_name(pair_id: str, kind: str) -> str:
     """File name of a pair picture in ``pictures/``: ``<pair>.<kind>.png`` (a viewer file: its
     extension from :data:`VIEWER_FILES`), unique per pair id.
@@ -98,10 +123,7 @@ def picture_name(pair_id: str, kind: str) -> str:
     """
     if kind not in PICTURE_KINDS and kind not in VIEWER_FILES:
         raise ValueError(f"Expected a picture kind in {[*PICTURE_KINDS, *VIEWER_FILES]} but got {kind!r}")
-    extension = VIEWER_FILES.get(kind, "png")
-    if re.fullmatch(r"[a-z0-9._-]{1,100}", pair_id):
-        return f"{pair_id}.{kind}.{extension}"
-    return f"{_safe(pair_id)}~{zlib.crc32(pair_id.encode()):08x}.{kind}.{extension}"
+    return f"{picture_key(pair_id)}.{kind}.{VIEWER_FILES.get(kind, 'png')}"
 
 
 def _listing(ids: Sequence[str], limit: int = 10) -> str:
@@ -199,18 +221,48 @@ class RunFolder:
         return self.path / LOCK
 
     @property
-    def histogram_file(self) -> Path:
-        return self.pictures / HISTOGRAM_FILE
+    def chosen_file(self) -> Path:
+        return self.pictures / CHOSEN
+
+    @property
+    def compare_folder(self) -> Path:
+        return self.path / COMPARE
+
+    @property
+    def match_folder(self) -> Path:
+        return self.path / MATCH
 
     def picture_file(self, pair_id: str, kind: str) -> Path:
         """A pair picture (see :func:`picture_name`)."""
         return self.pictures / picture_name(pair_id, kind)
 
-    def picture_files(self) -> list[Path]:
-        """The pair pictures of ``pictures/`` (not the histogram nor the viewer's files), sorted by name."""
-        return [
-            p for p in sorted(self.pictures.glob("*.png")) if p.name.endswith(tuple(f".{k}.png" for k in PICTURE_KINDS))
-        ]
+    def picture_files(self) -> dict[str, dict[str, Path]]:
+        """The pair pictures of ``pictures/`` (not the viewer's files): ``{pair key: {kind: path}}``, sorted
+        by key; a pair's key is :func:`picture_key` of its id (the file names keep no more of it)."""
+        pairs: dict[str, dict[str, Path]] = {}
+        for path in sorted(self.pictures.glob("*.png")):
+            for kind in PICTURE_KINDS:
+                suffix = f".{kind}.png"
+                if path.name.endswith(suffix):
+                    pairs.setdefault(path.name[: -len(suffix)], {})[kind] = path
+        return pairs
+
+    def write_chosen(self, pair_ids: Sequence[str]) -> None:
+        """Record the ids of the pairs chosen to be drawn (``pictures/chosen.json``)."""
+        self.pictures.mkdir(parents=True, exist_ok=True)
+        write_json(self.chosen_file, {"format": FORMAT, "pair_ids": list(pair_ids)})
+
+    def undrawn(self) -> list[str]:
+        """Pairs chosen to be drawn (:meth:`write_chosen`) that have no viewer files; [] if none were chosen."""
+        try:
+            payload = check_format(json.loads(self.chosen_file.read_text()), "a list of pairs to draw")
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as error:
+            raise OutputError(
+                f"{self.chosen_file}: {error}; delete it (it is written again by the next run)"
+            ) from error
+        return [i for i in payload.get("pair_ids") or [] if not self.picture_file(i, "viewer").is_file()]
 
     def viewer_files(self) -> list[Path]:
         """The viewer metadata files (``<pair>.viewer.json``) of ``pictures/``, one per drawn pair, sorted by name."""
@@ -228,17 +280,29 @@ class RunFolder:
         """Every prediction file of the folder, sorted."""
         return sorted(self.path.glob(PREDICTION_FILES))
 
+    @staticmethod
+    def of(default_root_dir: str | Path, dir: Optional[str] = None) -> RunFolder:
+        """The run folder of a run: ``dir`` (environment variables expanded, e.g. ``runs/$WANDB_RUN_ID``),
+        else the Trainer's ``default_root_dir``. Every callback that writes into the folder asks this."""
+        return RunFolder(os.path.expandvars(dir) if dir else default_root_dir)
+
     # the manifest
-    def read_manifest(self) -> Optional[dict[str, Any]]:
-        """The folder's ``run.json``, or None if it has none."""
+    def read_manifest(self) -> Optional[Manifest]:
+        """The folder's ``run.json``, or None if it has none.
+
+        Raises:
+            OutputError: unreadable, or written by another version of sdcorr (one line with the remedy).
+        """
         if not self.manifest_file.is_file():
             return None
         try:
-            return json.loads(self.manifest_file.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            return Manifest.from_json(json.loads(self.manifest_file.read_text()))
+        except FormatError as error:
+            raise OutputError(f"{self.path}: {error} in {MANIFEST}; {_OTHER_VERSION}") from error
+        except (OSError, ValueError) as error:
             raise OutputError(f"{self.manifest_file}: unreadable run manifest ({error})") from error
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         """The folder's ``run.json``; raises :class:`OutputError` when it has none (not a run folder)."""
         manifest = self.read_manifest()
         if manifest is None:
@@ -247,8 +311,41 @@ class RunFolder:
             )
         return manifest
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_file, manifest)
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json(self.manifest_file, manifest.to_json())
+
+    # results
+    def read_results(self, path: Optional[Path] = None) -> Optional[Results]:
+        """The folder's results.json (or ``path``), or None if it has none or it is not JSON.
+
+        Raises:
+            OutputError: written by another version of sdcorr, or not a results file.
+        """
+        path = path or self.results_file
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        try:
+            return Results.from_json(payload)
+        except FormatError as error:
+            raise OutputError(f"{self.path}: {error} in {path.name}; {_OTHER_VERSION}") from error
+        except ValueError as error:
+            raise OutputError(f"{path}: not a results file of sdcorr ({error})") from error
+
+    def write_results(self, results: Results, path: Optional[Path] = None) -> Path:
+        """Write ``results`` to results.json (or ``path``); returns the path."""
+        path = path or self.results_file
+        write_json(path, results.to_json())
+        return path
+
+    def write_config(self, text: str) -> None:
+        """Write the resolved command-line config (``config.yaml``)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.config_file.write_text(text)
+        except OSError as error:
+            raise OutputError(f"{self.config_file}: cannot write ({error})") from error
 
     # predictions
     def predictions(self) -> list[Prediction]:
@@ -280,18 +377,18 @@ class RunFolder:
                 cut.append(path)
         return cut
 
-    def done(self, manifest: Optional[dict[str, Any]] = None) -> list[str]:
-        """The resume set: ids of the manifest's pairs that have a prediction, sorted."""
-        selected = set((manifest or self.manifest())["pair_ids"])
-        return [p.pair_id for p in self.predictions() if p.pair_id in selected]
+    def done(self, manifest: Optional[Manifest] = None) -> list[Prediction]:
+        """The resume set: the predictions of the manifest's pairs, sorted by pair id."""
+        selected = set((manifest or self.manifest()).pair_ids)
+        return [p for p in self.predictions() if p.pair_id in selected]
 
     def missing_pairs(
-        self, manifest: Optional[dict[str, Any]] = None, predictions: Optional[Iterable[Prediction]] = None
+        self, manifest: Optional[Manifest] = None, predictions: Optional[Iterable[Prediction]] = None
     ) -> list[str]:
         """Ids of the manifest's pairs without a prediction, sorted (default: this folder's files)."""
         manifest = manifest if manifest is not None else self.manifest()
         predictions = predictions if predictions is not None else self.predictions()
-        return sorted(set(manifest["pair_ids"]) - {p.pair_id for p in predictions})
+        return sorted(set(manifest.pair_ids) - {p.pair_id for p in predictions})
 
     def appender(self, rank: int = 0, world_size: int = 1) -> PredictionAppender:
         """Process ``rank``'s prediction file, open for appending lines."""
@@ -341,22 +438,23 @@ class RunFolder:
         handle.flush()
         return RunLock(self.lock_file, handle)
 
-    def begin(self, manifest: dict[str, Any], overwrite: bool = False, clear_results: bool = True) -> list[str]:
-        """Check the folder against a new run (rank 0), write its manifest; returns the pair ids already done.
+    def begin(self, manifest: Manifest, overwrite: bool = False, clear_results: bool = True) -> list[Prediction]:
+        """Check the folder against a new run (rank 0), write its manifest; returns the predictions already
+        done (of the manifest's pairs, sorted by pair id): the one read of the folder a run makes at its start.
 
         A folder of the same run is resumed (its incomplete last lines cut, see :meth:`repair`); one of a
         different run, or with predictions and no manifest, is refused unless ``overwrite`` (which
         deletes its predictions and embeddings). ``clear_results``: delete results.json, stale until the
         run ends.
         """
-        old = self.read_manifest()
+        old = None if overwrite else self.read_manifest()
         if not overwrite and self.prediction_files() and old is None:
             raise OutputError(
                 f"{self.path}: holds predictions but no {MANIFEST} (not an sdcorr run folder of this version); "
                 "use another output folder, or --output.overwrite true to discard them"
             )
         if not overwrite and old is not None:
-            changed = differences(old["fingerprint"], manifest["fingerprint"])
+            changed = old.fingerprint.differences(manifest.fingerprint)
             if changed:
                 raise OutputError(
                     f"{self.path}: was made by a different run, so its predictions cannot be resumed:\n  "
@@ -374,27 +472,31 @@ class RunFolder:
         self.repair()
         return self.done(manifest)
 
-    def read_results(self) -> Optional[dict[str, Any]]:
-        """The folder's results.json, or None if it has none (or it is unreadable)."""
-        try:
-            return json.loads(self.results_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+    def finish(
+        self,
+        resamples: int = RESAMPLES,
+        manifest: Optional[Manifest] = None,
+        predictions: Optional[Sequence[Prediction]] = None,
+    ) -> Results:
+        """Score every pair of the run and write results.json (intervals from ``resamples``, see
+        :func:`~sdcorr.runs.scoring.score`); returns it.
 
-    def finish(self, resamples: int = RESAMPLES) -> dict[str, Any]:
-        """Score every pair of the folder and write results.json (intervals from ``resamples``, see
-        :func:`~sdcorr.runs.scoring.score`); returns its content.
+        Args:
+            resamples: bootstrap resamples of the intervals.
+            manifest: the run's manifest; default: the folder's.
+            predictions: every prediction of the run; default: the folder's.
 
         Raises:
             OutputError: a pair of the manifest has no prediction.
         """
-        manifest, predictions = self.manifest(), self.predictions()
+        manifest = manifest if manifest is not None else self.manifest()
+        predictions = predictions if predictions is not None else self.predictions()
         missing = self.missing_pairs(manifest, predictions)
         if missing:
             raise OutputError(f"{self.path}: {len(missing)} pairs have no prediction, e.g. {missing[:5]}")
-        payload = results_payload(predictions, manifest, resamples=resamples)
-        write_json(self.results_file, payload)
-        return payload
+        results = results_of(predictions, manifest, resamples=resamples)
+        self.write_results(results)
+        return results
 
     def rescore(
         self,
@@ -402,7 +504,7 @@ class RunFolder:
         threshold_mode: Optional[str] = None,
         output: Optional[str | Path] = None,
         resamples: int = RESAMPLES,
-    ) -> tuple[dict[str, Any], Path]:
+    ) -> tuple[Results, Path]:
         """Score the predictions again (``sdcorr evaluate``), results.json left as the run wrote it.
 
         Args:
@@ -412,33 +514,22 @@ class RunFolder:
             resamples: bootstrap resamples of the intervals (0: none).
 
         Returns:
-            ``(payload, path written)``; an unfinished run's payload has ``incomplete`` and ``missing_pairs``.
+            ``(results, path written)``; an unfinished run's results have ``incomplete`` and ``missing_pairs``.
         """
         manifest, predictions = self.manifest(), self.predictions()
-        payload = results_payload(predictions, manifest, alphas, threshold_mode, resamples)
+        results = results_of(predictions, manifest, alphas, threshold_mode, resamples)
         missing = self.missing_pairs(manifest, predictions)
         if missing:
-            payload.update(incomplete=True, missing_pairs=missing)
-        path = Path(output) if output else self.evaluation_file
-        write_json(path, payload)
-        return payload, path
+            results.incomplete, results.missing_pairs = True, missing
+        path = self.write_results(results, Path(output) if output else self.evaluation_file)
+        return results, path
 
     def holds_run(self) -> bool:
         """Whether the folder has a manifest or predictions."""
         return self.manifest_file.exists() or bool(self.prediction_files())
 
-    @staticmethod
-    def merged_manifest(manifests: Sequence[dict[str, Any]], folders: Sequence[Path]) -> dict[str, Any]:
-        """The manifest of shards merged into one run: the first's, as one shard of all their pairs."""
-        pair_ids = sorted({pair for manifest in manifests for pair in manifest["pair_ids"]})
-        manifest = copy.deepcopy(manifests[0])
-        manifest["fingerprint"]["data"].update(shard=[0, 1], num_pairs=len(pair_ids))
-        manifest["pair_ids"] = pair_ids
-        manifest["merged_from"] = [str(f) for f in folders]
-        return manifest
-
     @classmethod
-    def merge(cls, out: str | Path, shards: Sequence[str | Path], allow_missing: bool = False) -> dict[str, Any]:
+    def merge(cls, out: str | Path, shards: Sequence[str | Path], allow_missing: bool = False) -> Results:
         """Merge shard run folders into a new folder ``out`` (predictions, run.json, results.json).
 
         With ``allow_missing``, results.json says what is missing: ``incomplete: true``, ``missing`` (in
@@ -446,7 +537,7 @@ class RunFolder:
         pairs of a shard not given are unknown, since only its own run.json lists them).
 
         Returns:
-            the content of the merged results.json.
+            the merged results.json.
 
         Raises:
             OutputError: folders of different runs, a shard given twice, pairs predicted by two shards,
@@ -459,16 +550,16 @@ class RunFolder:
         first = manifests[0]
         given: dict[int, Path] = {}
         for folder, manifest in zip(folders, manifests):
-            changed = differences(shardless(first), shardless(manifest))
+            changed = first.fingerprint.differences(manifest.fingerprint, shards=False)
             if changed:
                 raise OutputError(
                     f"{folder.path}: not a shard of the same run as {folders[0].path}:\n  " + "\n  ".join(changed[:12])
                 )
-            index, count = manifest["fingerprint"]["data"]["shard"]
+            index, count = manifest.fingerprint.shard
             if index in given:
                 raise OutputError(f"{folder.path}: shard {index}/{count} is also {given[index]}; give each shard once")
             given[index] = folder.path
-        count = first["fingerprint"]["data"]["shard"][1]
+        count = first.fingerprint.shard[1]
         predictions, owner = [], {}
         for folder in folders:
             for prediction in folder.predictions():
@@ -479,7 +570,7 @@ class RunFolder:
                     )
                 owner[prediction.pair_id] = folder.path
                 predictions.append(prediction)
-        manifest = cls.merged_manifest(manifests, [f.path for f in folders])
+        manifest = Manifest.merged(manifests, [f.path for f in folders])
         missing = target.missing_pairs(manifest, predictions)
         missing_shards = sorted(set(range(count)) - set(given))
         problems = []
@@ -501,14 +592,17 @@ class RunFolder:
             finally:
                 appender.close()
             target.write_manifest(manifest)
-            payload = results_payload(predictions, manifest)
+            results = results_of(predictions, manifest)
             if problems:
                 # a shard's pairs are listed only in its own run.json: those of a shard not given are unknown here
                 unknown = f"; the pairs of shards {missing_shards} are not listed (their run.json was not given)"
-                summary = "; ".join(problems) + (unknown if missing_shards else "")
-                payload.update(incomplete=True, missing=summary, missing_pairs=missing, missing_shards=missing_shards)
-            write_json(target.results_file, payload)
-            return payload
+                results.incomplete, results.missing_shards = True, missing_shards
+                results.missing, results.missing_pairs = (
+                    "; ".join(problems) + (unknown if missing_shards else ""),
+                    missing,
+                )
+            target.write_results(results)
+            return results
 
 
 def _read_lines(path: Path) -> list[Prediction]:
@@ -527,6 +621,8 @@ def _read_lines(path: Path) -> list[Prediction]:
             continue
         try:
             predictions.append(Prediction.from_json(json.loads(line)))
+        except FormatError as error:
+            raise OutputError(f"{path}:{number}: {error}; {_OTHER_VERSION}") from error
         except json.JSONDecodeError as error:
             raise OutputError(f"{path}:{number}: not a JSON prediction line ({error.msg})") from error
         except ValueError as error:

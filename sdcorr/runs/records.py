@@ -1,4 +1,10 @@
-"""One line of ``predictions.jsonl``: what was predicted for one pair, with everything PCK needs.
+"""One line of ``predictions.jsonl``: what was predicted for one pair, with everything PCK needs; and the
+``format`` version every run record carries.
+
+Every JSON record of a run folder (:class:`Prediction` lines, :class:`~sdcorr.runs.manifest.Manifest`,
+:class:`~sdcorr.runs.results.Results`) starts with ``"format": FORMAT``; :func:`check_format` refuses one
+without it (written by an older sdcorr) or with another number. Only these record modules and
+:mod:`sdcorr.runs.folder` (which reads and writes the files) look inside the JSON.
 
 A :class:`Prediction` is made from a sample dict and the matcher's :class:`~sdcorr.matchers.base.MatchResult`
 (:meth:`Prediction.from_sample`), written as one JSON line (:meth:`Prediction.to_json`) and read back
@@ -7,7 +13,7 @@ trip through JSON), so a line read back and written again is the same bytes. Eve
 live metric, results.json, a resume, merged shards, ``sdcorr evaluate``) is computed from these lines,
 see :mod:`sdcorr.runs.scoring`.
 
->>> line = {"pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0]],
+>>> line = {"format": FORMAT, "pair_id": "p", "category": "cat", "source_keypoints": [[1.0, 2.0]],
 ...         "predicted_keypoints": [[3.0, 4.0]], "target_keypoints": [[3.0, 5.0]], "threshold": 10.0}
 >>> prediction = Prediction.from_json(line)
 >>> prediction.correct([0.05, 0.2]).tolist()  # distance 1 against 0.5 and 2 pixels
@@ -25,9 +31,32 @@ import torch
 from sdcorr.errors import DataError, NumericalError
 from sdcorr.stats.pck import pck_correct
 
+#: the version of the run records this sdcorr writes and reads (folders of an older sdcorr have none)
+FORMAT = 1
+
 #: keys a line must have; the others default as in :class:`Prediction`
 REQUIRED = ("pair_id", "category", "source_keypoints", "predicted_keypoints")
 Points = list[list[float]]
+
+
+class FormatError(ValueError):
+    """A record of another format version: written by an older sdcorr (no ``format``) or a newer one."""
+
+
+def check_format(payload: Any, what: str) -> dict[str, Any]:
+    """``payload`` if it is a JSON object of this :data:`FORMAT`; the caller names the file and the remedy.
+
+    Raises:
+        ValueError: not a JSON object. FormatError: no ``format`` (an older sdcorr) or another number.
+    """
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object ({what}) but got {type(payload).__name__}")
+    version = payload.get("format")
+    if version is None:
+        raise FormatError(f"{what} written by an older sdcorr (no format version)")
+    if version != FORMAT:
+        raise FormatError(f"{what} of format {version!r}, this sdcorr reads format {FORMAT} (a newer sdcorr wrote it?)")
+    return payload
 
 
 def _points(tensor: torch.Tensor) -> Points:
@@ -97,8 +126,9 @@ class Prediction:
         return prediction
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of the line (keys in the order written since the first version)."""
+        """The JSON object of the line: ``format`` first, then the keys in the order written since the first version."""
         return {
+            "format": FORMAT,
             "pair_id": self.pair_id,
             "category": self.category,
             "source_keypoints": self.source_keypoints,
@@ -118,17 +148,17 @@ class Prediction:
         """A prediction from the JSON object of a line.
 
         Raises:
-            ValueError: not an object, or a required key (see :data:`REQUIRED`) is missing; the caller
-                names the file and line (see :meth:`sdcorr.runs.folder.RunFolder.predictions`).
+            ValueError: not an object, or a required key (see :data:`REQUIRED`) is missing;
+                :class:`FormatError`: another format (see :func:`check_format`). The caller names the
+                file and line (see :meth:`sdcorr.runs.folder.RunFolder.predictions`).
         """
-        if not isinstance(line, dict):
-            raise ValueError(f"expected a JSON object but got {type(line).__name__}")
+        check_format(line, "a prediction line")
         missing = [key for key in REQUIRED if key not in line]
         if missing:
             raise ValueError(f"expected the keys {list(REQUIRED)} but {missing} are missing")
         known = {field.name for field in dataclasses.fields(cls)} - {"correct_flags", "extra"}
         fields = {key: value for key, value in line.items() if key in known}
-        extra = {key: value for key, value in line.items() if key not in known and key != "correct"}
+        extra = {key: value for key, value in line.items() if key not in known and key not in ("correct", "format")}
         if fields.get("pck_scale") is None:
             fields.pop("pck_scale", None)
         for key in ("groups", "references"):

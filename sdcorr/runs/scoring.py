@@ -1,4 +1,4 @@
-"""From predictions to the metric tables: the one path every score takes, and the tables as text and rows.
+"""From predictions to the metric tables: the one path every score takes.
 
 Pure functions, no file access (reading and writing the run folder is :mod:`sdcorr.runs.folder`'s). The
 live metric of a run, ``results.json``, a resumed run, merged shards and ``sdcorr evaluate`` all score
@@ -14,7 +14,9 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
+from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
+from sdcorr.runs.results import Histogram, Results
 from sdcorr.stats import intervals
 from sdcorr.stats.pck import PCK
 
@@ -41,14 +43,9 @@ def accumulate(
                 groups.update(*scored, categories=[f"{key}={value}"], scale=scale)
 
 
-def histogram(
-    predictions: Iterable[Prediction], alpha: float = 0.1, threshold_mode: Optional[str] = None
-) -> dict[str, Any]:
-    """Pairs binned by the fraction of their keypoints correct at PCK@``alpha`` (see :data:`HISTOGRAM_BINS`).
-
-    Returns:
-        ``{"alpha", "bins", "counts"}``; unscored pairs are not counted.
-    """
+def histogram(predictions: Iterable[Prediction], alpha: float = 0.1, threshold_mode: Optional[str] = None) -> Histogram:
+    """Pairs binned by the fraction of their keypoints correct at PCK@``alpha`` (see :data:`HISTOGRAM_BINS`);
+    unscored pairs are not counted."""
     counts = [0] * len(HISTOGRAM_BINS)
     for prediction in predictions:
         flags = prediction.correct([alpha], threshold_mode)
@@ -56,7 +53,7 @@ def histogram(
             continue
         fraction = float(flags[:, 0].float().mean())
         counts[min(10, math.ceil(round(fraction * 10, 6)))] += 1  # rounding: 0.3 * 10 is 3.0000000000000004
-    return {"alpha": alpha, "bins": list(HISTOGRAM_BINS), "counts": counts}
+    return Histogram(alpha, list(HISTOGRAM_BINS), counts)
 
 
 def per_layer(
@@ -113,7 +110,7 @@ def score(
         results = pck.compute()
     results["per_group"] = groups.compute()["per_category"] if groups.total else {}
     results["per_layer"] = per_layer(predictions, alphas, layer_names, threshold_mode, resamples)
-    results["histogram"] = histogram(predictions, 0.1, threshold_mode)
+    results["histogram"] = histogram(predictions, 0.1, threshold_mode).to_json()
     results["threshold_mode"] = threshold_mode
     results["unscored_pair_ids"] = [p.pair_id for p in predictions if not p.scored(threshold_mode)]
     results["intervals"] = intervals.describe(resamples)
@@ -132,109 +129,28 @@ def finite(value: Any) -> Any:
     return value
 
 
-def results_payload(
+def results_of(
     predictions: Iterable[Prediction],
-    manifest: dict[str, Any],
+    manifest: Manifest,
     alphas: Optional[Sequence[float]] = None,
     threshold_mode: Optional[str] = None,
     resamples: int = intervals.RESAMPLES,
-) -> dict[str, Any]:
+) -> Results:
     """The content of results.json (and evaluation.json): what was run (from the run's manifest) and
     :func:`score` at ``alphas`` (default: the run's) with ``resamples`` for the intervals."""
-    fingerprint = manifest["fingerprint"]
-    alphas = list(alphas or manifest["alphas"])
-    return {
-        "model": manifest.get("model"),
-        "alphas": alphas,
-        "seed": fingerprint["seed"],
-        "source": fingerprint["source"],
-        "matcher": fingerprint["matcher"],
-        "precision": fingerprint["precision"],
-        "data": fingerprint["data"],
-        **score(predictions, alphas, threshold_mode, manifest.get("layers"), resamples),
-    }
-
-
-# the tables, for people (text) and for pages and W&B (rows)
-def format_table(results: dict[str, Any], alphas: list[float]) -> str:
-    """A per-category table of PCK in percent, per image and per point, with the overall row last.
-
-    With intervals in ``results`` a cell reads ``45.4 +- 0.9``: the figure and half the width of its 95%
-    interval (the interval itself, which need not be symmetric, is in results.json). Unscored pairs are
-    counted and named below the table; a PCK over no scored pair shows as ``n/a``.
-    """
-    columns = [f"PCK@{a:g} {kind}" for a in alphas for kind in ("img", "pt")]
-    rows = list(results["per_category"].items()) + [("overall", results["overall"])]
-    width = max([len("category")] + [len(name) for name, _ in rows])
-    cell = 14 if results.get("intervals") else 12
-    lines = [f"{'category':<{width}}  {'pairs':>6}  {'kps':>6}  " + "  ".join(f"{c:>{cell}}" for c in columns)]
-    for name, values in rows:
-        cells = []
-        for a in alphas:
-            entry = values[f"pck@{a:g}"]
-            cells += [_percent(entry, kind, cell) for kind in ("per_image", "per_point")]
-        lines.append(f"{name:<{width}}  {values['num_pairs']:>6}  {values['num_keypoints']:>6}  " + "  ".join(cells))
-    if results.get("unscored_pairs"):
-        ids = results.get("unscored_pair_ids") or []
-        named = ": " + ", ".join(map(repr, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        named = named if ids else ""
-        lines.append(f"({results['unscored_pairs']} pairs without ground truth were predicted but not scored{named})")
-    return "\n".join(lines)
-
-
-def _percent(entry: dict[str, Any], kind: str, width: int) -> str:
-    """``entry[kind]`` (a fraction) as a percent cell, ``+-`` half its interval's width when it has one;
-    ``n/a`` when undefined (no scored pair)."""
-    value, interval = entry[kind], entry.get(f"{kind}_interval")
-    if value is None:
-        return f"{'n/a':>{width}}"
-    if interval is None or None in interval:
-        return f"{100 * value:{width}.1f}"
-    return f"{f'{100 * value:.1f} +- {50 * (interval[1] - interval[0]):.1f}':>{width}}"
-
-
-#: the bounds of a figure's interval as table columns: ``pck@0.1/per_image/low`` and ``.../high``
-BOUNDS = ("low", "high")
-
-
-def pck_columns(alphas: list[float], intervals: bool = False) -> list[str]:
-    """``["pck@0.05/per_image", "pck@0.05/per_point", ...]``: the value columns of the tables; with
-    ``intervals``, each followed by its interval's ``/low`` and ``/high``."""
-    names = [f"pck@{a:g}/{kind}" for a in alphas for kind in ("per_image", "per_point")]
-    return [f"{n}/{b}" if b else n for n in names for b in ((None, *BOUNDS) if intervals else (None,))]
-
-
-def _values(entry: dict[str, Any], alphas: list[float], intervals: bool = False) -> list[Optional[float]]:
-    out = []
-    for a in alphas:
-        values = entry.get(f"pck@{a:g}") or {}
-        for kind in ("per_image", "per_point"):
-            out.append(values.get(kind))
-            if intervals:
-                out += list(values.get(f"{kind}_interval") or (None, None))
-    return out
-
-
-def summary_rows(
-    results: dict[str, Any], groups: bool = True, intervals: bool = False
-) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the PCK table: one row per category, (per group,) then ``overall``.
-
-    Values are fractions in [0, 1] as in ``results.json``; a group row is named ``key=value``. With
-    ``intervals``, each figure is followed by its interval's bounds (None where results.json has none).
-    """
-    alphas = list(results.get("alphas") or [])
-    columns = ["category", "pairs", "keypoints", *pck_columns(alphas, intervals)]
-    entries = list((results.get("per_category") or {}).items())
-    if groups:
-        entries += list((results.get("per_group") or {}).items())
-    entries.append(("overall", results.get("overall") or {}))
-    rows = [[name, e.get("num_pairs"), e.get("num_keypoints"), *_values(e, alphas, intervals)] for name, e in entries]
-    return columns, rows
-
-
-def layer_rows(results: dict[str, Any], intervals: bool = False) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the per-layer table (each read layer's own prediction); no rows if absent."""
-    alphas = list(results.get("alphas") or [])
-    entries = (results.get("per_layer") or {}).items()
-    return ["layer", *pck_columns(alphas, intervals)], [[str(n), *_values(e, alphas, intervals)] for n, e in entries]
+    fingerprint = manifest.fingerprint
+    alphas = list(alphas or manifest.alphas)
+    tables = score(predictions, alphas, threshold_mode, manifest.layers, resamples)
+    return Results(
+        model=manifest.model,
+        alphas=alphas,
+        seed=fingerprint.seed,
+        source=fingerprint.source,
+        matcher=fingerprint.matcher,
+        precision=fingerprint.precision,
+        data=fingerprint.data,
+        overall=tables.pop("overall"),
+        per_category=tables.pop("per_category"),
+        histogram=Histogram.from_json(tables.pop("histogram")),
+        **tables,
+    )
