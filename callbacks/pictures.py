@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Literal, Optional
 
@@ -28,8 +27,9 @@ class PictureCallback(Callback):
     to its prediction, blue when correct at PCK@``alpha``, orange when wrong), the target attention
     heatmaps (ground truth: yellow star; prediction: white ring) and, with ``source_maps``, where the
     fitted embeddings attend in the source image. Each is drawn in ``on_test_batch_end`` from the
-    module's outputs (the prediction and its :class:`~sdcorr.matchers.base.MatchResult`); the source maps
-    take one more locate pass of the model per drawn pair.
+    module's outputs (the prediction, its :class:`~sdcorr.matchers.base.MatchResult` and, for the pairs
+    this callback asks for at setup, the source maps: one more locate pass of the model per drawn pair,
+    made in the module's ``test_step``; the model never runs in a callback).
 
     Per drawn pair also the files of the page's viewer (see :mod:`sdcorr.pages.viewer`): the images at
     ``height`` rows and every map (each read layer's and their mean, target and source) as
@@ -71,8 +71,10 @@ class PictureCallback(Callback):
         alpha: PCK threshold of the colours and the histogram; one of the model's ``alphas``.
         alphas: the model's PCK alphas, to check ``alpha`` against when the callback is built (the
             ``sdcorr`` command links them from ``model.alphas``); None: checked when the run starts.
-        source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair).
-        files: write pictures/*.png and index.html: auto (only without a WandbLogger), always or never.
+        source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair,
+            made by the module's ``test_step`` for the pairs this callback asks for at setup; with a
+            datamodule that is no ``PairDataModule`` the drawn pairs are not known then, and none are drawn).
+        files: write pictures/ (the PNGs and the viewer's files): auto (only without a WandbLogger), always or never.
         height: height in pixels of the correspondence plots and of the viewer's images.
         panel_size: longest side in pixels of each heatmap panel.
         map_size: side in pixels of each map kept for the viewer (``map_size x map_size`` per layer,
@@ -158,6 +160,9 @@ class PictureCallback(Callback):
         self._targets = pairs_to_draw(selected, trainer.world_size, self.num_pairs, self.pair_ids)
         if self._active(trainer) and self.writes_files(trainer) and self._targets is not None:
             self.run_folder(trainer).write_chosen(self._targets)
+        if self._active(trainer) and self.source_maps and self._targets is not None:
+            # the module computes them in its test_step: no model pass in a callback
+            pl_module.source_map_requests.update(dict.fromkeys(self._targets, self.keypoints))
 
     def _wanted(self, pair_id: str) -> bool:
         if self._targets is not None:
@@ -168,10 +173,11 @@ class PictureCallback(Callback):
         if not self._active(trainer) or not outputs:
             return
         matches = outputs.get("matches") or [None] * len(outputs["predictions"])
-        for sample, prediction, match in zip(batch, outputs["predictions"], matches):
+        located = outputs.get("source_maps") or [None] * len(outputs["predictions"])
+        for sample, prediction, match, source in zip(batch, outputs["predictions"], matches, located):
             if self._wanted(prediction.pair_id):
                 self._drawn += 1
-                self._publish(trainer, prediction, *self.draw(pl_module, sample, prediction, match))
+                self._publish(trainer, prediction, *self.draw(sample, prediction, match, source))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The tables of the drawn pairs, to W&B."""
@@ -192,7 +198,7 @@ class PictureCallback(Callback):
         return ["correspondence", "target-heatmaps"] + (["source-heatmaps"] if self.source_maps else [])
 
     def draw(
-        self, pl_module: LightningModule, sample: dict, prediction: Prediction, match: Any
+        self, sample: dict, prediction: Prediction, match: Any, located: Any = None
     ) -> tuple[dict[str, Image.Image], Optional[PairAssets]]:
         """The pictures of one pair, ``{"correspondence": ..., "target-heatmaps": ..., "source-heatmaps": ...}``,
         and its files for the page's viewer (see :mod:`sdcorr.pages.viewer`; None without a MatchResult).
@@ -202,6 +208,8 @@ class PictureCallback(Callback):
             prediction: its ``predictions.jsonl`` line (points, ``correct``).
             match: its :class:`~sdcorr.matchers.base.MatchResult` (heatmaps ``[N, S, S]``, per-layer maps
                 ``[L, N, S, S]``, embeddings), or None.
+            located: where its fitted embeddings attend in the source (the module's ``source_maps`` output
+                of this pair, a MatchResult of the first ``keypoints``), or None: no source-side pictures.
         """
         correct = (prediction.correct_flags or {}).get(f"{self.alpha:g}")
         target = prediction.target_keypoints
@@ -232,19 +240,15 @@ class PictureCallback(Callback):
             labels=labels,
             panel_size=self.panel_size,
         )
-        located = None
-        if self.source_maps:
-            # the fitted embeddings of the drawn keypoints only: their maps do not depend on the others
-            embeddings = None if match.embeddings is None else match.embeddings[:k]
-            located = pl_module.source_maps(sample, dataclasses.replace(match, embeddings=embeddings))
-            if located is not None:
-                pictures["source-heatmaps"] = heatmap_plot(
-                    sample["source_image"],
-                    located.heatmaps[:k],
-                    points=prediction.source_keypoints[:k],
-                    labels=[f"#{i}" for i in range(len(located.heatmaps[:k]))],
-                    panel_size=self.panel_size,
-                )
+        located = located if self.source_maps else None
+        if located is not None:
+            pictures["source-heatmaps"] = heatmap_plot(
+                sample["source_image"],
+                located.heatmaps[:k],
+                points=prediction.source_keypoints[:k],
+                labels=[f"#{i}" for i in range(len(located.heatmaps[:k]))],
+                panel_size=self.panel_size,
+            )
         assets = pair_assets(
             sample["source_image"],
             sample["target_image"],

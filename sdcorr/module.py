@@ -79,6 +79,9 @@ class CorrespondenceModule(LightningModule):
         self.pck_groups = PCK(self.alphas)
         #: the predictions an earlier run of the folder finished, counted in this run's metrics (see :meth:`add_done`)
         self.done: list[Prediction] = []
+        #: pairs whose source-side maps :meth:`test_step` computes too (:meth:`source_maps`), ``{pair_id: how
+        #: many keypoints, None for all}``; a pictures callback asks at setup, so the model runs in the test loop only
+        self.source_map_requests: dict[str, Optional[int]] = {}
 
     @property
     def run_seed(self) -> int:
@@ -116,11 +119,14 @@ class CorrespondenceModule(LightningModule):
         return progress
 
     @torch.no_grad()
-    def source_maps(self, sample: dict[str, Any], result: MatchResult) -> Optional[MatchResult]:
+    def source_maps(
+        self, sample: dict[str, Any], result: MatchResult, keypoints: Optional[int] = None
+    ) -> Optional[MatchResult]:
         """Where the fitted embeddings of ``result`` attend in the *source* image (for pictures).
 
         The prompt matcher's locate step run on the source image with its own random stream (an extra
-        ``N x restarts x locate_crops`` passes, so callbacks ask for it only for the pairs they draw).
+        ``N x restarts x locate_crops`` passes, so only for the pairs of :attr:`source_map_requests`). A
+        keypoint's map does not depend on the others: ``keypoints`` locates the first ones only.
 
         Returns:
             the locate step's :class:`~sdcorr.matchers.base.MatchResult` on the source, in working pixels:
@@ -130,9 +136,8 @@ class CorrespondenceModule(LightningModule):
         if result.embeddings is None or not hasattr(self.matcher, "locate"):
             return None
         image = geometry.resize_image(sample["source_image"].float().to(self.device), self.source.image_size)
-        return self.matcher.locate(
-            self.source, image, result.embeddings, seed=(self.run_seed, sample["pair_id"], "source")
-        )
+        embeddings = result.embeddings[:keypoints]
+        return self.matcher.locate(self.source, image, embeddings, seed=(self.run_seed, sample["pair_id"], "source"))
 
     def prediction(self, sample: dict[str, Any], result: MatchResult) -> Prediction:
         """The ``predictions.jsonl`` line of one pair, scored at :attr:`alphas` (see :meth:`Prediction.from_sample`)."""
@@ -145,20 +150,25 @@ class CorrespondenceModule(LightningModule):
         accumulate(self.done, self.pck, self.pck_groups)
 
     def _step(self, batch: list[dict[str, Any]], score: bool) -> dict[str, Any]:
-        predictions, matches = [], []
+        predictions, matches, source_maps = [], [], []
         for sample in batch:
             match = self.match_pair(sample)
             predictions.append(self.prediction(sample, match))
             matches.append(match)
+            wanted = sample["pair_id"] in self.source_map_requests
+            source_maps.append(
+                self.source_maps(sample, match, self.source_map_requests[sample["pair_id"]]) if wanted else None
+            )
         if score:  # from the lines, exactly as results.json and `sdcorr evaluate` score them
             accumulate(predictions, self.pck, self.pck_groups)
-        return {"predictions": predictions, "matches": matches}
+        return {"predictions": predictions, "matches": matches, "source_maps": source_maps}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
         """Match and score every pair of the batch.
 
-        Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...]}``, one of each per pair:
-        the ``predictions.jsonl`` lines and what the matcher returned (heatmaps, per-layer points, embeddings).
+        Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...], "source_maps": [...]}``, one
+        of each per pair: the ``predictions.jsonl`` lines, what the matcher returned (heatmaps, per-layer
+        points, embeddings) and, for the pairs of :attr:`source_map_requests`, :meth:`source_maps` (else None).
         """
         return self._step(batch, score=True)
 

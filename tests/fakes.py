@@ -10,23 +10,39 @@ from types import SimpleNamespace
 
 import torch
 
+from datamodules.base import PairDataModule
 from sdcorr.matchers.base import MatchResult
 from sdcorr.runs.records import FORMAT, Prediction
 
 
 class FakeModule:
-    """Stands in for CorrespondenceModule: records which source maps were asked for (2 read layers)."""
+    """Stands in for CorrespondenceModule: records which source maps its test step made (2 read layers)."""
 
     alphas = [0.05, 0.1]
 
     def __init__(self):
         self.calls = []
+        self.source_map_requests = {}
 
-    def source_maps(self, sample, result):
-        n = len(result.embeddings)
+    def source_maps(self, sample, result, keypoints=None):
+        n = len(result.embeddings[:keypoints])
         self.calls.append((sample["pair_id"], n))
         layers = torch.rand(2, n, 8, 8)
         return MatchResult(keypoints=torch.rand(n, 2) * 8, heatmaps=layers.mean(0), layer_heatmaps=layers)
+
+    def outputs(self, sample, prediction, match):
+        """What CorrespondenceModule.test_step returns for a batch of this one pair."""
+        pair_id = sample["pair_id"]
+        located = self.source_maps(sample, match, self.source_map_requests[pair_id]) if (
+            pair_id in self.source_map_requests) else None  # fmt: skip
+        return {"predictions": [prediction], "matches": [match], "source_maps": [located]}
+
+
+def selection(pair_ids):
+    """A PairDataModule whose run selected ``pair_ids`` (one source image each), without reading any data."""
+    datamodule = PairDataModule.__new__(PairDataModule)
+    datamodule.selected = [{"pair_id": p, "source_group": p, "num_keypoints": 5} for p in pair_ids]
+    return datamodule
 
 
 def fake_pair(pair_id, n=5, category="cat", groups=None):
@@ -54,8 +70,9 @@ def fake_pair(pair_id, n=5, category="cat", groups=None):
     return sample, Prediction.from_json(record), match
 
 
-def fake_trainer(folder, rank_zero=True):
-    """A Trainer without datamodule (so the first pairs matched are drawn) or other callbacks."""
+def fake_trainer(folder, rank_zero=True, pair_ids=None):
+    """A Trainer without other callbacks, whose datamodule selected ``pair_ids`` (None: no datamodule, so
+    the first pairs matched are drawn, without source maps)."""
     return SimpleNamespace(
         is_global_zero=rank_zero,
         world_size=1,
@@ -63,7 +80,7 @@ def fake_trainer(folder, rank_zero=True):
         callbacks=[],
         default_root_dir=str(folder),
         global_step=0,
-        datamodule=None,
+        datamodule=None if pair_ids is None else selection(pair_ids),
     )
 
 

@@ -22,17 +22,18 @@ from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
 from sdcorr.runs.scoring import results_of
 from tests.conftest import FAST, REPO
-from tests.fakes import FakeModule, fake_pair, fake_trainer, viewer_json
+from tests.fakes import FakeModule, fake_pair, fake_trainer, selection, viewer_json
 
 QUICK = ["--config", "configs/smoke.yaml", "--config", "configs/protocol/quick.yaml"]
 
 
 def run_batches(callback, trainer, module, pair_ids):
+    if trainer.datamodule is None:
+        trainer.datamodule = selection(pair_ids)
     callback.setup(trainer, module, "test")
     for index, pair_id in enumerate(pair_ids):
         sample, prediction, match = fake_pair(pair_id)
-        outputs = {"predictions": [prediction], "matches": [match]}
-        callback.on_test_batch_end(trainer, module, outputs, [sample], index)
+        callback.on_test_batch_end(trainer, module, module.outputs(sample, prediction, match), [sample], index)
     callback.on_test_end(trainer, module)
 
 
@@ -42,7 +43,7 @@ def test_draws_the_first_pairs_and_source_maps_only_for_them(tmp_path):
     assert module.calls == [("p0", 3)]  # one pair, only the 3 drawn keypoints' embeddings
     names = sorted(p.name for p in (tmp_path / "pictures").iterdir())
     assert names == [
-        "p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png",
+        "chosen.json", "p0.correspondence.png", "p0.source-heatmaps.png", "p0.target-heatmaps.png",
         "p0.viewer-maps.png", "p0.viewer-source.jpg", "p0.viewer-target.jpg", "p0.viewer.json",
     ]  # fmt: skip
     assert not (tmp_path / "index.html").exists()  # the page is the RunFolderWriter's

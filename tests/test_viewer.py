@@ -36,10 +36,11 @@ def make_viewer_folder(folder: Path) -> RunFolder:
     pairs = [fake_pair(i, n, category, {"occlusion": occlusion}) for i, n, category, occlusion in PAIRS]
     for sample, _, _ in pairs:  # flat grey photos: a panel's colours come from its map alone
         sample["source_image"], sample["target_image"] = torch.full((3, 30, 40), 0.5), torch.full((3, 30, 40), 0.5)
-    callback, trainer, module = PictureCallback(num_pairs=2, keypoints=3), fake_trainer(folder), FakeModule()
+    callback, module = PictureCallback(num_pairs=2, keypoints=3), FakeModule()
+    trainer = fake_trainer(folder, pair_ids=[prediction.pair_id for _, prediction, _ in pairs])
     callback.setup(trainer, module, "test")
     for index, (sample, prediction, match) in enumerate(pairs):
-        callback.on_test_batch_end(trainer, module, {"predictions": [prediction], "matches": [match]}, [sample], index)
+        callback.on_test_batch_end(trainer, module, module.outputs(sample, prediction, match), [sample], index)
     fingerprint = {"seed": 0, "source": {"layers": LAYERS}, "matcher": {}, "precision": "32-true", "data": {}}
     pair_ids = [prediction.pair_id for _, prediction, _ in pairs]
     run.write_manifest(Manifest.from_json({"format": FORMAT, "fingerprint": fingerprint, "pair_ids": pair_ids,
@@ -206,11 +207,12 @@ def test_wandb_gets_the_pair_and_keypoint_tables(tmp_path, monkeypatch):
     assert rows[1] == ["p1", "dog", "occlusion=1", 0.5] and len(rows) == 4
     # each drawn keypoint with its maps: PictureCallback, from what it drew
     monkeypatch.setattr(PictureCallback, "wandb_logger", staticmethod(lambda trainer: logger))
-    callback, trainer, module = PictureCallback(num_pairs=1, keypoints=2), fake_trainer(folder.path), FakeModule()
+    callback, module = PictureCallback(num_pairs=1, keypoints=2), FakeModule()
+    trainer = fake_trainer(folder.path, pair_ids=["p9"])
     module.source = SimpleNamespace(hparams={"layers": LAYERS})
     callback.setup(trainer, module, "test")
     sample, prediction, match = fake_pair("p9", 4)
-    callback.on_test_batch_end(trainer, module, {"predictions": [prediction], "matches": [match]}, [sample], 0)
+    callback.on_test_batch_end(trainer, module, module.outputs(sample, prediction, match), [sample], 0)
     callback.on_test_end(trainer, module)
     columns, rows = logger.tables["viewer/keypoints"]
     assert columns == ["pair_id", "keypoint", "correct@0.1", "mean of layers", "layer 7", "layer 8"]
