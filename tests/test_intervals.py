@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sdcorr.runs.records import Prediction
-from sdcorr.runs.scoring import format_table, score, summary_rows
+from sdcorr.runs.results import Results, format_table, summary_rows
+from sdcorr.runs.scoring import score
 from sdcorr.stats.intervals import LEVEL, paired_difference, pck_intervals, stratified_mean_intervals
 from sdcorr.stats.pck import PCK
 
@@ -87,6 +88,11 @@ def prediction(pair_id: str, category: str, hits: int, n: int = 4) -> Prediction
     return Prediction(pair_id, category, target, predicted, target, threshold=10.0)
 
 
+def tables(scored: dict) -> Results:
+    """The PCK tables of :func:`score` as a results.json record of a run at alpha 0.1."""
+    return Results([0.1], 0, {}, {}, "32-true", {}, scored["overall"], scored["per_category"])
+
+
 def test_results_and_the_table_carry_the_intervals():
     predictions = [prediction(f"{c}{i}", c, hits=i % 5) for c in ("cat", "dog") for i in range(20)]
     results = score(predictions, [0.1], resamples=300)
@@ -97,15 +103,15 @@ def test_results_and_the_table_carry_the_intervals():
     assert score(list(reversed(predictions)), [0.1], resamples=300) == results  # any order: the same intervals
     overall = results["overall"]["pck@0.1"]
     half = 50 * (overall["per_image_interval"][1] - overall["per_image_interval"][0])
-    assert f"{100 * overall['per_image']:.1f} +- {half:.1f}" in format_table(results, [0.1])
-    columns, rows = summary_rows({**results, "alphas": [0.1]}, intervals=True)
+    assert f"{100 * overall['per_image']:.1f} +- {half:.1f}" in format_table(tables(results))
+    columns, rows = summary_rows(tables(results), intervals=True)
     assert columns[3:6] == ["pck@0.1/per_image", "pck@0.1/per_image/low", "pck@0.1/per_image/high"]
     assert rows[-1][3:6] == [overall["per_image"], *overall["per_image_interval"]]
     few = score(predictions[:9], [0.1], resamples=300)  # 9 pairs: too few to resample, no interval claimed
-    assert "per_image_interval" not in few["overall"]["pck@0.1"] and "+-" not in format_table(few, [0.1])
+    assert "per_image_interval" not in few["overall"]["pck@0.1"] and "+-" not in format_table(tables(few))
     plain = score(predictions, [0.1], resamples=0)
     assert plain["intervals"] == {} and "per_image_interval" not in plain["overall"]["pck@0.1"]
-    assert "+-" not in format_table(plain, [0.1])
+    assert "+-" not in format_table(tables(plain))
 
 
 def spair_shaped(rng: torch.Generator, images: int = 100) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
