@@ -80,7 +80,7 @@ class RunProgress(Callback):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module)
 
-    def on_match_progress(self, trainer: Trainer, pl_module: LightningModule, done: int, total: int, stage: str):
+    def on_match_progress(self, trainer: Trainer, pl_module: LightningModule, done: int, total: int, phase: str):
         """The module's :class:`~sdcorr.module.MatchProgressHook`: the bar inside the pair, when shown."""
         if self._trainer is None:  # no inner bar (off, not a terminal, or no Trainer bar)
             return
@@ -90,12 +90,12 @@ class RunProgress(Callback):
                 return
             if self._task is None:
                 self._task = bar.progress.add_task("  passes in pair", total=total)
-            bar.progress.update(self._task, total=total, completed=done, description=f"  {stage} passes in pair")
+            bar.progress.update(self._task, total=total, completed=done, description=f"  {phase} passes in pair")
             return
         if self._bar is None:
             position = 2 * getattr(bar, "process_position", 0) + 1  # under Lightning's tqdm bar
             self._bar = tqdm(total=total, desc="  passes in pair", leave=False, position=position, unit="pass")
-        self._bar.set_postfix_str(stage, refresh=False)
+        self._bar.set_postfix_str(phase, refresh=False)
         self._bar.update(done - self._bar.n)
 
     def _close_bars(self) -> None:

@@ -30,12 +30,12 @@ INFERENCE_MODE_MESSAGE = (
 class MatchProgressHook(Protocol):
     """A Trainer callback that follows the model passes inside each pair.
 
-    While a pair is matched, the module calls ``on_match_progress(trainer, pl_module, done, total, stage)``
+    While a pair is matched, the module calls ``on_match_progress(trainer, pl_module, done, total, phase)``
     on every callback of its Trainer that has this method: ``done`` of ``total`` item-passes through the
-    model, ``stage`` ``"fit"`` or ``"locate"`` (see :data:`sdcorr.matchers.base.Progress`).
+    model, ``phase`` ``"fit"`` or ``"locate"`` (see :data:`sdcorr.matchers.base.Progress`).
     """
 
-    def on_match_progress(self, trainer: Any, pl_module: Any, done: int, total: int, stage: str) -> None: ...
+    def on_match_progress(self, trainer: Any, pl_module: Any, done: int, total: int, phase: str) -> None: ...
 
 
 class CorrespondenceModule(LightningModule):
@@ -112,9 +112,9 @@ class CorrespondenceModule(LightningModule):
         if not hooks:
             return None
 
-        def progress(done: int, total: int, stage: str) -> None:
+        def progress(done: int, total: int, phase: str) -> None:
             for hook in hooks:
-                hook.on_match_progress(trainer, self, done, total, stage)
+                hook.on_match_progress(trainer, self, done, total, phase)
 
         return progress
 

@@ -119,16 +119,19 @@ def test_unknown_top_level_key_and_duplicate_ids_are_named(tmp_path):
 
 
 def test_unscorable_pairs_are_counted_and_named_never_nan(tmp_path):
-    from sdcorr.runs.records import Prediction
-    from sdcorr.runs.scoring import format_table, score
+    from sdcorr.runs.records import FORMAT, Prediction
+    from sdcorr.runs.results import Results, format_table
+    from sdcorr.runs.scoring import score
 
-    record = {"pair_id": "lonely", "category": "cat", "source_keypoints": [[1.0, 1.0]],
+    record = {"format": FORMAT, "pair_id": "lonely", "category": "cat", "source_keypoints": [[1.0, 1.0]],
               "predicted_keypoints": [[2.0, 2.0]], "target_keypoints": None, "threshold": None}  # fmt: skip
     results = score([Prediction.from_json(record)])
     assert results["unscored_pairs"] == 1 and results["unscored_pair_ids"] == ["lonely"]
     assert results["overall"]["pck@0.1"] == {"per_image": None, "per_point": None}
     json.dumps(results, allow_nan=False)  # strict JSON: no NaN token
-    table = format_table(results, [0.05, 0.1])
+    record = Results([0.05, 0.1], 0, {}, {}, "32-true", {}, results["overall"], results["per_category"], **{
+        key: results[key] for key in ("unscored_pairs", "unscored_pair_ids")})  # fmt: skip
+    table = format_table(record)
     assert "n/a" in table and "'lonely'" in table and "nan" not in table
 
 

@@ -23,7 +23,7 @@ from sdcorr.errors import OutputError, UsageError
 from sdcorr.matchers.base import MatchResult
 from sdcorr.module import CorrespondenceModule
 from sdcorr.pages import plots
-from sdcorr.runs.fingerprint import describe, model_description
+from sdcorr.runs.fingerprint import model_description, settings_of
 from sdcorr.runs.folder import MATCH_FILES
 
 #: what ``sdcorr match`` writes into its output folder (named in :mod:`sdcorr.runs.folder`)
@@ -104,8 +104,8 @@ def match_files(
         "predicted_keypoints": prediction.predicted_keypoints,
         "model": model_description(model.source),
         "config": {
-            "source": describe(model.source),
-            "matcher": describe(model.matcher),
+            "source": settings_of(model.source),
+            "matcher": settings_of(model.matcher),
             "seed": model.run_seed,
             "precision": str(fabric.strategy.precision.precision),
         },

@@ -38,7 +38,7 @@ from sdcorr.errors import DataError, OutputError, UsageError
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
-from sdcorr.stats.intervals import MIN_PAIRS, RESAMPLES, describe, paired_difference
+from sdcorr.stats.intervals import MIN_PAIRS, RESAMPLES, interval_method, paired_difference
 from sdcorr.stats.paper import PAPER, PaperFigures, beside_paper
 
 
@@ -241,7 +241,7 @@ def compare_runs(
         "alphas": alphas,
         "threshold_mode": mode,
         "data": runs[0].data,
-        "intervals": describe(resamples),
+        "intervals": interval_method(resamples),
         "warnings": warnings,
         "comparisons": comparisons,
     }
@@ -306,7 +306,7 @@ def compare_paper(
         "threshold_mode": mode,
         "overall_rule": figures.overall_rule,
         "data": run.data,
-        "intervals": describe(resamples),
+        "intervals": interval_method(resamples),
         "warnings": warnings,
         "rows": rows,
     }

@@ -2,7 +2,7 @@
 
 Two runs with equal fingerprints produce the same predictions, so one may resume the other, and shards
 with equal fingerprints (but for the shard) may be merged. A fingerprint holds the data selection, the
-source and matcher (:func:`describe`), the seed and the precision. Options that only change speed
+source and matcher (:func:`settings_of`), the seed and the precision. Options that only change speed
 (``speed_options`` of a matcher or source, e.g. ``max_batch``) are not part of it.
 """
 
@@ -40,7 +40,7 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def describe(obj: Any) -> dict[str, Any]:
+def settings_of(obj: Any) -> dict[str, Any]:
     """An object's class and its saved hyper-parameters (else its public, JSON-plain attributes), less its
     ``speed_options`` and ``unused_options`` (arguments that had no effect, e.g. ``pretrained`` of a
     random-weight build)."""

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from sdcorr.runs.fingerprint import describe, differences, model_description
+from sdcorr.runs.fingerprint import differences, model_description, settings_of
 from sdcorr.runs.records import FORMAT, check_format
 
 #: keys of the fingerprint that are not about shards: what shards of one run share
@@ -38,7 +38,7 @@ class Fingerprint:
     Attributes:
         data: the datamodule's selection (:meth:`datamodules.base.PairDataModule.describe`: ``datamodule``,
             ``root``, ``categories``, ``subsample``, ``shard``, ``num_pairs``, ``skipped``, ...).
-        source: the feature source, :func:`~sdcorr.runs.fingerprint.describe`\\ d.
+        source: the feature source, as :func:`~sdcorr.runs.fingerprint.settings_of` records it.
         matcher: the matcher, described the same way.
         seed: the run's seed.
         precision: the Trainer's precision (``"32-true"``, ``"bf16-mixed"``...).
@@ -147,7 +147,7 @@ class Manifest:
             alphas: the module's PCK alphas.
             embeddings: the module's ``embeddings`` folder, if any.
         """
-        fingerprint = Fingerprint(data, describe(source), describe(matcher), seed, precision, embeddings)
+        fingerprint = Fingerprint(data, settings_of(source), settings_of(matcher), seed, precision, embeddings)
         layers = (getattr(source, "hparams", None) or {}).get("layers")
         return cls(fingerprint, list(pair_ids), list(alphas), model_description(source), layers)
 

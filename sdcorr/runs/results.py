@@ -62,7 +62,7 @@ class Results:
         histogram: pairs by fraction of keypoints correct (at 0.1).
         threshold_mode: None: as each pair was run.
         unscored_pair_ids: the pairs counted in ``unscored_pairs``.
-        intervals: how the 95% intervals were made (:func:`sdcorr.stats.intervals.describe`).
+        intervals: how the 95% intervals were made (:func:`sdcorr.stats.intervals.interval_method`).
         model: the model in words.
         incomplete, missing, missing_pairs, missing_shards: what an unfinished evaluation or merge lacks.
         extra: keys this version does not know, kept.

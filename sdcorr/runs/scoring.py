@@ -113,7 +113,7 @@ def score(
     results["histogram"] = histogram(predictions, 0.1, threshold_mode).to_json()
     results["threshold_mode"] = threshold_mode
     results["unscored_pair_ids"] = [p.pair_id for p in predictions if not p.scored(threshold_mode)]
-    results["intervals"] = intervals.describe(resamples)
+    results["intervals"] = intervals.interval_method(resamples)
     return finite(results)
 
 

@@ -33,7 +33,7 @@ SEED = 0
 CHUNK = 200
 
 
-def describe(resamples: int = RESAMPLES) -> dict[str, Any]:
+def interval_method(resamples: int = RESAMPLES) -> dict[str, Any]:
     """How the intervals were made, for results.json (``{}`` with ``resamples`` 0: none were made)."""
     if resamples < 1:
         return {}
