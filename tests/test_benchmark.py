@@ -39,7 +39,9 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     """The CPU path of benchmarks/gpu_check.py (tiny model): every section's rows and JSON keys, parity, no litter."""
     cwd, output = tmp_path / "cwd", tmp_path / "out" / "check.json"
     cwd.mkdir()
-    sections = "modes,memory,chunking,end_to_end,compile"  # compile too: off CUDA it is only run when named
+    # compile is left out here (inductor takes 30-50 s on 2 cores): tests/test_source.py compares compiled and
+    # plain maps, and off CUDA gpu_check runs compile only when named
+    sections = "modes,memory,chunking,end_to_end"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--sections", sections,
          "--budget", "600", "--output", str(output)],
@@ -64,7 +66,6 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path):
         ("end_to_end", "s per pair (stand-in, after the first)"),
         ("end_to_end", "ms per model pass"),
         ("end_to_end", "PROJECTION: SPair-71k test, hours"),
-        ("compile", "off: keypoints/s"), ("compile", "on: keypoints/s"), ("compile", "on: first call (compiling) s"),
     ]  # fmt: skip
     assert sorted(rows) == sorted(expected), result.stdout
     # the same draws in float32: the fast mode predicts exactly what the reference predicts
@@ -72,13 +73,13 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     assert {rows["modes", f"fast, {name}: keypoints/s"][1] for name in ("bf16", "fp16")} <= {
         "identical", "agree", "differ"
     }  # fmt: skip
-    assert rows["compile", "on: keypoints/s"][1] in ("identical", "agree")
     assert rows["memory", "fit, float32: largest batch"][0] == "n/a (off CUDA)"
 
     report = json.loads(output.read_text())
     assert report["machine"]["architecture"] == "tiny" and report["machine"]["image_size"] == 48
     sections = report["sections"]
     assert list(sections) == ["modes", "memory", "chunking", "end_to_end", "compile"]
+    assert "not among --sections" in sections.pop("compile")["skipped"]  # recorded as not measured, never dropped
     assert not [name for name, section in sections.items() if "error" in section or "skipped" in section]
     assert [(row["mode"], row["precision"]) for row in sections["modes"]["rows"]] == [
         ("reference", "32"), ("fast", "32"), ("fast", "bf16"), ("fast", "fp16")
@@ -94,4 +95,3 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     assert e2e["pairs"] == 4 and sum(e2e["passes"]) == 160  # what `sdcorr plan` counts for the stand-in
     assert {"seconds_per_pass", "seconds_per_pair", "projection_spair_hours"} <= set(e2e)
     assert e2e["spair"]["passes"] == 12.1e6
-    assert {"seconds_on", "seconds_off", "seconds_first", "parity"} <= set(sections["compile"])
