@@ -73,7 +73,7 @@ def test_a_missing_local_folder_is_not_found_not_a_hub_problem(monkeypatch, tmp_
 
     monkeypatch.setattr(hub, "_hub_reachable", no_hub)
     missing = tmp_path / "no" / "such" / "weights"
-    with pytest.raises(ModelLoadError, match=f"pretrained {str(missing)!r}: folder not found") as error:
+    with pytest.raises(OptionError, match=f"pretrained: {str(missing)!r}: folder not found") as error:
         StableDiffusionSource(pretrained=str(missing))
     assert "download" not in str(error.value) and "hub" not in str(error.value).replace("hub id", "")
 

@@ -30,7 +30,7 @@ from sdcorr.errors import OptionError
 from sdcorr.rng import generator
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.dense import DenseSource
-from sdcorr.sources.hub import load_from_hub_or_folder
+from sdcorr.sources.hub import check_pretrained, load_from_hub_or_folder
 from sdcorr.sources.stable_diffusion import load_pretrained
 
 
@@ -126,6 +126,7 @@ class DiftSource(DenseSource):
         if architecture is not None:
             self.unet, self.vae = build_random(architecture, init_seed)
         else:
+            check_pretrained(self, pretrained)
             self.unet, self.vae = load_pretrained(pretrained, local_files_only)
         if not 0 <= up_block < len(self.unet.up_blocks):
             raise OptionError(self, "up_block", f"expected 0..{len(self.unet.up_blocks) - 1}; got {up_block}")

@@ -12,7 +12,7 @@ from transformers import Dinov2Config, Dinov2Model
 
 from sdcorr.errors import OptionError
 from sdcorr.sources.dense import DenseSource
-from sdcorr.sources.hub import load_from_hub_or_folder
+from sdcorr.sources.hub import check_pretrained, load_from_hub_or_folder
 
 #: ImageNet statistics DINOv2 was trained with
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +68,7 @@ class Dinov2Source(DenseSource):
                 torch.manual_seed(init_seed)
                 self.model = Dinov2Model(Dinov2Config(**DINOV2_ARCHITECTURES[architecture]))
         else:
+            check_pretrained(self, pretrained)
             self.model = load_from_hub_or_folder(
                 lambda name, local_only: Dinov2Model.from_pretrained(name, local_files_only=local_only),
                 pretrained,

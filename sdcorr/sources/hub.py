@@ -16,9 +16,11 @@ from urllib.parse import urlparse
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from sdcorr.errors import ModelLoadError
+from sdcorr.errors import ModelLoadError, OptionError
 
 T = TypeVar("T")
+#: what is wrong with a ``pretrained`` that is no existing folder and cannot be a hub id
+NOT_FOUND = "folder not found (and it is not a hub id such as 'org/name')"
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:
@@ -44,6 +46,15 @@ def is_hub_id(name: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def check_pretrained(owner: object, pretrained: str) -> None:
+    """Refuse, before anything loads, a ``pretrained`` that is no existing folder and cannot be a hub id
+    (:func:`is_hub_id`): an :class:`~sdcorr.errors.OptionError` of ``owner``'s ``pretrained`` argument, which
+    the CLI names by its option, instead of a message about the hub."""
+    local = Path(pretrained).expanduser()
+    if not local.exists() and not is_hub_id(pretrained):
+        raise OptionError(owner, "pretrained", f"{str(local)!r}: {NOT_FOUND}")
 
 
 def load_from_hub_or_folder(
@@ -74,8 +85,7 @@ def load_from_hub_or_folder(
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"could not load {what} from the folder {local}: {error}") from error
     if not is_hub_id(pretrained):
-        problem = "folder not found (and it is not a hub id such as 'org/name')"
-        raise ModelLoadError(f"{what}: pretrained {str(local)!r}: {problem}")
+        raise ModelLoadError(f"{what}: pretrained {str(local)!r}: {NOT_FOUND}")
     if "/" in pretrained:
         hint = f"(There is no folder {local.resolve()} either.) {hint}"
     try:

@@ -15,7 +15,7 @@ from sdcorr.attention import cross_attention_layers, install_capture, run_unet
 from sdcorr.errors import ModelLoadError, OptionError
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.base import AttentionSource
-from sdcorr.sources.hub import load_from_hub_or_folder
+from sdcorr.sources.hub import check_pretrained, load_from_hub_or_folder
 
 #: the largest working size accepted: 4x the paper's 512 (a 256 x 256 latent; memory grows with its square)
 MAX_IMAGE_SIZE = 2048
@@ -113,6 +113,7 @@ class StableDiffusionSource(AttentionSource):
         if architecture is not None:
             self.unet, self.vae = build_random(architecture, init_seed)
         else:
+            check_pretrained(self, pretrained)
             self.unet, self.vae = load_pretrained(pretrained, local_files_only)
         available = len(cross_attention_layers(self.unet))
         if not all(0 <= i < available for i in layers):
