@@ -64,9 +64,17 @@ def evaluate(
 
 
 def report(folder: str | Path, alpha: float = 0.1) -> Path:
-    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.pages.index.write_report`."""
+    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.pages.index.write_report`.
+
+    Raises:
+        UsageError: ``alpha`` is not a fraction in (0, 1].
+        OutputError: ``folder`` is not a run folder (no ``run.json``): no page is written there.
+    """
+    if not 0 < alpha <= 1:
+        raise UsageError(f"--alpha: expected a PCK fraction in (0, 1] of the reference length; got {alpha:g}")
     if not Path(folder).is_dir():
         raise OutputError(f"{folder}: no such run folder")
+    RunFolder(folder).manifest()
     path = write_report(folder, alpha)
     print(path)
     return path
@@ -78,6 +86,7 @@ def compare(
     threshold: Optional[str] = None,
     paper: Optional[str] = None,
     output_dir: Optional[str | Path] = None,
+    resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
     """Compare runs (or, with ``paper``, one run with the paper), print the warnings (one
     ``compare: warning:`` line each, on stderr) and the table, and write the outputs; see :mod:`sdcorr.runs.compare`.
@@ -89,6 +98,7 @@ def compare(
         paper: ``spair``, ``pfwillow`` or ``cub``: set the run beside the paper's numbers.
         output_dir: where compare.json, .png and .html go; default: ``compare/`` in the second run folder
             (with ``paper``: in the run folder).
+        resamples: bootstrap resamples of the intervals and p-values (0: none).
 
     Returns:
         the content of compare.json.
@@ -97,8 +107,18 @@ def compare(
         raise UsageError(f"compare --paper: give one run folder; got {len(folders)}")
     if not paper and len(folders) < 2:
         raise UsageError("compare: give at least two run folders (or one with --paper)")
+    if resamples < 0:
+        raise UsageError(f"--resamples: expected an integer >= 0; got {resamples}")
+    seen: dict[Path, str | Path] = {}
+    for folder in folders:
+        first = seen.setdefault(Path(folder).resolve(), folder)
+        if first is not folder:
+            raise UsageError(f"compare: {folder} is the same run folder as {first}; every difference would be 0")
     runs = [Run.read(folder) for folder in folders]
-    payload, warnings = compare_paper(runs[0], paper, threshold) if paper else compare_runs(runs, alphas, threshold)
+    if paper:
+        payload, warnings = compare_paper(runs[0], paper, threshold, resamples)
+    else:
+        payload, warnings = compare_runs(runs, alphas, threshold, resamples)
     for warning in warnings:
         print(f"compare: warning: {warning}", file=sys.stderr)
     table = format_comparison(payload)

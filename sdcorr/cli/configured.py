@@ -24,13 +24,22 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import PairDataModule
-from sdcorr.cli.errors import known_error, option_name, parse_command_line, trainer_options
+from sdcorr.cli.errors import (
+    check_trainer,
+    known_error,
+    option_name,
+    parse_command_line,
+    skipped_weights,
+    trainer_options,
+)
 from sdcorr.cli.quiet import VERBOSE_VARIABLE, hide_third_party_noise
 from sdcorr.cli.run_folder import run_folder_callbacks
 from sdcorr.errors import OptionError, OutputError
 from sdcorr.matchers.base import Matcher
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.module import CorrespondenceModule
+from sdcorr.sources.base import Source
+from sdcorr.sources.weightless import without_weights
 
 
 class ConfiguredCLI(LightningCLI):
@@ -55,6 +64,7 @@ class ConfiguredCLI(LightningCLI):
         needs_data: bool = True,
     ) -> None:
         self.sections: dict[str, type] = {"model": CorrespondenceModule}
+        self.needs_data = needs_data
         self.model = self.datamodule = self.trainer = self.matcher = None
         super().__init__(
             CorrespondenceModule,
@@ -88,15 +98,35 @@ class ConfiguredCLI(LightningCLI):
             hide_third_party_noise()
 
     def instantiate_classes(self) -> None:
-        """:meth:`build`; a constructor's :class:`~sdcorr.errors.OptionError` gets the full option name of
-        the argument it names."""
+        """:meth:`check`, then :meth:`build`; a constructor's :class:`~sdcorr.errors.OptionError` gets the full
+        option name of the argument it names."""
         try:
+            self.check()
             self.build()
         except Exception as error:  # jsonargparse may wrap it
             known = known_error(error)
             if isinstance(known, OptionError) and known.option is None:
                 known.option = option_name(dict(self.config.items()), known, self.sections)
             raise
+
+    def check(self) -> None:
+        """Refuse a bad option before any work, the same way for every command (``plan`` refuses what ``test``
+        would): build every section the options describe (data, model, the run folder's callbacks) without
+        weights (see :mod:`sdcorr.sources.weightless`), then check the Trainer's settings
+        (:func:`~sdcorr.cli.errors.check_trainer`). A pretrained source is checked up to its weights; the
+        others are then built around a source without any."""
+        config = self.config.clone()
+        if not self.needs_data:
+            config.data = None
+        with without_weights():
+            try:
+                self.parser.instantiate_classes(config)
+            except Exception as error:  # jsonargparse may wrap it
+                if not skipped_weights(error):
+                    raise
+                config.model.source = Namespace(class_path=f"{Source.__module__}.{Source.__name__}")
+                self.parser.instantiate_classes(config)
+        check_trainer(self.config.trainer)
 
     def build(self) -> None:
         """Build what the command needs; here everything: the datamodule, the model and the Trainer with its

@@ -23,6 +23,7 @@ from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from sdcorr.errors import OptionError, SdcorrError, UsageError
+from sdcorr.sources.weightless import WeightsSkipped
 
 #: jsonargparse lines that describe how it tried, not what is wrong
 _NOISE = (
@@ -88,6 +89,17 @@ def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def skipped_weights(error: Optional[BaseException]) -> bool:
+    """Is ``error`` (or a cause of it) a :class:`~sdcorr.sources.weightless.WeightsSkipped`?"""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, WeightsSkipped):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _unknown(option: str, known_options: Iterable[str]) -> str:
@@ -234,3 +246,41 @@ def trainer_problem(message: str, accelerator: Any) -> str:
     if re.search(r"\b(gpu|cuda|mps|tpu|backend)\b", first, re.IGNORECASE):
         return f"--trainer.accelerator: {first}"
     return f"--trainer: {first}"
+
+
+#: precisions sdcorr cannot run in: its models and caches are float32 or lower (a float64 input meets float32 weights)
+UNSUPPORTED_PRECISIONS = ("64", "64-true", "double")
+
+
+def check_trainer(trainer: Namespace) -> None:
+    """Refuse Trainer settings that would fail or misbehave only once the run has started: an empty
+    ``default_root_dir`` (the run would be written into the working directory), a float64 precision, and
+    whatever Lightning itself refuses when the Trainer is built (an accelerator, device count, strategy or
+    precision the machine cannot provide: checked by building a Trainer with these settings alone).
+
+    Args:
+        trainer: the parsed ``trainer`` section.
+
+    Raises:
+        UsageError: one line naming the ``--trainer`` option.
+    """
+    from lightning.pytorch import Trainer
+
+    root = trainer.get("default_root_dir")
+    if root is not None and not str(root).strip():
+        raise UsageError(
+            "--trainer.default_root_dir: empty; give the run folder (the run would be written into the working "
+            "directory)"
+        )
+    if str(trainer.get("precision")) in UNSUPPORTED_PRECISIONS:
+        raise UsageError(
+            f"--trainer.precision: sdcorr runs in float32 or lower (32-true, 16-mixed, bf16-mixed); "
+            f"got {trainer.get('precision')}"
+        )
+    settings = {key: trainer.get(key) for key in ("accelerator", "devices", "num_nodes", "precision")}
+    if isinstance(trainer.get("strategy"), str):
+        settings["strategy"] = trainer.get("strategy")
+    settings = {key: value for key, value in settings.items() if value is not None}
+    with trainer_options(settings.get("accelerator")):
+        Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False)  # fmt: skip

@@ -67,5 +67,8 @@ def compare(prog: str, description: str, args: Sequence[str]) -> None:
     parser.add_argument("--paper", type=Optional[str], default=None, help="spair, pfwillow or cub: set the run "
                         "beside the paper's numbers")  # fmt: skip
     parser.add_argument("--output_dir", type=Optional[str], default=None, help="default: <second run>/compare")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the intervals "
+                        "and p-values (0: none)")  # fmt: skip
     options = parse_command_line(parser, args)
-    commands.compare(options.folders, options.alphas, options.threshold, options.paper, options.output_dir)
+    commands.compare(options.folders, options.alphas, options.threshold, options.paper, options.output_dir,
+                     options.resamples)  # fmt: skip

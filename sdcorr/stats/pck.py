@@ -28,9 +28,11 @@ from sdcorr.stats.intervals import MIN_PAIRS, pck_intervals
 
 
 def check_alphas(owner: object, alphas: Sequence[float]) -> None:
-    """Raise :class:`OptionError` naming ``owner``'s ``alphas`` unless they are a non-empty list of fractions > 0."""
-    if not alphas or any(not a > 0 for a in alphas):
-        raise OptionError(owner, "alphas", f"expected a non-empty list of PCK fractions > 0; got {list(alphas)}")
+    """Raise :class:`OptionError` naming ``owner``'s ``alphas`` unless they are a non-empty list of fractions in
+    (0, 1] of the reference length (a larger one counts points farther off than the object is large)."""
+    if not alphas or any(not 0 < a <= 1 for a in alphas):
+        problem = "expected a non-empty list of PCK fractions in (0, 1] of the reference length"
+        raise OptionError(owner, "alphas", f"{problem}; got {list(alphas)}")
 
 
 def _check_inputs(preds: Tensor, target: Tensor, threshold: Tensor, mask: Tensor) -> None:
