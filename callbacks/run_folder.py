@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -139,9 +141,14 @@ class RunFolderWriter(Callback):
             self._release()
             raise decision
         done = set(decision)
-        # nothing left: Lightning runs no test loop (and calls no on_test_end): scored in teardown
-        self._nothing_left = stage == "test" and bool(done) and len(done) == len(datamodule.selected_ids())
-        if done:
+        # nothing left (all done, or a shard without pairs): Lightning runs no test loop (and calls no
+        # on_test_end): scored in teardown, so that even an empty shard writes its (empty) results.json
+        self._nothing_left = stage == "test" and len(done) == len(datamodule.selected_ids())
+        if self._nothing_left and not done:
+            rank_zero_info(f"{run.path}: this selection has no pairs (an empty shard); its results say so")
+        elif self._nothing_left:
+            rank_zero_info(f"{run.path}: all {len(done)} pairs are already done; nothing left to match")
+        elif done:
             rank_zero_info(f"resuming {run.path}: {len(done)} pairs already done are skipped")
             datamodule.exclude(done)
         self._appender = run.appender(trainer.global_rank, trainer.world_size)
@@ -205,6 +212,9 @@ class RunFolderWriter(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._release()  # a failed run in a notebook lets the next one in
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print(interrupted_line(self.run_folder(trainer).path, len(self._done) + len(self._new),
+                                   trainer.world_size), file=sys.stderr, flush=True)  # fmt: skip
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         try:
@@ -216,3 +226,13 @@ class RunFolderWriter(Callback):
                 self._appender.close()
                 self._appender = None
             self._release()
+
+
+def interrupted_line(folder: Path, kept: int, processes: int = 1) -> str:
+    """What a run stopped by Ctrl-C says: the pairs kept in its folder and how to go on.
+
+    >>> interrupted_line(Path("runs/spair"), 12)
+    'sdcorr: interrupted: 12 finished pairs are kept in runs/spair; run the same command again to resume'
+    """
+    kept_text = f"{kept} finished pairs are" if processes == 1 else f"rank 0's {kept} pairs and the others' are"
+    return f"sdcorr: interrupted: {kept_text} kept in {folder}; run the same command again to resume"

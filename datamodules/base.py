@@ -183,7 +183,9 @@ class PairDataModule(LightningDataModule):
             raise OptionError(self, "batch_size", f"expected a number of pairs >= 1; got {batch_size}")
         if num_workers < 0:
             raise OptionError(self, "num_workers", f"expected a number of processes >= 0; got {num_workers}")
-        self.root = str(bundled(root))  # a bundled dataset (the demo pairs) is found from any folder
+        # absolute and resolved, so a run folder records where the data is, whatever the working directory;
+        # a bundled dataset (the demo pairs) is found from any folder
+        self.root = str(bundled(Path(root).expanduser()).resolve())
         self.categories = list(categories) if categories else None
         self.subsample = subsample
         self.subsample_seed = subsample_seed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
@@ -73,7 +74,8 @@ class CorrespondenceModule(LightningModule):
         if embeddings is not None and not isinstance(self.matcher, PromptMatcher):
             problem = f"works with PromptMatcher only, not {type(self.matcher).__name__}"
             raise OptionError(self, "embeddings", problem)
-        self.embeddings = embeddings
+        # absolute, so the run folder records where they are, whatever the working directory
+        self.embeddings = None if embeddings is None else str(Path(embeddings).expanduser().resolve())
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
         self.pck_groups = PCK(self.alphas)

@@ -101,9 +101,27 @@ def test_a_finished_run_rerun_rewrites_the_same_results(whole, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(whole, out)
     (out / "results.json").unlink()
-    run(out)
+    result = run(out)
     assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+    assert f"{out}: all 3 pairs are already done; nothing left to match" in result.stderr
+    assert "DataLoader" not in result.stderr  # Lightning's warning about the empty loop: said in our words
     assert len(lines(out / "predictions.jsonl")) == 3
+
+
+def test_a_run_resumes_from_any_working_directory(whole, tmp_path):
+    out, elsewhere = tmp_path / "moved", tmp_path / "elsewhere"
+    shutil.copytree(whole, out)
+    elsewhere.mkdir()
+    (out / "results.json").unlink()
+    root = os.path.relpath(REPO / "datamodules" / "demo_pairs", elsewhere)  # another spelling of the same folder
+    recorded = json.loads((out / "run.json").read_text())["fingerprint"]["data"]["root"]
+    assert recorded == str((REPO / "datamodules" / "demo_pairs").resolve())  # absolute, whatever the given spelling
+    result = sdcorr(
+        "test", *QUICK, "--trainer.default_root_dir", str(out), "--data.init_args.root", root, cwd=elsewhere
+    )
+    assert "nothing left to match" in result.stderr
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+    assert not any(elsewhere.iterdir())
 
 
 def test_a_folder_of_another_run_is_refused_unless_overwritten(whole, tmp_path):
@@ -245,3 +263,12 @@ def test_pictures_that_cannot_be_redrawn_are_named_with_the_remedy(whole, tmp_pa
     page = (out / "index.html").read_text()
     assert "Missing pictures" in page and "&#x27;1_astronaut&#x27;" in page and "delete their lines" in page
     assert "no pictures of 1 pairs that were to be drawn: '1_astronaut'" in result.stderr
+
+
+def test_an_empty_shard_writes_results_that_say_so(tmp_path):
+    out = tmp_path / "empty"
+    result = run(out, "--data.init_args.shard_index", "4", "--data.init_args.num_shards", "5")  # 3 pairs, 5 shards
+    assert "this selection has no pairs (an empty shard)" in result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["overall"]["num_pairs"] == 0 and results["data"]["num_pairs"] == 0
+    assert json.loads((out / "run.json").read_text())["pair_ids"] == []

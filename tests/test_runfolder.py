@@ -258,3 +258,18 @@ def test_a_folder_locked_by_a_live_process_is_refused_and_free_once_it_is_killed
     with folder.lock():  # released by the with block
         pass
     assert (folder.path / LOCK).exists() and not folder.holds_run()  # the lock file is not a run
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, capsys):
+    from callbacks.run_folder import RunFolderWriter
+    from tests.fakes import fake_pair, fake_trainer
+
+    writer = RunFolderWriter()
+    writer._done = [fake_pair("p0")[1]]  # one pair from before a resume, two matched in this run
+    writer._new = [fake_pair("p1")[1], fake_pair("p2")[1]]
+    writer.on_exception(fake_trainer(tmp_path), None, KeyboardInterrupt())
+    assert capsys.readouterr().err == (
+        f"sdcorr: interrupted: 3 finished pairs are kept in {tmp_path}; run the same command again to resume\n"
+    )
+    writer.on_exception(fake_trainer(tmp_path), None, RuntimeError("not an interruption"))
+    assert capsys.readouterr().err == ""  # other errors are main's to report

@@ -12,6 +12,7 @@ file (:func:`check_config_file`).
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -281,6 +282,11 @@ def check_trainer(trainer: Namespace) -> None:
     if isinstance(trainer.get("strategy"), str):
         settings["strategy"] = trainer.get("strategy")
     settings = {key: value for key, value in settings.items() if value is not None}
-    with trainer_options(settings.get("accelerator")):
-        Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False)  # fmt: skip
+    said = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # "GPU available: ..." once, by the real one
+    level, said.level = said.level, logging.WARNING
+    try:
+        with trainer_options(settings.get("accelerator")):
+            Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False)  # fmt: skip
+    finally:
+        said.setLevel(level)

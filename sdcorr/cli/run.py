@@ -15,6 +15,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from callbacks.wandb_logger import finish_wandb
 from sdcorr.cli.configured import ConfiguredCLI
 from sdcorr.cli.run_folder import hand_over_config
 
@@ -54,9 +55,16 @@ class TrainerCLI(ConfiguredCLI):
         hand_over_config(self.trainer, self.parser.dump(self.config))
 
     def run(self) -> Any:
-        """Run the Trainer method on the model and datamodule built, with the method's arguments given."""
+        """Run the Trainer method on the model and datamodule built, with the method's arguments given; a W&B
+        run ends with it (see :func:`~callbacks.wandb_logger.finish_wandb`)."""
         arguments = {key: self.config[key] for key in self.method_arguments}
-        return getattr(self.trainer, self.method)(self.model, datamodule=self.datamodule, **arguments)
+        try:
+            result = getattr(self.trainer, self.method)(self.model, datamodule=self.datamodule, **arguments)
+        except BaseException:
+            finish_wandb(self.trainer.loggers, failed=True)
+            raise
+        finish_wandb(self.trainer.loggers)
+        return result
 
 
 def run_trainer(method: str, prog: str, description: str, args: Sequence[str]) -> None:
