@@ -183,7 +183,7 @@ def read_annotation(file: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{file}: annotation not found (PF-dataset-PASCAL/Annotations/<class>/<image>.mat)")
     try:
         content = scipy.io.loadmat(file)
-    except (ValueError, TypeError, OSError, NotImplementedError) as error:
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, NotImplementedError) as error:
         raise DataError(f"{file}: not a readable MATLAB annotation ({error})") from error
     for key in ("kps", "bbox"):
         if key not in content:
