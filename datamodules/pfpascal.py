@@ -20,27 +20,28 @@ Which loaders this follows, and each fact's source (read in their public code, n
 
 * layout, file names, the ``../`` image paths, the class index column and the ``;`` lists:
   Junyi42/GeoAware-SC ``utils/utils_dataset.py`` (``load_pascal_data``) and ``data/prepare_pfpascal.sh``
-  (as mirrored in bronyayang/Law_of_Vision_Representation_in_MLLMs ``GeoAware-SC/``), which is also the
-  layout documented by SD4Match; the same columns are read by ignacio-rocco/weakalign
-  ``data/pf_dataset.py`` (``PFPascalDataset``: ``iloc[:, 3:5]`` and ``iloc[:, 5:]``) and
-  PruneTruong/DenseMatching. The test and val lists are downloaded by those scripts from
-  ``www.di.ens.fr/willow/research/cnngeometric/other_resources/``.
+  (as mirrored in bronyayang/Law_of_Vision_Representation_in_MLLMs ``GeoAware-SC/``); the same columns
+  are read by ignacio-rocco/weakalign ``data/pf_dataset.py`` (``PFPascalDataset``: ``iloc[:, 3:5]`` and
+  ``iloc[:, 5:]``) and PruneTruong/DenseMatching. The test and val lists are downloaded by those scripts
+  from ``www.di.ens.fr/willow/research/cnngeometric/other_resources/``.
 * the class order: juhongm999/hpf ``data/pfpascal.py`` (``self.cls``, index = class column - 1), the same
   list in GeoAware-SC and weakalign.
-* ``img-trg`` (the default): juhongm999/hpf ``data/dataset.py`` ``get_pckthres`` with ``thres='img'``, the
-  PF-Pascal default there (``max`` of the **target** image's height and width); GeoAware-SC measures
-  errors on images resized so that their longer side is ``ANNO_SIZE`` and compares them with
-  ``alpha * ANNO_SIZE``, the same threshold (the target's longer side) in another unit.
+* ``img-trg`` (the default): hpf's ``data/dataset.py`` ``get_pckthres`` with ``thres='img'``, the
+  PF-Pascal default there: ``max`` of the **target** image's height and width (that file is not in the
+  stored copy of juhongm999/hpf; a stored copy whose constructor matches hpf's ``PFPascalDataset`` was
+  read). GeoAware-SC measures errors on images resized so that their longer side is ``ANNO_SIZE`` and
+  compares them with ``alpha * ANNO_SIZE``: the same threshold (the target's longer side) in another unit.
 * ``bbox-trg``: hpf ``get_pckthres`` with ``thres='bbox'``: ``max(x2 - x1, y2 - y1)`` of the target's
   ``bbox`` read from its ``.mat`` annotation (``read_mat(..., 'bbox')[0]``).
 
 What could not be checked against stored sources: the number of pairs of each list (299 test and 308
 val pairs are the figures commonly quoted; nothing here depends on them), and whether the CSV
 keypoints equal the ``.mat`` ones (hpf reads the ``.mat`` files, the others the CSV; the CSV is read
-here, as the recent diffusion-feature papers do). The train list (``train_pairs_pf_pascal.csv``) has no
-keypoint columns and a ``flip`` column that asks for mirrored images: it is for training and not
-offered. Loaders count a keypoint correct when its error is ``< alpha * threshold``; sdcorr's PCK uses
-``<=`` (:mod:`sdcorr.stats.pck`), which differs only for errors exactly on the threshold.
+here, as GeoAware-SC, weakalign and DenseMatching do). The train list (``train_pairs_pf_pascal.csv``)
+is not offered: GeoAware-SC reads no keypoints from it (it takes them from the ``.mat`` files), and
+hpf's train list marks pairs whose images are to be mirrored (a ``flip`` column); both are for
+training. Loaders count a keypoint correct when its error is ``< alpha * threshold``; sdcorr's PCK
+uses ``<=`` (:mod:`sdcorr.stats.pck`), which differs only for errors exactly on the threshold.
 
 PCK thresholds (``threshold``), both in original target pixels, ``pck_scale = (1, 1)``:
 
