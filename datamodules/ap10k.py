@@ -71,6 +71,8 @@ KEYPOINT_NAMES = (
     "right_shoulder", "right_elbow", "right_front_paw", "left_hip", "left_knee", "left_back_paw", "right_hip",
     "right_knee", "right_back_paw",
 )  # fmt: skip
+#: where the AP-10K pose dataset (images and COCO annotations) is published
+AP10K_SOURCE = "github.com/AlexTheBad/AP-10K"
 SPLITS = ("test", "val", "trn")
 #: subset -> suffix of the pair folder name
 SUBSETS = {"intra-species": "", "cross-species": "_cross_species", "cross-family": "_cross_family"}
@@ -181,7 +183,12 @@ class AP10KDataModule(PairDataModule):
         self.threshold = threshold
 
     def prepare_data(self) -> None:
-        """Nothing to fetch: the benchmark is built from AP-10K by GeoAware-SC's notebook (see docs/benchmarks.md)."""
+        """Nothing to fetch (GeoAware-SC's notebook builds the benchmark from AP-10K): say so when root is absent."""
+        if not Path(self.root).exists():
+            raise DataError(
+                f"{self.root}: dataset folder not found; the AP-10K correspondence benchmark is not a download: "
+                f"build it from AP-10K ({AP10K_SOURCE}) with GeoAware-SC's prepare_ap10k.ipynb (docs/benchmarks.md)"
+            )
 
     def read_pairs(self) -> list[dict[str, Any]]:
         """Records of the folder's pairs, by (category, file name); reads the JSON files, not the images."""

@@ -69,6 +69,8 @@ def test_splits_and_options(ap10k):
         AP10KDataModule(root=str(ap10k), split="trn", subset="cross-species")
     with pytest.raises(OptionError, match="subset"):
         AP10KDataModule(root=str(ap10k), subset="cross-genus")
+    with pytest.raises(DataError, match=r"absent: dataset folder not found; .* not a download: .*prepare_ap10k"):
+        AP10KDataModule(root=str(ap10k / "absent")).prepare_data()
 
 
 def edit_json(path, **changes):
