@@ -93,6 +93,9 @@ CASES = {
                         "torch sees no GPU here"),
     "empty run folder": (["test", *SMOKE, "--trainer.default_root_dir", ""], 2, "--trainer.default_root_dir",
                          "written into the working directory"),
+    "logger folder elsewhere": (["test", *SMOKE, "--trainer.logger", "callbacks.AutoWandbLogger",
+                                 "--trainer.logger.init_args.save_dir", "{tmp}/elsewhere"], 2,
+                                "--trainer.logger.init_args.save_dir", "is not the run folder"),
     "float64": (["test", *SMOKE, "--trainer.precision", "64-true"], 2, "--trainer.precision", "float32 or lower"),
     "zero devices": (["test", *SMOKE, "--trainer.devices", "0"], 2, "--trainer.devices", "not a valid input"),
     # other commands
