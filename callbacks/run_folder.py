@@ -150,6 +150,7 @@ class RunFolderWriter(Callback):
             rank_zero_info(f"{run.path}: all {len(done)} pairs are already done; nothing left to match")
         elif done:
             rank_zero_info(f"resuming {run.path}: {len(done)} pairs already done are skipped")
+        if done:
             datamodule.exclude(done)
         self._appender = run.appender(trainer.global_rank, trainer.world_size)
 
