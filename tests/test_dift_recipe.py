@@ -17,6 +17,7 @@ from datamodules import CUBDataModule, PFWillowDataModule, SPairDataModule
 from sdcorr import DenseSource, DiftSource, NearestNeighbourMatcher
 from sdcorr.matchers.base import PairContext
 from sdcorr.matchers.prompt import PromptMatcher
+from sdcorr.pages.viewer import map_peaks
 from sdcorr.rng import generator
 from sdcorr.runs.plan import make_plan
 from sdcorr.sources.architectures import save_random
@@ -90,6 +91,7 @@ def test_normalising_after_upsampling_picks_dift_point():
         RecordingSource(16, [source_map, target_map]), source_image, target_image, keypoints
     )
     assert torch.equal(dift.keypoints, expected) and dift.heatmaps.shape == (2, 8, 40)
+    assert torch.equal(map_peaks(dift.heatmaps, (40, 8)), expected + 0.5)  # the viewer reads maps of the target's size
     grid = NearestNeighbourMatcher().match(
         RecordingSource(16, [source_map, target_map]), source_image, target_image, keypoints
     )
