@@ -174,7 +174,8 @@ class NearestNeighbourMatcher(Matcher):
             count (Chebyshev distance); None: the whole map.
         cache_maps: most descriptor maps kept for later pairs (only speed and memory: results do not
             depend on it). SD 2.1's DIFT map (1280 x 48 x 48 float32) is 11.8 MB, DINOv2-B's at 448 px
-            3.1 MB; 64 maps hold the images of any SPair-71k category (pairs come category by category).
+            3.1 MB. ``sdcorr plan`` counts the maps this store will compute (distinct images when it is
+            large enough for the pair order).
         upsample_chunk: with ``image``, channels upsampled at once (only speed and memory): peak memory
             per pair about ``upsample_chunk x H_t x W_t + 2 N x H_t x W_t`` floats beyond the maps
             (128 channels, 10 keypoints, a 500 x 375 target: 96 + 15 MB).
