@@ -160,6 +160,10 @@ def test_each_class_gets_its_own_prompt_context(tmp_path):
     )
     dog = matcher.match(source, image, image.flip(-1), points, fit_seed=0, context=PairContext("s", "t", "dog"))
     assert torch.equal(cat.heatmaps, again.heatmaps) and not torch.equal(cat.heatmaps, dog.heatmaps)
+    with pytest.raises(ValueError, match="prompt: expected a text whose only placeholder is {category}"):
+        DiftSource(architecture="tiny-v2", prompt_embedding="zeros", prompt="a photo of a {cls}")
+    with pytest.raises(ValueError, match="soft_argmax: expected false with resolution 'image'"):
+        NearestNeighbourMatcher(resolution="image", soft_argmax=True)
 
 
 def test_each_benchmark_names_the_class_and_the_images(tmp_path):
