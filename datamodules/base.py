@@ -20,6 +20,15 @@ references          dict, optional              every threshold mode the dataset
                                                 ``sdcorr evaluate`` can switch modes afterwards
 groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
                                                 ``{"occlusion": "1", ...}``
+source_image_id     str or None, optional       identity of the source image: the digest of
+                                                its file's bytes (the record's ``source_group``,
+                                                see :mod:`datamodules.schedule`); pairs that
+                                                show one image share its dense features
+target_image_id     str or None, optional       the same for the target image
+class_name          str or None, optional       the object's class in words, for sources that
+                                                prompt with it (DIFT's ``"a photo of a {}"``):
+                                                SPair's category folder name, PF-Willow's
+                                                class without its ``(G)`` suffix, CUB ``bird``
 ==================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
@@ -39,7 +48,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.schedule import GROUP, file_digest, split
+from datamodules.schedule import GROUP, TARGET_GROUP, file_digest, split
 from sdcorr.errors import DataError, OptionError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
 from sdcorr.paths import bundled
@@ -85,6 +94,9 @@ def sample_from_record(
     }
     if pair.get("groups"):
         sample["groups"] = dict(pair["groups"])
+    for key, field in (("source_image_id", GROUP), ("target_image_id", TARGET_GROUP), ("class_name", "class_name")):
+        if pair.get(field) is not None:
+            sample[key] = str(pair[field])
     if pair.get("references"):
         sample["references"] = {
             mode: {"threshold": float(entry["threshold"]), "pck_scale": [float(v) for v in entry["pck_scale"]]}
@@ -224,15 +236,16 @@ class PairDataModule(LightningDataModule):
             "skipped": dict(self.skipped),
         }
 
-    def source_group(self, pair: dict[str, Any]) -> Optional[str]:
+    def source_group(self, pair: dict[str, Any], side: str = "source") -> Optional[str]:
         """Which source image a record's pair has: the digest of its ``source_path`` file's bytes.
 
         Pairs of one group go to one process. None (no ``source_path``): the pair is a group of its
-        own; override for records that name their source image otherwise.
+        own; override for records that name their source image otherwise. ``side="target"``: the same
+        for the target image (``target_path``), the sample's ``target_image_id``.
         """
-        if pair.get("source_path") is None:
+        if pair.get(f"{side}_path") is None:
             return None
-        path = str(pair["source_path"])
+        path = str(pair[f"{side}_path"])
         if path not in self._digests:
             self._digests[path] = file_digest(path)
         return self._digests[path]
@@ -255,6 +268,7 @@ class PairDataModule(LightningDataModule):
             pairs = [pairs[i] for i in chosen]
         for pair in pairs:
             pair[GROUP] = self.source_group(pair)
+            pair[TARGET_GROUP] = self.source_group(pair, "target")
         return [pairs[i] for i in split(pairs, self.num_shards)[self.shard_index]]
 
     def setup(self, stage: str) -> None:

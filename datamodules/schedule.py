@@ -18,6 +18,8 @@ from sdcorr.errors import DataError
 
 #: the record field that names a pair's source-image group (set by ``PairDataModule.select``)
 GROUP = "source_group"
+#: the record field that names its target image the same way (the digest of the file's bytes)
+TARGET_GROUP = "target_group"
 
 
 def file_digest(path: str | Path) -> str:
@@ -34,6 +36,15 @@ def file_digest(path: str | Path) -> str:
 def group_key(pair: dict[str, Any]) -> str:
     """The source-image group of a record: its ``source_group``, else the pair alone."""
     return pair.get(GROUP) or f"pair:{pair['pair_id']}"
+
+
+def image_keys(pair: dict[str, Any]) -> tuple[str, str]:
+    """``(source, target)`` identities of a record's (or a sample's) images: the digests of their files
+    (``source_group``/``target_group``, or a sample's ``source_image_id``/``target_image_id``), else the
+    pair's own name for each side."""
+    source = pair.get(GROUP) or pair.get("source_image_id") or f"pair:{pair['pair_id']}:source"
+    target = pair.get(TARGET_GROUP) or pair.get("target_image_id") or f"pair:{pair['pair_id']}:target"
+    return source, target
 
 
 def groups(pairs: Sequence[dict[str, Any]]) -> list[list[int]]:

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
 from sdcorr.errors import DataError, InferenceModeError, NumericalError, OptionError
-from sdcorr.matchers.base import Matcher, MatchResult, Progress
+from sdcorr.matchers.base import Matcher, MatchResult, PairContext, Progress
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.records import Prediction
@@ -103,7 +103,14 @@ class CorrespondenceModule(LightningModule):
                 raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
             options["embeddings"] = torch.load(path, map_location=self.device)
         try:
-            return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, progress=self._progress(), **options)
+            return self.matcher.match(
+                *args,
+                seed=seed,
+                fit_seed=self.run_seed,
+                progress=self._progress(),
+                context=PairContext.of_sample(sample),
+                **options,
+            )
         except NumericalError as error:
             raise NumericalError(f"pair {sample['pair_id']!r}: {error}") from error
 

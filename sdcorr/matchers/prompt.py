@@ -22,7 +22,7 @@ from torch import Tensor
 
 from sdcorr import geometry
 from sdcorr.errors import InferenceModeError, NumericalError, OptionError
-from sdcorr.matchers.base import Matcher, MatchResult, Progress, WorkCounter
+from sdcorr.matchers.base import Matcher, MatchResult, PairContext, Progress, WorkCounter
 from sdcorr.matchers.batching import BatchSize, Item, T
 from sdcorr.matchers.crops import CropEncoder, autocast_state
 from sdcorr.matchers.lru import LRU
@@ -155,6 +155,7 @@ class PromptMatcher(Matcher):
         embeddings: Optional[Tensor] = None,
         *,
         progress: Optional[Progress] = None,
+        context: Optional[PairContext] = None,
     ) -> MatchResult:
         """Resize both images to the working size, fit on the source, locate on the target, map back.
 
@@ -162,7 +163,8 @@ class PromptMatcher(Matcher):
         (default ``seed``), else by ``seed`` and the keypoint's index; the locate step by ``seed``.
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
-        ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`).
+        ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`). ``context`` is
+        not used (the fits are keyed by the source image's pixels, see :meth:`fit_keys`).
         """
         if not isinstance(source, AttentionSource):
             raise TypeError(

@@ -85,11 +85,12 @@ def map_tiles(maps: torch.Tensor, tile: int = 64) -> np.ndarray:
 
 
 def map_peaks(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Where each ``[..., S, S]`` map peaks, ``[..., 2] (x, y)`` in pixels of an image of ``size`` ``(W, H)``
-    (the centre of the argmax pixel, scaled from the working size as predictions are)."""
-    side = maps.shape[-1]
+    """Where each ``[..., h, w]`` map peaks, ``[..., 2] (x, y)`` in pixels of an image of ``size`` ``(W, H)``
+    (the centre of the argmax pixel, scaled from the map's size as predictions are; maps are ``S x S`` at
+    the working size, or the target's own ``H x W`` for DIFT's matching)."""
+    h, w = maps.shape[-2:]
     points = geometry.argmax_xy(maps.detach().float().cpu(), offset=0.5)
-    return geometry.scale_keypoints(points.reshape(-1, 2), (side, side), size).reshape(points.shape)
+    return geometry.scale_keypoints(points.reshape(-1, 2), (w, h), size).reshape(points.shape)
 
 
 def _resized(image: ImageLike, height: int) -> Image.Image:

@@ -24,6 +24,8 @@ class DenseSource(Source, ABC):
       :mod:`sdcorr.geometry`: the image covers ``[0, S] x [0, S]``).
     * Sources with random draws (diffusion noise) take every draw from the image's generator, so
       the result does not depend on batching; without generators they use a fixed stream per image.
+    * ``categories``: each image's class in words (None: unknown), for sources whose descriptors
+      depend on it (DIFT's prompt); the others ignore it.
 
     The model is frozen (no parameter needs a gradient) and :meth:`features` runs without autograd.
     """
@@ -32,5 +34,10 @@ class DenseSource(Source, ABC):
     passes_per_image: int = 1
 
     @abstractmethod
-    def features(self, images: Tensor, generators: Optional[Sequence[torch.Generator]] = None) -> Tensor:
+    def features(
+        self,
+        images: Tensor,
+        generators: Optional[Sequence[torch.Generator]] = None,
+        categories: Optional[Sequence[Optional[str]]] = None,
+    ) -> Tensor:
         """``[B, 3, S, S]`` in ``[0, 1]`` -> float32 descriptors ``[B, C, h, w]``."""

@@ -98,12 +98,17 @@ class Dinov2Source(DenseSource):
         return patches.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
     @torch.no_grad()
-    def features(self, images: Tensor, generators: Optional[Sequence[torch.Generator]] = None) -> Tensor:
+    def features(
+        self,
+        images: Tensor,
+        generators: Optional[Sequence[torch.Generator]] = None,
+        categories: Optional[Sequence[Optional[str]]] = None,
+    ) -> Tensor:
         """``[B, 3, S, S]`` in [0, 1] -> patch tokens ``[B, C, S/s, S/s]`` (C = hidden size, s = stride).
 
-        No random draws. With ``stride < patch``, copy ``(m, n)`` is the image moved up by ``m s`` and
-        left by ``n s`` pixels (edges replicated, after a margin of ``(p - s) / 2`` so that cell centres
-        land at ``(k + 0.5) s`` in the coordinates of :mod:`sdcorr.geometry`; half a pixel off when
+        No random draws, no use of ``categories``. With ``stride < patch``, copy ``(m, n)`` is the image
+        moved up by ``m s`` and left by ``n s`` pixels (edges replicated, after a margin of ``(p - s) / 2``
+        so that cell centres land at ``(k + 0.5) s`` in the coordinates of :mod:`sdcorr.geometry`; half a pixel off when
         ``p - s`` is odd); its token ``(i, j)`` is cell ``(i p/s + m, j p/s + n)``.
         """
         x = (images.to(self.device, self.mean.dtype) - self.mean) / self.std
