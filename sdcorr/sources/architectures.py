@@ -134,6 +134,11 @@ ARCHITECTURES: dict[str, dict[str, dict]] = {
 }
 
 
+#: hub ids whose architecture :data:`ARCHITECTURES` holds: options are checked against its shape without
+#: loading anything (see :mod:`sdcorr.sources.weightless`)
+HUB_ARCHITECTURES = {"CompVis/stable-diffusion-v1-4": "sd-v1-4", "stabilityai/stable-diffusion-2-1": "sd-v2-1"}
+
+
 def build_random(architecture: str, seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     """Build the UNet and VAE of ``architecture`` with random weights drawn from ``seed``.
 
