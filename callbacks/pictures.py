@@ -12,6 +12,7 @@ from PIL import Image
 
 from datamodules.base import PairDataModule
 from sdcorr.errors import OptionError
+from sdcorr.images import save_picture
 from sdcorr.pages.index import missing_note
 from sdcorr.pages.plots import correspondence_plot, heatmap_plot
 from sdcorr.pages.viewer import PairAssets, pair_assets, panel_picture, write_assets
@@ -268,10 +269,9 @@ class PictureCallback(Callback):
     ) -> None:
         if self.writes_files(trainer):
             run = self.run_folder(trainer)
-            run.pictures.mkdir(parents=True, exist_ok=True)
             for kind, picture in pictures.items():
-                picture.save(run.picture_file(prediction.pair_id, kind))
-            if assets is not None:
+                save_picture(picture, run.picture_file(prediction.pair_id, kind))
+            if assets is not None:  # the viewer's files last: its viewer.json marks the pair drawn
                 write_assets(run, assets)
         logger = self.wandb_logger(trainer)
         if logger is None:

@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
-from sdcorr.errors import OptionError, OutputError, SdcorrError
+from sdcorr.errors import OptionError, OutputError, SdcorrError, writing
 from sdcorr.pages.index import histogram_of, write_report
 from sdcorr.runs.folder import PredictionAppender, RunFolder, RunLock
 from sdcorr.runs.manifest import Manifest
@@ -159,8 +159,9 @@ class RunFolderWriter(Callback):
         for prediction, match in zip(outputs["predictions"], matches):
             if self.save_embeddings and match is not None and match.embeddings is not None:
                 path = run.embedding_file(prediction.pair_id)
-                path.parent.mkdir(exist_ok=True)
-                torch.save(match.embeddings.detach().cpu(), path)
+                with writing(path):
+                    path.parent.mkdir(exist_ok=True)
+                    torch.save(match.embeddings.detach().cpu(), path)
             self._appender.write(prediction)
             self._new.append(prediction)
 

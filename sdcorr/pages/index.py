@@ -26,7 +26,7 @@ from sdcorr.images import data_uri
 from sdcorr.pages.plots import histogram_plot
 from sdcorr.pages.viewer import read_assets
 from sdcorr.pages.viewer_section import layer_names, viewer_css, viewer_data, viewer_section
-from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_key
+from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_key, write_text
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
 from sdcorr.runs.results import Histogram, Results, layer_rows, summary_rows
@@ -237,5 +237,5 @@ def write_report(
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or run.path.name)}</title>'
         f'<link rel="icon" href="data:,"><style>{css}</style></head><body>\n' + "\n".join(parts) + "\n</body></html>\n"
     )
-    run.report_file.write_text(page)
+    write_text(run.report_file, page)
     return run.report_file

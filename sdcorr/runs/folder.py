@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Optional
 
-from sdcorr.errors import OutputError
+from sdcorr.errors import OutputError, writing
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import FORMAT, FormatError, Prediction, check_format
 from sdcorr.runs.results import Results
@@ -84,18 +84,30 @@ except ImportError:  # pragma: no cover - not on the platforms we test
     fcntl = None
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a crash or a full disk leaves the old file or the new one, never half
+    of one (and no scratch file).
+
+    Raises:
+        OutputError: the file cannot be written, naming it (see :func:`sdcorr.errors.writing`).
+    """
+    scratch = path.with_name(f".{path.name}.part")
+    with writing(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch.write_text(text)
+            os.replace(scratch, path)
+        except OSError:
+            scratch.unlink(missing_ok=True)
+            raise
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one.
+    """Write JSON atomically (see :func:`write_text`).
 
     Raises ``ValueError`` for a NaN or infinite float: callers replace undefined values by None.
     """
-    scratch = path.with_name(f".{path.name}.part")
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"  # NaN and Infinity are not JSON
-    try:
-        scratch.write_text(text)
-        os.replace(scratch, path)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write ({error})") from error
+    write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
 
 
 def _safe(pair_id: str) -> str:
@@ -143,9 +155,13 @@ class PredictionAppender:
             raise OutputError(f"{path}: cannot write ({error}){hint}") from error
 
     def write(self, prediction: Prediction) -> None:
-        """Append one line (strict JSON: NaN and Infinity are not JSON) and flush it."""
-        self._file.write(json.dumps(prediction.to_json(), allow_nan=False) + "\n")
-        self._file.flush()
+        """Append one line (strict JSON: NaN and Infinity are not JSON) and flush it; an ``OSError`` (a full
+        disk) is an :class:`~sdcorr.errors.OutputError` naming the file (the half-written line is cut by
+        :meth:`RunFolder.repair` when the run resumes)."""
+        line = json.dumps(prediction.to_json(), allow_nan=False) + "\n"
+        with writing(self.path):
+            self._file.write(line)
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -341,11 +357,7 @@ class RunFolder:
 
     def write_config(self, text: str) -> None:
         """Write the resolved command-line config (``config.yaml``)."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.config_file.write_text(text)
-        except OSError as error:
-            raise OutputError(f"{self.config_file}: cannot write ({error})") from error
+        write_text(self.config_file, text)
 
     # predictions
     def predictions(self) -> list[Prediction]:
@@ -372,7 +384,7 @@ class RunFolder:
             text = path.read_text()
             tail = text.split("\n")[-1]  # "" when the file ends with a newline
             if tail.strip():
-                with open(path, "r+") as handle:
+                with writing(path), open(path, "r+") as handle:
                     handle.truncate(len(text.encode()) - len(tail.encode()))
                 cut.append(path)
         return cut
@@ -587,8 +599,6 @@ class RunFolder:
             try:
                 for prediction in sorted(predictions, key=lambda p: p.pair_id):
                     appender.write(prediction)
-            except OSError as error:
-                raise OutputError(f"{appender.path}: cannot write ({error})") from error
             finally:
                 appender.close()
             target.write_manifest(manifest)
