@@ -268,8 +268,14 @@ class RunFolder:
         self.pictures.mkdir(parents=True, exist_ok=True)
         write_json(self.chosen_file, {"format": FORMAT, "pair_ids": list(pair_ids)})
 
-    def undrawn(self) -> list[str]:
-        """Pairs chosen to be drawn (:meth:`write_chosen`) that have no viewer files; [] if none were chosen."""
+    def clear_pictures(self) -> None:
+        """Delete ``pictures/`` (the pictures of a run being discarded, see ``--output.overwrite``)."""
+        if self.pictures.exists():
+            with writing(self.pictures):
+                shutil.rmtree(self.pictures)
+
+    def chosen(self) -> list[str]:
+        """The ids of the pairs chosen to be drawn (:meth:`write_chosen`); [] if none were chosen."""
         try:
             payload = check_format(json.loads(self.chosen_file.read_text()), "a list of pairs to draw")
         except FileNotFoundError:
@@ -278,7 +284,18 @@ class RunFolder:
             raise OutputError(
                 f"{self.chosen_file}: {error}; delete it (it is written again by the next run)"
             ) from error
-        return [i for i in payload.get("pair_ids") or [] if not self.picture_file(i, "viewer").is_file()]
+        return list(payload.get("pair_ids") or [])
+
+    def undrawn(self) -> list[str]:
+        """Pairs chosen to be drawn (:meth:`chosen`) without a complete set of pictures: no
+        ``<pair>.viewer.json``, the file written last (see :func:`sdcorr.pages.viewer.write_assets`)."""
+        return [i for i in self.chosen() if not self.picture_file(i, "viewer").is_file()]
+
+    def delete_pictures(self, pair_id: str) -> None:
+        """Delete every picture and viewer file of a pair (it is then undrawn, see :meth:`undrawn`)."""
+        for kind in [*VIEWER_FILES, *PICTURE_KINDS]:  # viewer.json first: it marks the pair drawn
+            with writing(self.pictures):
+                self.picture_file(pair_id, kind).unlink(missing_ok=True)
 
     def viewer_files(self) -> list[Path]:
         """The viewer metadata files (``<pair>.viewer.json``) of ``pictures/``, one per drawn pair, sorted by name."""
@@ -456,7 +473,8 @@ class RunFolder:
 
         A folder of the same run is resumed (its incomplete last lines cut, see :meth:`repair`); one of a
         different run, or with predictions and no manifest, is refused unless ``overwrite`` (which
-        deletes its predictions and embeddings). ``clear_results``: delete results.json, stale until the
+        deletes its predictions, embeddings and index.html; pictures/ is the pictures callback's, see
+        :meth:`clear_pictures`). ``clear_results``: delete results.json, stale until the
         run ends.
         """
         old = None if overwrite else self.read_manifest()
@@ -474,10 +492,11 @@ class RunFolder:
                     + "\nuse another --trainer.default_root_dir (or --output.dir), or --output.overwrite true "
                     "to discard the old predictions"
                 )
-        if overwrite:
+        if overwrite:  # (the PictureCallback deletes its pictures/ itself)
             for path in self.prediction_files():
                 path.unlink()
             shutil.rmtree(self.path / EMBEDDINGS, ignore_errors=True)
+            self.report_file.unlink(missing_ok=True)
         if clear_results or overwrite:
             self.results_file.unlink(missing_ok=True)
         self.write_manifest(manifest)
