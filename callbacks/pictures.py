@@ -181,7 +181,7 @@ class PictureCallback(Callback):
             if trainer.world_size > 1:  # every process must match the same pairs
                 undrawn = trainer.strategy.broadcast(undrawn, src=0)
             if isinstance(datamodule, PairDataModule):  # those an earlier run finished: matched again for pictures
-                datamodule.rematch(set(undrawn))
+                datamodule.rematch(set(undrawn or ()))
         if self._active(trainer) and self.source_maps and self._targets is not None:
             # the module computes them in its test_step: no model pass in a callback
             pl_module.source_map_requests.update(dict.fromkeys(self._targets, self.keypoints))
