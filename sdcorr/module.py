@@ -166,7 +166,8 @@ class CorrespondenceModule(LightningModule):
         return {"predictions": predictions, "matches": matches, "source_maps": source_maps}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match and score every pair of the batch.
+        """Match and score every pair of the batch (a pair matched again for its pictures, ``sample["rematch"]``,
+        is not scored again: see :meth:`datamodules.base.PairDataModule.rematch`).
 
         Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...], "source_maps": [...]}``, one
         of each per pair: the ``predictions.jsonl`` lines, what the matcher returned (heatmaps, per-layer

@@ -74,7 +74,7 @@ def redraw(prog: str, folder: str | Path, pair_ids: Sequence[str]) -> None:
 
     The run's own ``sdcorr test`` runs again in its folder: its ``config.yaml`` (model, data, seed,
     pictures options), with ``pair_ids`` added to the pairs it draws (``--pictures.pair_ids``: the folder's
-    chosen pairs, then these), no logger and no page (the report command writes it). Every pair is done,
+    chosen pairs, then these), on one device, no logger and no page (the report command writes it). Every pair is done,
     so the test loop matches only the chosen pairs without pictures (see
     :meth:`~datamodules.base.PairDataModule.rematch`; these pairs' pictures are deleted first), with the
     same random draws, and the pictures callback draws them; nothing is scored or recorded twice, and
@@ -92,18 +92,19 @@ def redraw(prog: str, folder: str | Path, pair_ids: Sequence[str]) -> None:
     if unknown:
         raise UsageError(f"--draw: {', '.join(map(repr, unknown[:5]))}: not a pair of the run in {run.path}")
     missing = run.missing_pairs(manifest)
-    if missing:
-        raise OutputError(
-            f"{run.path}: {len(missing)} pairs have no prediction; finish the run first (rerun its command)"
-        )
+    if missing or not run.results_file.is_file():
+        problem = f"{len(missing)} pairs have no prediction" if missing else f"no {run.results_file.name}"
+        raise OutputError(f"{run.path}: {problem}; --draw draws pairs of a finished test run (rerun its command)")
     chosen = run.chosen()
-    for pair_id in pair_ids:
-        run.delete_pictures(pair_id)
     where = str(run.path)
     args = ["--config", str(run.config_file), "--trainer.default_root_dir", where, "--output.dir", where,
             "--output.overwrite", "false", "--output.report", "false", "--trainer.logger", "false",
+            # one process: under DDP a pair could go to another process than 0, which draws nothing
+            "--trainer.strategy", "auto", "--trainer.devices", "1", "--trainer.num_nodes", "1",
             "--pictures.enabled", "true", "--pictures.files", "always",
             "--pictures.pair_ids", json.dumps(chosen + [i for i in pair_ids if i not in chosen])]  # fmt: skip
     cli = TrainerCLI("test", prog, "draw pairs of a finished run", args)
     hand_over_config(cli.trainer, run.config_file.read_text())  # config.yaml stays the run's
+    for pair_id in pair_ids:  # once the model is built: their pictures are drawn again
+        run.delete_pictures(pair_id)
     cli.run()

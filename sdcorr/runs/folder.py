@@ -461,10 +461,11 @@ class RunFolder:
         except OSError:  # a file system without flock (some network mounts): run unlocked
             handle.close()
             return RunLock(self.lock_file, None)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
-        handle.flush()
+        with writing(self.lock_file):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+            handle.flush()
         return RunLock(self.lock_file, handle)
 
     def begin(self, manifest: Manifest, overwrite: bool = False, clear_results: bool = True) -> list[Prediction]:
