@@ -11,7 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
-from sdcorr.errors import OptionError, OutputError, SdcorrError
+from sdcorr.errors import OptionError, OutputError, SdcorrError, writing
 from sdcorr.pages.index import histogram_of, write_report
 from sdcorr.runs.folder import PredictionAppender, RunFolder, RunLock
 from sdcorr.runs.manifest import Manifest
@@ -54,8 +54,9 @@ class RunFolderWriter(Callback):
     Args:
         dir: output folder; default: ``trainer.default_root_dir``. Environment variables are expanded,
             e.g. ``runs/sweep/$WANDB_RUN_ID`` gives each W&B sweep run its own folder.
-        overwrite: discard the predictions already in the folder instead of resuming (needed to reuse a
-            folder made by a different run, or by an older sdcorr).
+        overwrite: discard the run the folder holds (its predictions, embeddings and index.html; the
+            ``sdcorr`` command links the pictures' ``overwrite`` to this) instead of resuming (needed to
+            reuse a folder made by a different run, or by an older sdcorr).
         save_embeddings: also save each pair's fitted embeddings (77x768 float32 per keypoint and
             restart for SD 1.4, about 23 MB per 20-keypoint pair) for ``model.embeddings`` re-runs.
         resamples: bootstrap resamples of the 95% interval of every PCK figure in results.json (see
@@ -88,6 +89,7 @@ class RunFolderWriter(Callback):
         self._manifest: Optional[Manifest] = None
         self._done: list[Prediction] = []  # rank 0: the pairs an earlier run finished
         self._new: list[Prediction] = []  # the pairs this process finished in this run
+        self._skip: set[str] = set()  # every process: the pairs done before, recorded once (see _write)
         self._nothing_left = False
 
     def keep_config(self, text: str) -> None:
@@ -140,7 +142,7 @@ class RunFolderWriter(Callback):
         if isinstance(decision, Exception):  # every process stops with the same message
             self._release()
             raise decision
-        done = set(decision)
+        done = self._skip = set(decision)
         # nothing left (all done, or a shard without pairs): Lightning runs no test loop (and calls no
         # on_test_end): scored in teardown, so that even an empty shard writes its (empty) results.json
         self._nothing_left = stage == "test" and len(done) == len(datamodule.selected_ids())
@@ -165,10 +167,13 @@ class RunFolderWriter(Callback):
         matches = outputs.get("matches") or [None] * len(outputs["predictions"])
         run = self.run_folder(trainer)
         for prediction, match in zip(outputs["predictions"], matches):
+            if prediction.pair_id in self._skip:  # matched again for its pictures (PairDataModule.rematch)
+                continue
             if self.save_embeddings and match is not None and match.embeddings is not None:
                 path = run.embedding_file(prediction.pair_id)
-                path.parent.mkdir(exist_ok=True)
-                torch.save(match.embeddings.detach().cpu(), path)
+                with writing(path):
+                    path.parent.mkdir(exist_ok=True)
+                    torch.save(match.embeddings.detach().cpu(), path)
             self._appender.write(prediction)
             self._new.append(prediction)
 
@@ -179,6 +184,7 @@ class RunFolderWriter(Callback):
         self._write(trainer, outputs)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._nothing_left = False  # a loop ran (pairs matched again for pictures): scored here, not in teardown
         trainer.strategy.barrier()  # every process has written its last pair
         if trainer.is_global_zero:
             self.finish(trainer)

@@ -29,6 +29,10 @@ class_name          str or None, optional       the object's class in words, for
                                                 prompt with it (DIFT's ``"a photo of a {}"``):
                                                 SPair's category folder name, PF-Willow's
                                                 class without its ``(G)`` suffix, CUB ``bird``
+rematch             bool, optional              set by the datamodule (see
+                                                :meth:`PairDataModule.rematch`): a pair an
+                                                earlier run finished, matched again for its
+                                                pictures only: not scored or recorded again
 ==================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
@@ -110,17 +114,30 @@ def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
 
-class PairListDataset(Dataset):
-    """Lightweight pair records, turned into sample dicts (images loaded) on access."""
+#: the sample key of a pair matched again for its pictures only (see :meth:`PairDataModule.rematch`)
+REMATCH = "rematch"
 
-    def __init__(self, pairs: list[dict[str, Any]], load: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.pairs, self.load = pairs, load
+
+class PairListDataset(Dataset):
+    """Lightweight pair records, turned into sample dicts (images loaded) on access; the samples of the
+    ``rematch`` ids carry ``"rematch": True``."""
+
+    def __init__(
+        self,
+        pairs: list[dict[str, Any]],
+        load: Callable[[dict[str, Any]], dict[str, Any]],
+        rematch: frozenset[str] = frozenset(),
+    ) -> None:
+        self.pairs, self.load, self.rematch = pairs, load, rematch
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.load(self.pairs[index])
+        sample = self.load(self.pairs[index])
+        if sample["pair_id"] in self.rematch:
+            sample[REMATCH] = True
+        return sample
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -157,7 +174,8 @@ class PairDataModule(LightningDataModule):
 
     What the run's callbacks ask of it (after ``setup``): :meth:`describe` (the data part of the run's
     fingerprint), :meth:`selected_ids` and the records :attr:`selected` (the pairs of the run),
-    :meth:`exclude` (a resumed run leaves out the pairs done) and :meth:`pending` (the pairs still to match).
+    :meth:`exclude` (a resumed run leaves out the pairs done), :meth:`rematch` (but matches again those
+    whose pictures are missing) and :meth:`pending` (the pairs still to match).
 
     Args:
         root: dataset folder.
@@ -172,6 +190,9 @@ class PairDataModule(LightningDataModule):
         batch_size: pairs per ``test_step`` call.
         num_workers: DataLoader worker processes that read images.
     """
+
+    _done: frozenset[str] = frozenset()  # the pairs done (see exclude)
+    _rematch: frozenset[str] = frozenset()  # the pairs to match again for pictures (see rematch)
 
     def __init__(
         self,
@@ -290,12 +311,27 @@ class PairDataModule(LightningDataModule):
 
     def exclude(self, pair_ids: set[str]) -> None:
         """Leave out pairs already done (a resumed run); they stay in :attr:`selected` and ``describe``."""
+        self._done = frozenset(pair_ids)
+        self._refresh()
+
+    def rematch(self, pair_ids: set[str]) -> None:
+        """Match these pairs even if :meth:`exclude` left them out as done: a resumed run draws the
+        pictures an interrupted one did not (the model runs only in the test loop). Their samples carry
+        ``"rematch": True``: the module scores them once (the earlier run's line counts) and the run
+        folder's writer records no second line. Independent of the order of the two calls; ids of pairs
+        not done are pending anyway, and unknown ids are ignored."""
+        self._rematch = frozenset(pair_ids)
+        self._refresh()
+
+    def _refresh(self) -> None:
         selected = self._require_setup()
-        self.dataset = PairListDataset([p for p in selected if p["pair_id"] not in pair_ids], self.load_sample)
+        again = self._done & self._rematch
+        pending = [p for p in selected if p["pair_id"] not in self._done or p["pair_id"] in again]
+        self.dataset = PairListDataset(pending, self.load_sample, again)
 
     def pending(self) -> list[dict[str, Any]]:
         """The pair records this run will still match: :attr:`selected` less what :meth:`exclude` left out
-        (every process's pairs together). Needs ``setup``."""
+        (and :meth:`rematch` did not put back; every process's pairs together). Needs ``setup``."""
         self._require_setup()
         return list(self.dataset.pairs)
 

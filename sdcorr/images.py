@@ -18,9 +18,17 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from sdcorr.errors import DataError
+from sdcorr.errors import DataError, writing
 
-__all__ = ["MIN_IMAGE_SIDE", "data_uri", "first_outside", "image_dimensions", "load_image", "pil_resize"]
+__all__ = [
+    "MIN_IMAGE_SIDE",
+    "data_uri",
+    "first_outside",
+    "image_dimensions",
+    "load_image",
+    "pil_resize",
+    "save_picture",
+]
 
 
 @contextmanager
@@ -126,6 +134,14 @@ def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] 
 
 #: the media types of the image files pages embed
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+def save_picture(image: Image.Image, path: str | Path, **options: object) -> None:
+    """Save a picture to ``path`` (its format from the extension; ``options`` are PIL's, e.g. ``quality``),
+    making its folder; an ``OSError`` (a full disk) is an :class:`~sdcorr.errors.OutputError` naming the file."""
+    with writing(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, **options)
 
 
 def data_uri(image: Image.Image | Path) -> str:

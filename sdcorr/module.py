@@ -169,11 +169,14 @@ class CorrespondenceModule(LightningModule):
                 self.source_maps(sample, match, self.source_map_requests[sample["pair_id"]]) if wanted else None
             )
         if score:  # from the lines, exactly as results.json and `sdcorr evaluate` score them
-            accumulate(predictions, self.pck, self.pck_groups)
+            # a pair matched again for its pictures (see PairDataModule.rematch) counts once: its earlier line
+            scored = [p for p, sample in zip(predictions, batch) if not sample.get("rematch")]
+            accumulate(scored, self.pck, self.pck_groups)
         return {"predictions": predictions, "matches": matches, "source_maps": source_maps}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match and score every pair of the batch.
+        """Match and score every pair of the batch (a pair matched again for its pictures, ``sample["rematch"]``,
+        is not scored again: see :meth:`datamodules.base.PairDataModule.rematch`).
 
         Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...], "source_maps": [...]}``, one
         of each per pair: the ``predictions.jsonl`` lines, what the matcher returned (heatmaps, per-layer

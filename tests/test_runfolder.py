@@ -273,3 +273,35 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, capsys):
     )
     writer.on_exception(fake_trainer(tmp_path), None, RuntimeError("not an interruption"))
     assert capsys.readouterr().err == ""  # other errors are main's to report
+
+
+def test_a_write_that_fails_part_way_names_its_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    """A full disk while writing results.json or the page: one error naming the file, the old file whole and
+    no scratch file; a prediction line the disk cut short is named too (the resume cuts it, see repair)."""
+    import errno
+    from pathlib import Path
+
+    from sdcorr.runs.folder import write_json, write_text
+
+    def full_disk(path, text, *args, **kwargs):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT)
+        os.write(handle, text[:7].encode())  # part of it, then no space
+        os.close(handle)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "results.json"
+    write_json(path, {"old": 1})
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    for write in (lambda: write_json(path, {"new": 2}), lambda: write_text(path, "new")):
+        with pytest.raises(OutputError, match=rf"^{path}: cannot write \(\[Errno 28\] No space left on device\); free"):
+            write()
+        assert json.loads(path.read_text()) == {"old": 1} and sorted(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+
+    appender = RunFolder(tmp_path).appender()
+    monkeypatch.setattr(appender._file, "flush", lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    line = Prediction("p0", "cat", [[1.0, 2.0]], [[1.0, 2.0]])
+    with pytest.raises(OutputError, match=rf"^{tmp_path / 'predictions.jsonl'}: cannot write \(\[Errno 28\] full\)"):
+        appender.write(line)
+    monkeypatch.undo()
+    appender.close()

@@ -11,10 +11,10 @@ from typing import Any, Optional
 from PIL import Image, ImageDraw
 
 from sdcorr.errors import OutputError
-from sdcorr.images import data_uri
+from sdcorr.images import data_uri, save_picture
 from sdcorr.pages.plots import CORRECT, TEXT, WRONG, _font
 from sdcorr.runs.compare import signed
-from sdcorr.runs.folder import COMPARE_FILES, write_json
+from sdcorr.runs.folder import COMPARE_FILES, write_json, write_text
 from sdcorr.stats.intervals import MIN_PAIRS
 
 #: the colour of a row whose interval contains 0 (or the paper's figure)
@@ -130,11 +130,11 @@ def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) ->
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        chart = difference_chart(chart_panels(payload))
-        paths = {kind: folder / name for kind, name in COMPARE_FILES.items()}
-        write_json(paths["json"], payload)
-        chart.save(paths["chart"])
-        paths["page"].write_text(compare_page(payload, chart, table))
     except OSError as error:
         raise OutputError(f"{folder}: cannot write the comparison ({error}); set --output_dir") from error
+    chart = difference_chart(chart_panels(payload))
+    paths = {kind: folder / name for kind, name in COMPARE_FILES.items()}
+    write_json(paths["json"], payload)  # each write names its file (see sdcorr.errors.writing)
+    save_picture(chart, paths["chart"])
+    write_text(paths["page"], compare_page(payload, chart, table))
     return paths

@@ -32,7 +32,7 @@ from PIL import Image
 
 from sdcorr import geometry
 from sdcorr.errors import OutputError
-from sdcorr.images import data_uri
+from sdcorr.images import data_uri, save_picture
 from sdcorr.pages.plots import ImageLike, heatmap_plot, to_pil
 from sdcorr.runs.folder import RunFolder, write_json
 from sdcorr.runs.records import Prediction
@@ -165,10 +165,9 @@ def pair_assets(
 def write_assets(run: RunFolder, assets: PairAssets) -> None:
     """Write a pair's viewer files into ``run``'s ``pictures/`` (the metadata last: it marks them complete)."""
     pair_id = assets.meta["pair_id"]
-    run.pictures.mkdir(parents=True, exist_ok=True)
-    assets.source.save(run.picture_file(pair_id, "viewer-source"), quality=JPEG_QUALITY)
-    assets.target.save(run.picture_file(pair_id, "viewer-target"), quality=JPEG_QUALITY)
-    assets.maps.save(run.picture_file(pair_id, "viewer-maps"), optimize=True)
+    save_picture(assets.source, run.picture_file(pair_id, "viewer-source"), quality=JPEG_QUALITY)
+    save_picture(assets.target, run.picture_file(pair_id, "viewer-target"), quality=JPEG_QUALITY)
+    save_picture(assets.maps, run.picture_file(pair_id, "viewer-maps"), optimize=True)
     write_json(run.picture_file(pair_id, "viewer"), assets.meta)
 
 
