@@ -154,6 +154,7 @@ class NearestNeighbourMatcher(Matcher):
             work = geometry.resize_image(image.float().to(source.device), size)
             features.append(source.features(work[None], [generator(seed, "features", name)])[0])
             counter.advance(source.passes_per_image, "features")
+        features = source.pair_descriptors(features[0], features[1], generator(seed, "pair"))
         descriptors = sample_descriptors(features[0], keypoints.to(features[0].device), size)
         similarity = geometry.upsample_maps(cosine_maps(descriptors, features[1])[None], size)[0]  # [N, S, S]
         if self.soft_argmax:

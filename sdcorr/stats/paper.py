@@ -142,7 +142,7 @@ PUBLISHED: tuple[PaperFigures, ...] = (
                  source="rule: Tsingularity/dift eval_spair.py ('All per image PCK@0.1'); figure not recorded: "
                         "not checked against the paper's table"),
     PaperFigures("dinov2", "SPair-71k test", "SPairDataModule", "bbox-trg", {"split": "test"}, 12234, {},
-                 POINT_CATEGORY_MEAN, reported_alphas=(0.01, 0.05, 0.1), recipe=None,
+                 POINT_CATEGORY_MEAN, reported_alphas=(0.01, 0.05, 0.1), recipe="configs/model/dinov2_sd_dino.yaml",
                  citation=f"{_SD_DINO}, SPair-71k table, DINOv2 row", source=_SD_DINO_RULE),
     PaperFigures("sd-dino", "SPair-71k test", "SPairDataModule", "bbox-trg", {"split": "test"}, 12234, {},
                  POINT_CATEGORY_MEAN, reported_alphas=(0.01, 0.05, 0.1), recipe="configs/model/sd_dino.yaml",
