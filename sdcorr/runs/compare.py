@@ -287,7 +287,7 @@ def paper_warnings(run: Run, figures: PaperFigures, scored: int) -> list[str]:
 
 
 #: init arguments that only say where the weights come from: a run may load the recipe's model from anywhere
-WEIGHTS_LOCATION = ("pretrained",)
+WEIGHTS_LOCATION = ("pretrained", "dino_pretrained")
 
 
 def recipe_settings(config: str | Path) -> dict[str, dict[str, Any]]:
@@ -317,7 +317,8 @@ def recipe_settings(config: str | Path) -> dict[str, dict[str, Any]]:
 
 def recipe_differences(run: Run, figures: PaperFigures) -> list[str]:
     """Where the run's recorded source and matcher differ from the recipe of ``figures`` (empty: it follows
-    it), as ``source.timestep 50 (recipe 261)``; ``pretrained`` is left out (:data:`WEIGHTS_LOCATION`).
+    it), as ``source.timestep 50 (recipe 261)``; where the weights come from (``pretrained``,
+    ``dino_pretrained``: :data:`WEIGHTS_LOCATION`) is left out.
 
     Only init arguments the run records are compared (a matcher without saved arguments records its public
     attributes). With another class, only the class is named.
