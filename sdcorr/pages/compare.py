@@ -17,7 +17,7 @@ from sdcorr.runs.compare import signed
 from sdcorr.runs.folder import COMPARE_FILES, write_json
 from sdcorr.stats.intervals import MIN_PAIRS
 
-#: the colour of a row whose interval contains 0 (or the paper's figure)
+#: the colour of a row whose interval contains 0 (or the published figure)
 UNDECIDED = (150, 150, 150)
 
 
