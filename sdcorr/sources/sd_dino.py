@@ -311,7 +311,10 @@ class SdDinoSource(DenseSource):
         self, source: Tensor, target: Tensor, generator: Optional[torch.Generator] = None
     ) -> tuple[Tensor, Tensor]:
         """Packed features ``[C, G, G]`` of a pair -> SD+DINO descriptors ``[sum(pca_dims) + C_d, g, g]`` each
-        (:func:`fuse`; ``g`` DINOv2's grid); ``generator`` seeds the PCAs' random starts."""
+        (:func:`fuse`; ``g`` DINOv2's grid); ``generator`` seeds the PCAs' random starts.
+
+        The packing (each part's channels and grid) is recorded by this instance's :meth:`features`, which
+        must have run once (features kept from another process need one call first)."""
         layout = getattr(self, "_layout", None)
         if layout is None or sum(c for c, _ in layout) != source.shape[0]:
             got = source.shape[0]
