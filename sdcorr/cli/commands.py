@@ -10,7 +10,8 @@ The use cases behind the commands (their parsers are in :mod:`sdcorr.cli.folders
   dataset's threshold modes, into ``evaluation.json`` (results.json is left as the run wrote it).
 * ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.pages.index`).
 * ``sdcorr compare RUN_A RUN_B ...`` compares runs on their shared pairs, or a run with the paper
-  (``--paper``), and writes compare.json, .png and .html (see :mod:`sdcorr.runs.compare`).
+  (``--paper METHOD``; ``--paper list`` lists the recorded published results), and writes compare.json,
+  .png and .html (see :mod:`sdcorr.runs.compare`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ from typing import Any, Optional
 from sdcorr.errors import OutputError, UsageError
 from sdcorr.pages.compare import write_comparison
 from sdcorr.pages.index import write_report
-from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison, output_folder
+from sdcorr.runs.compare import (
+    Run,
+    compare_paper,
+    compare_runs,
+    format_comparison,
+    format_published,
+    output_folder,
+)
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.results import Results, format_table
 from sdcorr.stats.intervals import RESAMPLES
+from sdcorr.stats.paper import published_table
 
 
 def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> Results:
@@ -95,7 +104,9 @@ def compare(
         folders: run folders; each after the first is compared with the first (with ``paper``: one).
         alphas: PCK alphas; default: those all runs scored (with ``paper``: the paper's).
         threshold: score every run in this threshold mode of the dataset; default: as run.
-        paper: ``spair``, ``pfwillow`` or ``cub``: set the run beside the paper's numbers.
+        paper: a method of :data:`sdcorr.stats.paper.METHODS` (``hedlin``, ``dift``, ``dinov2``, ``sd-dino``):
+            set the run beside its published figures on the run's benchmark; ``list``: print what is
+            recorded (no run folder needed). ``spair``, ``pfwillow``, ``cub``: ``hedlin`` on that benchmark.
         output_dir: where compare.json, .png and .html go; default: ``compare/`` in the second run folder
             (with ``paper``: in the run folder).
         resamples: bootstrap resamples of the intervals and p-values (0: none).
@@ -103,6 +114,9 @@ def compare(
     Returns:
         the content of compare.json.
     """
+    if paper == "list":
+        print(format_published())
+        return {"kind": "published", "rows": published_table()}
     if paper and len(folders) != 1:
         raise UsageError(f"compare --paper: give one run folder; got {len(folders)}")
     if not paper and len(folders) < 2:

@@ -72,11 +72,12 @@ def compare(prog: str, description: str, args: Sequence[str]) -> None:
     """``sdcorr compare RUN_A RUN_B ...`` or ``sdcorr compare RUN --paper NAME``: see
     :func:`sdcorr.cli.commands.compare`."""
     parser = parser_of(prog, description)
-    parser.add_argument("folders", type=str, nargs="+", help="run folders: each after the first is compared with it")
+    parser.add_argument("folders", type=str, nargs="*", help="run folders: each after the first is compared with it")
     parser.add_argument("--alphas", type=Optional[list[float]], default=None, help="PCK alphas; default: the runs'")
     parser.add_argument("--threshold", type=Optional[str], default=None, help="threshold mode; default: as run")
-    parser.add_argument("--paper", type=Optional[str], default=None, help="spair, pfwillow or cub: set the run "
-                        "beside the paper's numbers")  # fmt: skip
+    parser.add_argument("--paper", type=Optional[str], default=None, help="hedlin, dift, dinov2 or sd-dino: "
+                        "set the run beside that method's published figures on its benchmark; list: what is "
+                        "recorded")  # fmt: skip
     parser.add_argument("--output_dir", type=Optional[str], default=None, help="default: <second run>/compare")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the intervals "
                         "and p-values (0: none)")  # fmt: skip

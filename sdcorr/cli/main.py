@@ -69,7 +69,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("(re)write a run folder's index.html; --draw PAIR...: draw pairs (again) with the run's model",
                        folders.report),
     "compare": Command("is a difference real? PCK of runs on their shared pairs, with bootstrap intervals; "
-                       "or a run beside the paper (--paper)", folders.compare),
+                       "or a run beside a method's published figures (--paper)", folders.compare),
 }  # fmt: skip
 
 

@@ -289,6 +289,8 @@ class NearestNeighbourMatcher(Matcher):
                 self.maps.put(key, found)
                 counter.advance(source.passes_per_image, "features")
             features.append(found)
+        # descriptors that depend on both images (SD+DINO's PCA of the pair); default: the features
+        features = list(source.pair_descriptors(features[0], features[1], generator(seed, "pair")))
         if self.resolution == "image":
             return self._match_images(features, source_image, target_image, source_keypoints)
         return self._match_working(source, features, source_image, target_image, source_keypoints)

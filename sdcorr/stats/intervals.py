@@ -201,3 +201,40 @@ def stratified_mean_intervals(
 #: fewer pairs than this get no interval (results.json) or p-value (``sdcorr compare``): a bootstrap over
 #: a handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
 MIN_PAIRS = 10
+
+
+def stratified_point_intervals(
+    correct: Tensor, total: Tensor, strata: Sequence[object], resamples: int = RESAMPLES, name: object = ""
+) -> Tensor:
+    """Bootstrap interval of the mean over strata of each stratum's per-point PCK (correct keypoints over
+    keypoints within the stratum), e.g. SD+DINO's SPair "Average PCK": the mean of 18 category figures,
+    each pooled over the category's keypoints.
+
+    Stratified as :func:`stratified_mean_intervals` (pairs drawn within each stratum, every stratum weighing
+    ``1 / K``); a drawn pair brings all its keypoints.
+
+    Args:
+        correct: ``[P, A]`` correct keypoints of each pair at each alpha.
+        total: ``[P]`` keypoints of each pair (> 0).
+        strata: ``[P]`` the stratum (category) of each pair.
+        resamples: how many resamples.
+        name: names the row: part of the seed.
+
+    Returns:
+        ``[A, 2]`` (low, high) fractions; NaN when there is no pair.
+    """
+    if correct.dim() != 2 or correct.shape[0] != len(strata) or total.shape != (len(strata),):
+        raise ValueError(f"Expected correct [P, A] and total [P] with P = {len(strata)} strata labels but got "
+                         f"{list(correct.shape)} and {list(total.shape)}")  # fmt: skip
+    correct, total = correct.double(), total.double()
+    labels = [str(s) for s in strata]
+    names = sorted(set(labels))
+    if not names or resamples < 1:
+        return torch.full((correct.shape[1], 2), float("nan"), dtype=torch.float64)
+    summed = torch.zeros(resamples, correct.shape[1], dtype=torch.float64)
+    for stratum in names:
+        inside = torch.tensor([label == stratum for label in labels])
+        hits, points = correct[inside], total[inside]
+        draws = resample_counts(len(points), resamples, (name, stratum))
+        summed += torch.cat([(counts @ hits) / (counts @ points)[:, None] for counts in draws])
+    return _percentiles(summed / len(names))
