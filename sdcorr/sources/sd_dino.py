@@ -283,12 +283,18 @@ class SdDinoSource(DenseSource):
         return [out[name].float() for name in self.sd_layers]
 
     @torch.no_grad()
-    def features(self, images: Tensor, generators: Optional[Sequence[torch.Generator]] = None) -> Tensor:
+    def features(
+        self,
+        images: Tensor,
+        generators: Optional[Sequence[torch.Generator]] = None,
+        categories: Optional[Sequence[Optional[str]]] = None,
+    ) -> Tensor:
         """``[B, 3, S, S]`` in [0, 1] -> every read SD layer and the DINOv2 tokens, packed ``[B, C, G, G]``.
 
         ``C`` = the layers' channels plus DINOv2's, in that order; ``G`` the finest of their grids, each
         coarser map repeated to it (:meth:`pair_descriptors` takes every ``G / s``-th cell back). No random
-        draws: the noise is the shared one, so ``generators`` are not used.
+        draws: the noise is the shared one, so ``generators`` are not used; nor are ``categories`` (the prompt
+        is fixed).
         """
         x = images.to(self.device, self.vae.dtype)
         latents = self.vae.encode(2 * x - 1).latent_dist.mean * self.vae.config.scaling_factor
