@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
@@ -25,6 +25,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from sdcorr.errors import OptionError, SdcorrError, UsageError
 from sdcorr.sources.weightless import WeightsSkipped
+
+E = TypeVar("E", bound=BaseException)
 
 #: jsonargparse lines that describe how it tried, not what is wrong
 _NOISE = (
@@ -80,27 +82,26 @@ def option_strings(parser: ArgumentParser) -> list[str]:
     return ["--config", "--print_config", "--help", *(f"--{key}" for key in parser.get_defaults().keys())]
 
 
-def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
-    """The :class:`SdcorrError` behind ``error`` (itself or a cause: jsonargparse and Lightning may wrap it),
-    if any."""
+def cause_of(error: Optional[BaseException], kind: type[E]) -> Optional[E]:
+    """The exception of type ``kind`` behind ``error`` (itself or a cause: jsonargparse and Lightning may wrap
+    it), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, SdcorrError):
+        if isinstance(error, kind):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
 
 
+def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
+    """The :class:`SdcorrError` behind ``error``, if any (see :func:`cause_of`)."""
+    return cause_of(error, SdcorrError)
+
+
 def skipped_weights(error: Optional[BaseException]) -> bool:
     """Is ``error`` (or a cause of it) a :class:`~sdcorr.sources.weightless.WeightsSkipped`?"""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, WeightsSkipped):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    return cause_of(error, WeightsSkipped) is not None
 
 
 def _unknown(option: str, known_options: Iterable[str]) -> str:

@@ -72,6 +72,19 @@ def encode_prompt(pretrained: str, prompt: str, local_files_only: bool = False) 
 CATEGORY = "{category}"
 
 
+def check_noised_text_options(owner: object, architecture: Optional[str], prompt_embedding: str, timestep: int) -> None:
+    """Refuse, as ``owner``'s :class:`~sdcorr.errors.OptionError`, a text context that is neither ``text`` nor
+    ``zeros``, ``text`` with a random-weight ``architecture`` (it has no text encoder) and a ``timestep``
+    outside the 1000-step schedule: the options DIFT and SD+DINO share."""
+    if prompt_embedding not in ("text", "zeros"):
+        raise OptionError(owner, "prompt_embedding", f"expected 'text' or 'zeros'; got {prompt_embedding!r}")
+    if architecture is not None and prompt_embedding == "text":
+        problem = f"expected 'zeros' with architecture={architecture!r} (a random-weight build has no text encoder)"
+        raise OptionError(owner, "prompt_embedding", f"{problem}; got prompt_embedding='text'")
+    if not 0 <= timestep < 1000:
+        raise OptionError(owner, "timestep", f"expected 0..999; got {timestep}")
+
+
 class DiftSource(DenseSource):
     """DIFT descriptors of a Stable Diffusion UNet: one up block's output, averaged over noise draws.
 
@@ -125,15 +138,9 @@ class DiftSource(DenseSource):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if prompt_embedding not in ("text", "zeros"):
-            raise OptionError(self, "prompt_embedding", f"expected 'text' or 'zeros'; got {prompt_embedding!r}")
+        check_noised_text_options(self, architecture, prompt_embedding, timestep)
         if latent not in ("sample", "mean"):
             raise OptionError(self, "latent", f"expected 'sample' or 'mean'; got {latent!r}")
-        if architecture is not None and prompt_embedding == "text":
-            problem = f"expected 'zeros' with architecture={architecture!r} (a random-weight build has no text encoder)"
-            raise OptionError(self, "prompt_embedding", f"{problem}; got prompt_embedding='text'")
-        if not 0 <= timestep < 1000:
-            raise OptionError(self, "timestep", f"expected 0..999; got {timestep}")
         for name, value in (("ensemble_size", ensemble_size), ("max_batch", max_batch)):
             if value < 1:
                 raise OptionError(self, name, f"expected an integer >= 1; got {value}")

@@ -61,7 +61,7 @@ from sdcorr.attention import StopForward
 from sdcorr.errors import OptionError
 from sdcorr.sources.architectures import build_random
 from sdcorr.sources.dense import DenseSource
-from sdcorr.sources.dift import encode_prompt, sd_noise_scheduler
+from sdcorr.sources.dift import check_noised_text_options, encode_prompt, sd_noise_scheduler
 from sdcorr.sources.dinov2 import Dinov2Source
 from sdcorr.sources.hub import check_pretrained
 from sdcorr.sources.stable_diffusion import load_pretrained
@@ -192,13 +192,7 @@ class SdDinoSource(DenseSource):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if prompt_embedding not in ("text", "zeros"):
-            raise OptionError(self, "prompt_embedding", f"expected 'text' or 'zeros'; got {prompt_embedding!r}")
-        if architecture is not None and prompt_embedding == "text":
-            problem = f"expected 'zeros' with architecture={architecture!r} (a random-weight build has no text encoder)"
-            raise OptionError(self, "prompt_embedding", f"{problem}; got prompt_embedding='text'")
-        if not 0 <= timestep < 1000:
-            raise OptionError(self, "timestep", f"expected 0..999; got {timestep}")
+        check_noised_text_options(self, architecture, prompt_embedding, timestep)
         if len(pca_dims) != len(sd_layers) or not sd_layers or min(pca_dims) < 1:
             raise OptionError(self, "pca_dims", f"expected one dimension >= 1 per read layer ({len(sd_layers)}); "
                               f"got {list(pca_dims)}")  # fmt: skip
