@@ -93,13 +93,20 @@ def sample_from_record(
     return sample
 
 
-def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts)."""
-    return batch
+#: the index an idle DDP process's sampler yields (it has no pair): :class:`PairListDataset` gives None for it
+#: and :func:`collate_pairs` leaves that out, so the process runs one empty batch (see
+#: :class:`UnpaddedDistributedSampler`)
+IDLE = -1
+
+
+def collate_pairs(batch: list[Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts); an idle
+    process's placeholder (None, see :data:`IDLE`) is left out: its batch is the empty list."""
+    return [sample for sample in batch if sample is not None]
 
 
 class PairListDataset(Dataset):
-    """Lightweight pair records, turned into sample dicts (images loaded) on access."""
+    """Lightweight pair records, turned into sample dicts (images loaded) on access; :data:`IDLE` gives None."""
 
     def __init__(self, pairs: list[dict[str, Any]], load: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self.pairs, self.load = pairs, load
@@ -107,8 +114,8 @@ class PairListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.load(self.pairs[index])
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        return None if index == IDLE else self.load(self.pairs[index])
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -118,11 +125,16 @@ class UnpaddedDistributedSampler(DistributedSampler):
     same source keypoint. Lightning's default distributed sampler pads the dataset by repeating pairs
     so every process gets the same number, which would score some pairs twice. Being a
     ``DistributedSampler``, this one is left in place by Lightning.
+
+    With fewer pairs than processes, the last processes have none: each gets one empty batch (the index
+    :data:`IDLE`) instead. Lightning skips the whole test loop of a process without batches, hooks
+    included, so it would miss the collective steps of the others (the metric's gather, the run
+    folder's barrier) and leave them waiting; with its empty batch it runs them all.
     """
 
     def __init__(self, dataset: PairListDataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = split(dataset.pairs, num_replicas)[rank]
+        self.indices = split(dataset.pairs, num_replicas)[rank] or [IDLE]
         self.num_samples = len(self.indices)
 
     def __iter__(self):

@@ -126,6 +126,24 @@ def test_ddp_ranks_get_whole_source_images_and_the_same_results(shared, tmp_path
 
 
 @pytest.mark.slow
+def test_more_processes_than_pairs_end_like_one_process(shared, tmp_path):
+    """One source image's 2 pairs on 3 processes: ranks 0 and 1 get a pair each, rank 2 none. It still takes
+    part in every collective step (no gloo crash), and the pairs and their scores are those of the one-process
+    run, without warnings (Lightning's sync_dist advice was printed 10 times on 2 processes)."""
+    folder, whole = shared
+    ddp = ["--trainer.devices", "3", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+    result = sdcorr("test", *QUICK, "--data.init_args.root", str(folder), "--data.init_args.categories", "[astro1]",
+                    "--trainer.default_root_dir", str(tmp_path), *ddp)  # fmt: skip
+    ranks = [(tmp_path / f"predictions.rank{r}.jsonl").read_text().splitlines() for r in range(3)]
+    assert [len(lines) for lines in ranks] == [1, 1, 0]
+    single = [line for line in (whole / "predictions.jsonl").read_text().splitlines() if '"astro1-' in line]
+    assert sorted(ranks[0] + ranks[1]) == sorted(single) and len(single) == 2  # byte for byte
+    results, reference = (json.loads((path / "results.json").read_text()) for path in (tmp_path, whole))
+    assert results["overall"] == reference["per_category"]["astro1"] and list(results["per_category"]) == ["astro1"]
+    assert "sync_dist" not in result.stderr and "Warning" not in result.stderr
+
+
+@pytest.mark.slow
 def test_three_shards_merge_to_the_same_results(shared, tmp_path):
     folder, whole = shared
     for index in range(3):

@@ -14,8 +14,8 @@ Pairs with no valid keypoint are left out of both. Values are fractions in ``[0,
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -196,6 +196,24 @@ class PCK(Metric):
     def skip(self, num_pairs: int = 1) -> None:
         """Count pairs that were predicted but cannot be scored (no ground truth); reported as ``unscored_pairs``."""
         self.unscored += num_pairs
+
+    def sync(
+        self,
+        dist_sync_fn: Optional[Callable] = None,
+        process_group: Optional[Any] = None,
+        should_sync: bool = True,
+        distributed_available: Optional[Callable] = None,
+    ) -> None:
+        """torchmetrics' :meth:`~torchmetrics.Metric.sync`, also for a process that scored no pair (fewer pairs
+        than DDP processes): its states become empty tensors of the others' shapes and dtypes first.
+        torchmetrics' own stand-in for an empty list state is 1-D and of the metric's dtype, which the gather
+        cannot match with ``[P, A]`` counts or ``long`` category ids (the processes would wait on each other)."""
+        idle = isinstance(self.correct, list) and not self.correct
+        if should_sync and idle and dist.is_available() and dist.is_initialized():
+            self.correct.append(torch.zeros(0, len(self.alphas), device=self.device))
+            self.total.append(torch.zeros(0, device=self.device))
+            self.category.append(torch.zeros(0, dtype=torch.long, device=self.device))
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
 
     def _names(self) -> dict[int, str]:
         names = dict(self.category_names)
