@@ -129,12 +129,13 @@ class UnpaddedDistributedSampler(DistributedSampler):
     With fewer pairs than processes, the last processes have none: each gets one empty batch (the index
     :data:`IDLE`) instead. Lightning skips the whole test loop of a process without batches, hooks
     included, so it would miss the collective steps of the others (the metric's gather, the run
-    folder's barrier) and leave them waiting; with its empty batch it runs them all.
+    folder's barrier) and leave them waiting; with its empty batch it runs them all. With no pair at
+    all (a resumed run with every pair done) no process gets a batch: every loop is skipped alike.
     """
 
     def __init__(self, dataset: PairListDataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = split(dataset.pairs, num_replicas)[rank] or [IDLE]
+        self.indices = split(dataset.pairs, num_replicas)[rank] or ([IDLE] if dataset.pairs else [])
         self.num_samples = len(self.indices)
 
     def __iter__(self):

@@ -6,8 +6,10 @@ import random
 import shutil
 
 import pytest
+from torch.utils.data import DataLoader
 
 from datamodules import schedule
+from datamodules.base import PairListDataset, UnpaddedDistributedSampler, collate_pairs
 from datamodules.pairs import PairsDataModule
 from datamodules.schedule import GROUP, split
 from tests.conftest import DEMO, QUICK, sdcorr
@@ -42,6 +44,17 @@ def test_split_examples_and_fewer_images_than_parts():
     pairs = records([("a", 2), ("a", 3), ("a", 1), ("b", 4)])
     assert split(pairs, 3) == [[3], [1], [0, 2]]  # two images, three parts: pair by pair, none empty
     assert split(pairs[:1], 2) == [[0], []]  # fewer pairs than parts: nothing to give
+
+
+def test_an_idle_process_gets_one_empty_batch_unless_no_process_has_a_pair():
+    def batches(pairs, rank):
+        dataset = PairListDataset(pairs, lambda pair: pair["pair_id"])
+        sampler = UnpaddedDistributedSampler(dataset, num_replicas=3, rank=rank)
+        return list(DataLoader(dataset, sampler=sampler, batch_size=2, collate_fn=collate_pairs))
+
+    one = records([("a", 2)])
+    assert [batches(one, rank) for rank in range(3)] == [[["p0"]], [[]], [[]]]  # ranks 1, 2: run the loop, no pair
+    assert [batches([], rank) for rank in range(3)] == [[], [], []]  # nothing to do anywhere: no loop at all
 
 
 def write_shared_pairs(folder):
