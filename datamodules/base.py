@@ -20,6 +20,9 @@ references          dict, optional              every threshold mode the dataset
                                                 ``sdcorr evaluate`` can switch modes afterwards
 groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
                                                 ``{"occlusion": "1", ...}``
+source_group        str, optional               which source image: the digest of its file's
+                                                bytes (see :meth:`PairDataModule.source_group`);
+                                                intervals resample pairs that share it together
 ==================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
@@ -85,6 +88,8 @@ def sample_from_record(
     }
     if pair.get("groups"):
         sample["groups"] = dict(pair["groups"])
+    if pair.get(GROUP):
+        sample[GROUP] = pair[GROUP]
     if pair.get("references"):
         sample["references"] = {
             mode: {"threshold": float(entry["threshold"]), "pck_scale": [float(v) for v in entry["pck_scale"]]}

@@ -98,6 +98,9 @@ def test_copies_of_one_image_are_one_source_group(tmp_path):
     assert cat <= ids[0] or cat <= ids[1]  # the copy goes with the original
     groups = {p["pair_id"]: p[GROUP] for d in (data, other) for p in d.selected}
     assert groups["cat-a"] == groups["cat-copy"] != groups["astro1-a"]
+    # the sample carries it to the prediction line, for the intervals (pairs of one image are drawn together)
+    sample = data.dataset[0]
+    assert sample[GROUP] == groups[sample["pair_id"]] and len(sample[GROUP]) == 20
 
 
 @pytest.mark.slow
