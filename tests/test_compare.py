@@ -9,7 +9,7 @@ import torch
 from sdcorr.cli import commands
 from sdcorr.cli.main import main
 from sdcorr.errors import DataError, UsageError
-from sdcorr.runs.compare import Run, compare_paper, compare_runs
+from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison
 from sdcorr.runs.folder import COMPARE, COMPARE_FILES, RunFolder
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import FORMAT, Prediction
@@ -166,6 +166,11 @@ def test_pairs_of_one_source_image_are_resampled_together(tmp_path):
     assert clustered["high"] - clustered["low"] > 1.3 * (per_pair["high"] - per_pair["low"])
     block = payload["intervals"]
     assert (block["clusters"], block["num_clusters"], block["num_pairs"]) == ("source image", 10, 40)
+    # 40 pairs on 3 source images are too few units for an interval or p-value, and the table says why
+    three = write_run(tmp_path / "c", [dataclasses.replace(p, source_group=f"img{i % 3}") for i, p in enumerate(pairs)])
+    payload, _ = compare_runs([Run.read(three), Run.read(b)], alphas=[0.1])
+    assert rows(payload)["overall"]["p_value"] is None
+    assert "(< 10 source images)" in format_comparison(payload)
 
 
 def offsets(p):

@@ -183,3 +183,8 @@ def test_results_json_resamples_the_pairs_of_a_source_image_together():
     assert older["intervals"]["clusters"] == "pair" and "older sdcorr" in older["intervals"]["note"]
     width = [float(i["per_image"][0, 1] - i["per_image"][0, 0]) for i in (clustered, per_pair)]
     assert width[0] > 1.3 * width[1]
+    # enough pairs, but on 3 source images: too few units to draw, no interval claimed
+    three = score(
+        [dataclasses.replace(p, source_group=f"img{i % 3}") for i, p in enumerate(lines)], [0.1], resamples=300
+    )
+    assert "per_image_interval" not in three["overall"]["pck@0.1"] and three["intervals"]["num_clusters"] == 3

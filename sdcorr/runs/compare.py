@@ -173,8 +173,9 @@ def difference_rows(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per alpha, one row per category then ``overall``: ``{"category", "pairs", "a", "b", "difference",
     "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction); a row of fewer than
-    :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs has no interval or p-value (None). The resamples draw
-    source images with all their pairs (:func:`source_of`; a pair with none recorded is drawn alone)."""
+    :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs or source images has no interval or p-value (None). The
+    resamples draw source images with all their pairs (:func:`source_of`; a pair with none recorded is drawn
+    alone)."""
     clusters = {p: source_of(first, second, p) or f"pair:{p}" for p in shared}
     groups: dict[str, list[str]] = {}
     for pair_id in shared:
@@ -194,16 +195,17 @@ def difference_rows(
                     "a": 100 * float(a.mean()),
                     "b": 100 * float(b.mean()),
                     "difference": 100 * test["difference"],
-                    **_uncertainty(test, len(ids)),
+                    **_uncertainty(test, len({clusters[p] for p in ids})),
                 }
             )
         out[f"{alpha:g}"] = rows
     return out
 
 
-def _uncertainty(test: dict[str, float], pairs: int) -> dict[str, Optional[float]]:
-    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` pairs."""
-    if pairs < MIN_PAIRS:
+def _uncertainty(test: dict[str, float], units: int) -> dict[str, Optional[float]]:
+    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` units
+    drawn (pairs, or source images)."""
+    if units < MIN_PAIRS:
         return {"low": None, "high": None, "p_value": None}
     return {"low": 100 * test["low"], "high": 100 * test["high"], "p_value": test["p_value"]}
 
@@ -328,8 +330,8 @@ def compare_paper(
 # the outputs, for people
 def _interval(row: dict[str, Any], with_sign: bool = False) -> str:
     """``[low, high]`` of a row, or why it has none."""
-    if row["low"] is None:
-        return f"(< {MIN_PAIRS} pairs)"
+    if row["low"] is None:  # too few pairs, or enough pairs on too few source images
+        return f"(< {MIN_PAIRS} {'source images' if row['pairs'] >= MIN_PAIRS else 'pairs'})"
     low, high = (signed(row["low"]), signed(row["high"])) if with_sign else (f"{row['low']:.1f}", f"{row['high']:.1f}")
     return f"[{low}, {high}]"
 

@@ -228,6 +228,7 @@ def stratified_mean_intervals(
     return _percentiles(total / len(names))
 
 
-#: fewer pairs than this get no interval (results.json) or p-value (``sdcorr compare``): a bootstrap over
-#: a handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
+#: fewer pairs than this, or fewer source images where those are drawn, get no interval (results.json) or
+#: p-value (``sdcorr compare``): a bootstrap over a handful of units has too few distinct resamples (one:
+#: none) and claims far too much certainty
 MIN_PAIRS = 10

@@ -161,9 +161,9 @@ class PCK(Metric):
     Args:
         alphas: fractions of the threshold at which PCK is reported; default 0.05 and 0.1.
         resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. Rows of fewer than
-            :data:`~sdcorr.stats.intervals.MIN_PAIRS` scored pairs get none (too few to resample). The resamples of a
-            row are seeded by its name, so they depend on the order pairs were added: add them in a fixed
-            order (results.json's are added by pair id, see :func:`sdcorr.runs.scoring.score`).
+            :data:`~sdcorr.stats.intervals.MIN_PAIRS` scored pairs (or clusters) get none (too few to resample).
+            The resamples of a row are seeded by its name, so they depend on the order pairs were added: add
+            them in a fixed order (results.json's are added by pair id, see :func:`sdcorr.runs.scoring.score`).
     """
 
     is_differentiable = False
@@ -247,11 +247,12 @@ class PCK(Metric):
     def _summary(self, correct: Tensor, total: Tensor, name: str, cluster: Optional[Tensor] = None) -> dict:
         values = _pck_compute(correct, total)
         num_pairs = int((total > 0).sum())
-        # a bootstrap over a handful of pairs claims far too much certainty (one pair: a zero-width interval)
-        enough = self.resamples and num_pairs >= MIN_PAIRS
         labels = None  # every pair alone: the same resamples as no labels
         if cluster is not None and bool((cluster != ALONE).any()):
             labels = [c if c != ALONE else ("alone", i) for i, c in enumerate(cluster.tolist())]
+        units = num_pairs if labels is None else len({c for c, n in zip(labels, total.tolist()) if n > 0})
+        # a bootstrap over a handful of pairs (or source images) claims far too much certainty (one: a zero width)
+        enough = self.resamples and units >= MIN_PAIRS
         intervals = pck_intervals(correct.cpu(), total.cpu(), self.resamples, name, labels) if enough else None
         out = {"num_pairs": num_pairs, "num_keypoints": int(total.sum())}
         for i, alpha in enumerate(self.alphas):
