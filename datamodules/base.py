@@ -23,7 +23,8 @@ groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SP
 source_image_id     str or None, optional       identity of the source image: the digest of
                                                 its file's bytes (the record's ``source_group``,
                                                 see :mod:`datamodules.schedule`); pairs that
-                                                show one image share its dense features
+                                                show one image share its dense features, and
+                                                intervals resample them together
 target_image_id     str or None, optional       the same for the target image
 class_name          str or None, optional       the object's class in words, for sources that
                                                 prompt with it (DIFT's ``"a photo of a {}"``):
@@ -109,9 +110,16 @@ def sample_from_record(
     return sample
 
 
-def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts)."""
-    return batch
+#: the index an idle DDP process's sampler yields (it has no pair): :class:`PairListDataset` gives None for it
+#: and :func:`collate_pairs` leaves that out, so the process runs one empty batch (see
+#: :class:`UnpaddedDistributedSampler`)
+IDLE = -1
+
+
+def collate_pairs(batch: list[Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts); an idle
+    process's placeholder (None, see :data:`IDLE`) is left out: its batch is the empty list."""
+    return [sample for sample in batch if sample is not None]
 
 
 #: the sample key of a pair matched again for its pictures only (see :meth:`PairDataModule.rematch`)
@@ -120,7 +128,7 @@ REMATCH = "rematch"
 
 class PairListDataset(Dataset):
     """Lightweight pair records, turned into sample dicts (images loaded) on access; the samples of the
-    ``rematch`` ids carry ``"rematch": True``."""
+    ``rematch`` ids carry ``"rematch": True``; :data:`IDLE` gives None."""
 
     def __init__(
         self,
@@ -133,7 +141,9 @@ class PairListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        if index == IDLE:
+            return None
         sample = self.load(self.pairs[index])
         if sample["pair_id"] in self.rematch:
             sample[REMATCH] = True
@@ -147,11 +157,17 @@ class UnpaddedDistributedSampler(DistributedSampler):
     same source keypoint. Lightning's default distributed sampler pads the dataset by repeating pairs
     so every process gets the same number, which would score some pairs twice. Being a
     ``DistributedSampler``, this one is left in place by Lightning.
+
+    With fewer pairs than processes, the last processes have none: each gets one empty batch (the index
+    :data:`IDLE`) instead. Lightning skips the whole test loop of a process without batches, hooks
+    included, so it would miss the collective steps of the others (the metric's gather, the run
+    folder's barrier) and leave them waiting; with its empty batch it runs them all. With no pair at
+    all (a resumed run with every pair done) no process gets a batch: every loop is skipped alike.
     """
 
     def __init__(self, dataset: PairListDataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = split(dataset.pairs, num_replicas)[rank]
+        self.indices = split(dataset.pairs, num_replicas)[rank] or ([IDLE] if dataset.pairs else [])
         self.num_samples = len(self.indices)
 
     def __iter__(self):

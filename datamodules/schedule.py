@@ -62,8 +62,9 @@ def split(pairs: Sequence[dict[str, Any]], parts: int) -> list[list[int]]:
     keypoints so far (ties: the lowest part). Within a part, groups keep their order of first
     appearance and pairs their order. Deterministic; ``split(pairs, 1)[0]`` is the grouped order.
     With fewer source images than parts, pairs are split one by one instead, so that no part is
-    empty while there are enough pairs (an idle DDP process would stall the others); a keypoint may
-    then be fitted in two parts, with the same result.
+    empty while there are enough pairs (a keypoint may then be fitted in two parts, with the same
+    result). With fewer pairs than parts, the last parts are empty: such a DDP process matches
+    nothing but still joins the others' collective steps (see :class:`datamodules.base.PairDataModule`).
 
     >>> pairs = [{"pair_id": str(i), "source_group": g, "num_keypoints": n}
     ...          for i, (g, n) in enumerate([("a", 3), ("b", 5), ("a", 4), ("c", 2)])]

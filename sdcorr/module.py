@@ -191,14 +191,18 @@ class CorrespondenceModule(LightningModule):
         return {"predictions": self._step(batch, score=False)["predictions"]}
 
     def on_test_epoch_end(self) -> None:
-        results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.runs.scoring)
+        # every process, a process that matched no pair included: the metric gathers all processes' pairs, so
+        # each process holds the same figures (the groups' breakdown is results.json's, see sdcorr.runs.scoring)
+        results = self.pck.compute()
+        # equal on every process already: Lightning's sync with "max" keeps them exact (a mean could move a bit)
+        log = dict(sync_dist=True, reduce_fx="max")
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
             if not results["overall"]["num_pairs"]:  # nothing scored: PCK is undefined, log no NaN
                 continue
             for kind in ("per_image", "per_point"):
-                self.log(f"{key}/{kind}", results["overall"][key][kind], sync_dist=False)
+                self.log(f"{key}/{kind}", results["overall"][key][kind], **log)
             for name, values in results["per_category"].items():
-                self.log(f"{key}/per_image/{name}", values[key]["per_image"], sync_dist=False)
+                self.log(f"{key}/per_image/{name}", values[key]["per_image"], **log)
         self.pck.reset()
         self.pck_groups.reset()

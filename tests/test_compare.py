@@ -1,5 +1,6 @@
 """``sdcorr compare`` (sdcorr.runs.compare, sdcorr.stats.paper) on hand-made run folders: no model needed."""
 
+import dataclasses
 import inspect
 import json
 
@@ -11,13 +12,13 @@ from sdcorr.cli import commands
 from sdcorr.cli.main import main
 from sdcorr.errors import DataError, UsageError
 from sdcorr.paths import INSTALL_ROOT
-from sdcorr.runs.compare import Run, compare_paper, compare_runs
+from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison
 from sdcorr.runs.folder import COMPARE, COMPARE_FILES, RunFolder
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import FORMAT, Prediction
 from sdcorr.runs.scoring import results_of
 from sdcorr.sources.dift import DiftSource
-from sdcorr.stats.intervals import stratified_mean_intervals
+from sdcorr.stats.intervals import RESAMPLES, paired_difference, stratified_mean_intervals
 from tests.conftest import sdcorr
 
 #: keypoint offsets in pixels against a threshold of 100: correct at 0.05 and 0.1, at 0.1 only, at neither
@@ -151,6 +152,36 @@ def test_partial_overlap_warns_once_and_compares_the_shared_pairs(tmp_path, caps
     assert "shares 15 of its 15 scored pairs with" in err and "comparing the 15 shared pairs" in err
     assert payload["comparisons"][0]["shared_pairs"] == 15 and rows(payload)["overall"]["pairs"] == 15
     assert "overall" in out and "p=1.000" in out
+
+
+def test_pairs_of_one_source_image_are_resampled_together(tmp_path):
+    # 40 pairs on 10 source images; B gets every keypoint of the even images right, of the odd ones wrong:
+    # the difference is correlated within a source image, so the paired bootstrap must draw whole images
+    pairs = [dataclasses.replace(p, source_group=f"img{i // 4}") for i, p in enumerate(mixed())]
+    better = [prediction(p.pair_id, p.category, [(RIGHT, WRONG)[i // 4 % 2]] * 5) for i, p in enumerate(pairs)]
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", better)  # b: written without source images
+    payload, _ = compare_runs([Run.read(a), Run.read(b)], alphas=[0.1])
+    first = torch.tensor([sum(o != WRONG for o in offsets(p)) / 5 for p in pairs], dtype=torch.float64)
+    second = torch.tensor([1.0 - i // 4 % 2 for i in range(40)], dtype=torch.float64)
+    images = [f"img{i // 4}" for i in range(40)]
+    clustered = paired_difference(first, second, RESAMPLES, "compare/overall/0.1", images)
+    overall = rows(payload)["overall"]
+    assert [overall[k] for k in ("low", "high")] == pytest.approx([100 * clustered[k] for k in ("low", "high")])
+    assert overall["p_value"] == clustered["p_value"]
+    per_pair = paired_difference(first, second, RESAMPLES, "compare/overall/0.1")
+    assert clustered["high"] - clustered["low"] > 1.3 * (per_pair["high"] - per_pair["low"])
+    block = payload["intervals"]
+    assert (block["clusters"], block["num_clusters"], block["num_pairs"]) == ("source image", 10, 40)
+    # 40 pairs on 3 source images are too few units for an interval or p-value, and the table says why
+    three = write_run(tmp_path / "c", [dataclasses.replace(p, source_group=f"img{i % 3}") for i, p in enumerate(pairs)])
+    payload, _ = compare_runs([Run.read(three), Run.read(b)], alphas=[0.1])
+    assert rows(payload)["overall"]["p_value"] is None
+    assert "(< 10 source images)" in format_comparison(payload)
+
+
+def offsets(p):
+    """The x offsets of a pair's predicted keypoints from their ground truth."""
+    return [x - tx for (x, _), (tx, _) in zip(p.predicted_keypoints, p.target_keypoints)]
 
 
 def test_stratified_interval_is_around_the_mean_of_category_means():

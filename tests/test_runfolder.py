@@ -56,6 +56,11 @@ def test_a_line_read_and_written_again_is_the_same_bytes():
     # a key this version does not know survives a rewrite (at the end)
     extended = json.loads(text) | {"future": [1.5]}
     assert json.dumps(Prediction.from_json(extended).to_json()) == json.dumps(extended)
+    # the source image (format 1 still): after the others when recorded; a line without it stays without it
+    grouped = Prediction.from_sample(sample() | {"source_image_id": "3f2a"}, match(), [0.05, 0.1])
+    written = json.dumps(grouped.to_json())
+    assert written == text[:-1] + ', "source_group": "3f2a"}' and Prediction.from_json(json.loads(written)) == grouped
+    assert prediction.source_group is None and prediction.cluster == "pair:p0" and grouped.cluster == "image:3f2a"
 
 
 def test_correct_flags_by_hand():

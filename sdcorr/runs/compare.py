@@ -3,6 +3,8 @@
 Runs against runs (``sdcorr compare RUN_A RUN_B [RUN_C ...]``): each further run is compared with the
 first on the pairs both scored: per-image PCK of each, and the difference (B - A) with a paired bootstrap
 interval and p-value (:func:`sdcorr.stats.intervals.paired_difference`), overall and per category, at each alpha.
+The bootstrap draws source images, each with all its pairs (they share its fitted embeddings, so their
+errors are correlated); a pair whose lines in both runs record no source image (an older sdcorr) is drawn alone.
 
 What counts as the same data. Pairs are matched by ``pair_id``; runs are compared when
 
@@ -75,13 +77,14 @@ SAME_DATA = ("datamodule", "split")
 
 @dataclass(frozen=True)
 class PairScore:
-    """One scored pair: its category, correct keypoints ``[A]`` at each alpha, keypoints, and its ground
-    truth (to check that two runs scored the same pair)."""
+    """One scored pair: its category, correct keypoints ``[A]`` at each alpha, keypoints, its ground
+    truth (to check that two runs scored the same pair) and its source image (None: not recorded)."""
 
     category: str
     correct: torch.Tensor
     total: int
     truth: tuple
+    source_group: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ def pair_scores(
         if flags is None or not len(flags):
             continue
         truth = (prediction.source_keypoints, prediction.target_keypoints, prediction.reference(mode))
-        out[prediction.pair_id] = PairScore(prediction.category, flags.sum(0).double(), len(flags), truth)
+        score = PairScore(prediction.category, flags.sum(0).double(), len(flags), truth, prediction.source_group)
+        out[prediction.pair_id] = score
     return out
 
 
@@ -175,6 +179,11 @@ def shared_pairs(
     )
 
 
+def source_of(first: dict[str, PairScore], second: dict[str, PairScore], pair_id: str) -> Optional[str]:
+    """The source image of a shared pair as either run recorded it (None: neither did)."""
+    return first[pair_id].source_group or second[pair_id].source_group
+
+
 def difference_rows(
     first: dict[str, PairScore],
     second: dict[str, PairScore],
@@ -184,7 +193,10 @@ def difference_rows(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per alpha, one row per category then ``overall``: ``{"category", "pairs", "a", "b", "difference",
     "low", "high", "p_value"}``, PCK per image in percent (``p_value`` a fraction); a row of fewer than
-    :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs has no interval or p-value (None)."""
+    :data:`~sdcorr.stats.intervals.MIN_PAIRS` pairs or source images has no interval or p-value (None). The
+    resamples draw source images with all their pairs (:func:`source_of`; a pair with none recorded is drawn
+    alone)."""
+    clusters = {p: source_of(first, second, p) or f"pair:{p}" for p in shared}
     groups: dict[str, list[str]] = {}
     for pair_id in shared:
         groups.setdefault(first[pair_id].category, []).append(pair_id)
@@ -195,7 +207,7 @@ def difference_rows(
         for category, ids in groups.items():
             a = torch.stack([first[p].correct[i] / first[p].total for p in ids])
             b = torch.stack([second[p].correct[i] / second[p].total for p in ids])
-            test = paired_difference(a, b, resamples, f"compare/{category}/{alpha:g}")
+            test = paired_difference(a, b, resamples, f"compare/{category}/{alpha:g}", [clusters[p] for p in ids])
             rows.append(
                 {
                     "category": category,
@@ -203,16 +215,17 @@ def difference_rows(
                     "a": 100 * float(a.mean()),
                     "b": 100 * float(b.mean()),
                     "difference": 100 * test["difference"],
-                    **_uncertainty(test, len(ids)),
+                    **_uncertainty(test, len({clusters[p] for p in ids})),
                 }
             )
         out[f"{alpha:g}"] = rows
     return out
 
 
-def _uncertainty(test: dict[str, float], pairs: int) -> dict[str, Optional[float]]:
-    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` pairs."""
-    if pairs < MIN_PAIRS:
+def _uncertainty(test: dict[str, float], units: int) -> dict[str, Optional[float]]:
+    """The interval (percent) and p-value of a paired test, or None for each below :data:`MIN_PAIRS` units
+    drawn (pairs, or source images)."""
+    if units < MIN_PAIRS:
         return {"low": None, "high": None, "p_value": None}
     return {"low": 100 * test["low"], "high": 100 * test["high"], "p_value": test["p_value"]}
 
@@ -237,12 +250,13 @@ def compare_runs(
     alphas = list(alphas or common_alphas(runs))
     mode = threshold_mode(runs[0], threshold)
     baseline = pair_scores(runs[0].predictions, alphas, threshold)
-    comparisons, warnings = [], []
+    comparisons, warnings, sources = [], [], {}
     for other in runs[1:]:
         scores = pair_scores(other.predictions, alphas, threshold)
         shared, warning = shared_pairs(baseline, scores, (runs[0].folder, other.folder))
         warnings += [warning] if warning else []
         changed = runs[0].manifest.fingerprint.differences(other.manifest.fingerprint)
+        sources.update({p: source_of(baseline, scores, p) for p in shared})
         comparisons.append(
             {
                 "a": runs[0].folder,
@@ -261,7 +275,7 @@ def compare_runs(
         "alphas": alphas,
         "threshold_mode": mode,
         "data": runs[0].data,
-        "intervals": interval_method(resamples),
+        "intervals": interval_method(resamples, [sources[p] for p in sorted(sources)]),
         "warnings": warnings,
         "comparisons": comparisons,
     }
@@ -435,8 +449,8 @@ def format_published() -> str:
 # the outputs, for people
 def _interval(row: dict[str, Any], with_sign: bool = False) -> str:
     """``[low, high]`` of a row, or why it has none."""
-    if row["low"] is None:
-        return f"(< {MIN_PAIRS} pairs)"
+    if row["low"] is None:  # too few pairs, or enough pairs on too few source images
+        return f"(< {MIN_PAIRS} {'source images' if row['pairs'] >= MIN_PAIRS else 'pairs'})"
     low, high = (signed(row["low"]), signed(row["high"])) if with_sign else (f"{row['low']:.1f}", f"{row['high']:.1f}")
     return f"[{low}, {high}]"
 
