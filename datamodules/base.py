@@ -145,7 +145,7 @@ class PairListDataset(Dataset):
         if index == IDLE:
             return None
         sample = self.load(self.pairs[index])
-        if sample["pair_id"] in self.rematch:
+        if self.rematch and sample["pair_id"] in self.rematch:
             sample[REMATCH] = True
         return sample
 
