@@ -149,7 +149,7 @@ class RunFolderWriter(Callback):
         if self._nothing_left and not done:
             rank_zero_info(f"{run.path}: this selection has no pairs (an empty shard); its results say so")
         elif self._nothing_left:
-            rank_zero_info(f"{run.path}: all {len(done)} pairs are already done; nothing left to match")
+            rank_zero_info(f"{run.path}: all {len(done)} pairs already done; nothing left to match")
         elif done:
             rank_zero_info(f"resuming {run.path}: {len(done)} pairs already done are skipped")
         if done:
