@@ -2,25 +2,28 @@
 
 A sample is one image pair, a dict:
 
-==================  ==========================  ==============================================
-key                 value                       meaning
-==================  ==========================  ==============================================
-pair_id             str                         unique within the dataset
-category            str                         used for the per-category PCK table
-source_image        ``[3, H_s, W_s]`` float     RGB in [0, 1], original size
-target_image        ``[3, H_t, W_t]`` float     RGB in [0, 1], original size
-source_keypoints    ``[N, 2]`` float            ``(x, y)`` in source pixels
-target_keypoints    ``[N, 2]`` float or None    ``(x, y)`` in target pixels; None: no ground truth
-threshold           scalar float or None        PCK reference length (see ``pck_scale``)
-pck_scale           ``[2]`` float               per-axis factor from target pixels to the
-                                                threshold's space; ones when the threshold is in
-                                                target pixels
-references          dict, optional              every threshold mode the dataset defines,
-                                                ``{mode: {"threshold", "pck_scale"}}``, so
-                                                ``sdcorr evaluate`` can switch modes afterwards
-groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
-                                                ``{"occlusion": "1", ...}``
-==================  ==========================  ==============================================
+======================  ==========================  ==============================================
+key                     value                       meaning
+======================  ==========================  ==============================================
+pair_id                 str                         unique within the dataset
+category                str                         used for the per-category PCK table
+source_image            ``[3, H_s, W_s]`` float     RGB in [0, 1], original size
+target_image            ``[3, H_t, W_t]`` float     RGB in [0, 1], original size
+source_keypoints        ``[N, 2]`` float            ``(x, y)`` in source pixels
+target_keypoints        ``[N, 2]`` float or None    ``(x, y)`` in target pixels; None: no ground truth
+threshold               scalar float or None        PCK reference length (see ``pck_scale``)
+pck_scale               ``[2]`` float               per-axis factor from target pixels to the
+                                                    threshold's space; ones when the threshold is in
+                                                    target pixels
+references              dict, optional              every threshold mode the dataset defines,
+                                                    ``{mode: {"threshold", "pck_scale"}}``, so
+                                                    ``sdcorr evaluate`` can switch modes afterwards
+groups                  dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
+                                                    ``{"occlusion": "1", ...}``
+source_group_keypoints  ``[M, 2]`` float, optional  every distinct source keypoint of the run's
+                                                    selected pairs with this source image (before
+                                                    sharding), for batching fits by source image
+======================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 """
@@ -39,7 +42,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.schedule import GROUP, file_digest, split
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, add_group_keypoints, file_digest, split
 from sdcorr.errors import DataError, OptionError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
 from sdcorr.paths import bundled
@@ -85,6 +88,8 @@ def sample_from_record(
     }
     if pair.get("groups"):
         sample["groups"] = dict(pair["groups"])
+    if pair.get(GROUP_KEYPOINTS) is not None:
+        sample[GROUP_KEYPOINTS] = pair[GROUP_KEYPOINTS]
     if pair.get("references"):
         sample["references"] = {
             mode: {"threshold": float(entry["threshold"]), "pck_scale": [float(v) for v in entry["pck_scale"]]}
@@ -253,6 +258,7 @@ class PairDataModule(LightningDataModule):
             pairs = [pairs[i] for i in chosen]
         for pair in pairs:
             pair[GROUP] = self.source_group(pair)
+        add_group_keypoints(pairs)  # over the whole selection: the same for every shard, process and resume
         return [pairs[i] for i in split(pairs, self.num_shards)[self.shard_index]]
 
     def setup(self, stage: str) -> None:
