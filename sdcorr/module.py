@@ -9,7 +9,6 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import torch
 from lightning.pytorch import LightningModule
 
-from datamodules.schedule import GROUP_KEYPOINTS
 from sdcorr import geometry
 from sdcorr.errors import DataError, InferenceModeError, NumericalError, OptionError
 from sdcorr.matchers.base import Matcher, MatchResult, Progress
@@ -101,8 +100,8 @@ class CorrespondenceModule(LightningModule):
             if not path.is_file():
                 raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
             options["embeddings"] = torch.load(path, map_location=self.device)
-        elif self.matcher.reuse_fits and sample.get(GROUP_KEYPOINTS) is not None:
-            options["group_keypoints"] = sample[GROUP_KEYPOINTS]  # fits batched by source image
+        elif self.matcher.reuse_fits and sample.get("source_group_keypoints") is not None:
+            options["group_keypoints"] = sample["source_group_keypoints"]  # fits batched by source image
         try:
             return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, progress=self._progress(), **options)
         except NumericalError as error:
