@@ -6,10 +6,11 @@ import random
 import shutil
 
 import pytest
+import torch
 
 from datamodules import schedule
 from datamodules.pairs import PairsDataModule
-from datamodules.schedule import GROUP, split
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, split
 from tests.conftest import DEMO, QUICK, sdcorr
 from tests.fixtures_spair import write_spair
 
@@ -136,3 +137,22 @@ def test_three_shards_merge_to_the_same_results(shared, tmp_path):
         )  # fmt: skip
     sdcorr("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
     assert (tmp_path / "merged/results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_samples_carry_their_source_images_keypoints_over_the_whole_selection(tmp_path):
+    """Four shards of three source images split pair by pair: a shard holding one pair of an image still
+    gets the image's keypoints over all the selected pairs (what fits are batched by)."""
+    folder = write_shared_pairs(tmp_path)
+    points = [[114.41, 74.67], [211.53, 90.0], [174.28, 161.33]]
+    expected = {"cat": [0, 1, 2], "astro1": [0, 1], "astro2": [0, 2]}  # the unions of write_shared_pairs
+    seen = set()
+    for index in range(4):
+        data = PairsDataModule(str(folder), num_shards=4, shard_index=index)
+        data.setup("test")
+        for i, pair in enumerate(data.selected):
+            sample = data.dataset[i]
+            group = torch.tensor([points[k] for k in expected[pair["pair_id"].split("-")[0]]], dtype=torch.float32)
+            got = sample[GROUP_KEYPOINTS]
+            assert sorted(got.tolist()) == sorted(group.tolist()) and got.dtype == torch.float32
+            seen.add(pair["pair_id"])
+    assert len(seen) == 6
