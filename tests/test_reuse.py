@@ -88,8 +88,9 @@ def test_remembered_crop_latents_are_exactly_fresh_ones(source, images):
 
 
 def test_a_fit_and_a_latent_are_computed_the_same_way_whatever_else_is_pending(source, images, monkeypatch):
-    """Why a remembered result is bit-identical to a recomputed one on any device: under reuse a keypoint's
-    restarts are never batched with another keypoint's, and every crop is encoded alone."""
+    """Why a remembered result is bit-identical to a recomputed one on any device: under reuse, without the
+    image's keypoints (``group_keypoints``), a keypoint's restarts are never batched with another keypoint's
+    (with them, see below), and every crop is encoded alone."""
     a, b, _, _ = images
     matcher = PromptMatcher(**dict(OPTIONS, max_batch=10))  # room for all 3 keypoints x 2 restarts in one call
     chunks, batches = [], []
