@@ -158,7 +158,6 @@ def test_samples_carry_their_source_images_keypoints_over_the_whole_selection(tm
     assert len(seen) == 6
 
 
-@pytest.mark.slow
 def test_a_run_resumed_inside_a_source_image_fits_the_same_embeddings(tmp_path, monkeypatch):
     """Fits batched by source image, end to end: cut after cat-b, the resumed run's cat-copy (keypoints 0
     and 1 of the cat image) computes chunks the whole run computed (2 keypoints a call: the image's 3,
