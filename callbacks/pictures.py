@@ -12,6 +12,7 @@ from PIL import Image
 
 from datamodules.base import PairDataModule
 from sdcorr.errors import OptionError
+from sdcorr.images import save_picture
 from sdcorr.pages.index import missing_note
 from sdcorr.pages.plots import correspondence_plot, heatmap_plot
 from sdcorr.pages.viewer import PairAssets, pair_assets, panel_picture, write_assets
@@ -40,11 +41,13 @@ class PictureCallback(Callback):
     with the tiny model's 2 layers and 5-6 keypoints, 1.2 MB for a 50-pair run. When the page
     embedded the PNGs, 3 pairs made 3.3 MB.
 
-    Where they go: to W&B when a ``WandbLogger`` is among the Trainer's loggers (images with
-    ``log_image``; at the end of the test loop the tables ``pictures/pairs`` and ``viewer/keypoints``,
-    each drawn keypoint with its target maps); into the run folder's ``pictures/`` (see
-    :mod:`sdcorr.pages.viewer`) when no WandbLogger is configured or ``WANDB_MODE=disabled``
-    (``files: auto``), or always (``files: always``). This callback writes nothing else: ``index.html``,
+    Where they go: into the run folder's ``pictures/`` (see :mod:`sdcorr.pages.viewer`; ``files: always``,
+    the default: the page of every test run shows them, whatever the logger), and also to W&B when a
+    ``WandbLogger`` is among the Trainer's loggers (images with ``log_image``; at the end of the test loop
+    the tables ``pictures/pairs`` and ``viewer/keypoints``, each drawn keypoint with its target maps);
+    ``files: auto`` writes files only when no WandbLogger is configured or ``WANDB_MODE=disabled``. A
+    file that cannot be written (a full disk) stops the run with an
+    :class:`~sdcorr.errors.OutputError` naming it. This callback writes nothing else: ``index.html``,
     which shows these files, is written at the end of the run by
     :class:`~callbacks.run_folder.RunFolderWriter` from what ``pictures/`` holds (every
     ``on_test_batch_end`` comes before any ``on_test_end``, so in any callback order). It reads no file
@@ -57,10 +60,14 @@ class PictureCallback(Callback):
     :class:`~datamodules.base.PairDataModule`'s ``selected``, process 0's share under DDP, see
     :func:`sdcorr.runs.pairs.pairs_to_draw`; without a datamodule, the first pairs matched), decided
     before the run starts, so a resumed run draws the same pairs as an uninterrupted one. They are
-    recorded in ``pictures/chosen.json``. The model is never run again for a picture: a chosen pair that
-    an earlier, interrupted run of the folder finished without its pictures (killed between the
-    prediction and the picture, or the pictures were deleted) is not matched in this run, so it is not
-    drawn: index.html and a warning name it and say how to redraw it.
+    recorded in ``pictures/chosen.json``. A chosen pair that an earlier, interrupted run of the folder
+    finished without its pictures (killed or stopped by a full disk between the prediction and the
+    pictures, or the pictures were deleted; its ``<pair>.viewer.json``, written last, is missing) is
+    matched again in this run's test loop, with the same random draws, and drawn: the callback asks the
+    datamodule at setup (:meth:`~datamodules.base.PairDataModule.rematch`); the pair is neither scored
+    nor recorded twice. A chosen pair still without pictures at the end (under DDP a pair matched again
+    by another process than 0) is named by index.html and by a warning, the run's last line, with the
+    command that draws it (``sdcorr report RUN --draw PAIR``).
 
     Args:
         enabled: draw anything at all; false costs nothing.
@@ -74,13 +81,16 @@ class PictureCallback(Callback):
         source_maps: also draw the source-side heatmaps (extra passes through the model per drawn pair,
             made by the module's ``test_step`` for the pairs this callback asks for at setup; with a
             datamodule that is no ``PairDataModule`` the drawn pairs are not known then, and none are drawn).
-        files: write pictures/ (the PNGs and the viewer's files): auto (only without a WandbLogger), always or never.
+        files: write pictures/ (the PNGs and the viewer's files): always (also with W&B), auto (only
+            without a WandbLogger) or never.
         height: height in pixels of the correspondence plots and of the viewer's images.
         panel_size: longest side in pixels of each heatmap panel.
         map_size: side in pixels of each map kept for the viewer (``map_size x map_size`` per layer,
             keypoint and side; the page stretches them to the image).
         dir: the run folder; default: the Trainer's ``default_root_dir`` (the ``sdcorr`` command links it
             to ``--output.dir``).
+        overwrite: delete the folder's ``pictures/`` at setup, the pictures of the run the folder held (the
+            ``sdcorr`` command links it to ``--output.overwrite``, which discards that run).
     """
 
     def __init__(
@@ -92,11 +102,12 @@ class PictureCallback(Callback):
         alpha: float = 0.1,
         alphas: Optional[list[float]] = None,
         source_maps: bool = True,
-        files: Literal["auto", "always", "never"] = "auto",
+        files: Literal["auto", "always", "never"] = "always",
         height: int = 320,
         panel_size: int = 192,
         map_size: int = 64,
         dir: Optional[str] = None,
+        overwrite: bool = False,
     ) -> None:
         if num_pairs < 0:
             raise OptionError(self, "num_pairs", f"expected a number of pairs >= 0; got {num_pairs}")
@@ -119,6 +130,7 @@ class PictureCallback(Callback):
         self.panel_size = panel_size
         self.map_size = map_size
         self.dir = dir
+        self.overwrite = overwrite
         self._drawn = 0
         self._rows: list[list[Any]] = []
         self._keypoint_rows: list[list[Any]] = []  # W&B viewer/keypoints: [pair, keypoint, correct, maps...]
@@ -158,8 +170,18 @@ class PictureCallback(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         selected = datamodule.selected if isinstance(datamodule, PairDataModule) else None
         self._targets = pairs_to_draw(selected, trainer.world_size, self.num_pairs, self.pair_ids)
-        if self._active(trainer) and self.writes_files(trainer) and self._targets is not None:
-            self.run_folder(trainer).write_chosen(self._targets)
+        run = self.run_folder(trainer)
+        if self.overwrite and trainer.is_global_zero:
+            run.clear_pictures()
+        if self.writes_files(trainer) and self._targets is not None:
+            undrawn = None
+            if trainer.is_global_zero:
+                run.write_chosen(self._targets)
+                undrawn = run.undrawn()
+            if trainer.world_size > 1:  # every process must match the same pairs
+                undrawn = trainer.strategy.broadcast(undrawn, src=0)
+            if isinstance(datamodule, PairDataModule):  # those an earlier run finished: matched again for pictures
+                datamodule.rematch(set(undrawn or ()))
         if self._active(trainer) and self.source_maps and self._targets is not None:
             # the module computes them in its test_step: no model pass in a callback
             pl_module.source_map_requests.update(dict.fromkeys(self._targets, self.keypoints))
@@ -186,12 +208,13 @@ class PictureCallback(Callback):
             self._log_tables(logger, trainer)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Warn about chosen pairs that have no pictures (finished by an earlier run that did not draw them)."""
+        """Warn about chosen pairs that still have no pictures, with the command that draws them."""
         if stage != "test" or not self._active(trainer) or not self.writes_files(trainer) or self._targets is None:
             return
-        missing = self.run_folder(trainer).undrawn()
+        run = self.run_folder(trainer)
+        missing = run.undrawn()
         if missing:
-            rank_zero_warn(f"pictures: {missing_note(missing)}")
+            rank_zero_warn(f"pictures: {missing_note(missing, run.path)}")
 
     # drawing
     def _kinds(self) -> list[str]:
@@ -268,10 +291,9 @@ class PictureCallback(Callback):
     ) -> None:
         if self.writes_files(trainer):
             run = self.run_folder(trainer)
-            run.pictures.mkdir(parents=True, exist_ok=True)
             for kind, picture in pictures.items():
-                picture.save(run.picture_file(prediction.pair_id, kind))
-            if assets is not None:
+                save_picture(picture, run.picture_file(prediction.pair_id, kind))
+            if assets is not None:  # the viewer's files last: its viewer.json marks the pair drawn
                 write_assets(run, assets)
         logger = self.wandb_logger(trainer)
         if logger is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -9,7 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.base import PairDataModule
-from sdcorr.errors import OptionError, OutputError, SdcorrError
+from sdcorr.errors import OptionError, OutputError, SdcorrError, writing
 from sdcorr.pages.index import histogram_of, write_report
 from sdcorr.runs.folder import PredictionAppender, RunFolder, RunLock
 from sdcorr.runs.manifest import Manifest
@@ -52,8 +54,9 @@ class RunFolderWriter(Callback):
     Args:
         dir: output folder; default: ``trainer.default_root_dir``. Environment variables are expanded,
             e.g. ``runs/sweep/$WANDB_RUN_ID`` gives each W&B sweep run its own folder.
-        overwrite: discard the predictions already in the folder instead of resuming (needed to reuse a
-            folder made by a different run, or by an older sdcorr).
+        overwrite: discard the run the folder holds (its predictions, embeddings and index.html; the
+            ``sdcorr`` command links the pictures' ``overwrite`` to this) instead of resuming (needed to
+            reuse a folder made by a different run, or by an older sdcorr).
         save_embeddings: also save each pair's fitted embeddings (77x768 float32 per keypoint and
             restart for SD 1.4, about 23 MB per 20-keypoint pair) for ``model.embeddings`` re-runs.
         resamples: bootstrap resamples of the 95% interval of every PCK figure in results.json (see
@@ -86,6 +89,7 @@ class RunFolderWriter(Callback):
         self._manifest: Optional[Manifest] = None
         self._done: list[Prediction] = []  # rank 0: the pairs an earlier run finished
         self._new: list[Prediction] = []  # the pairs this process finished in this run
+        self._skip: set[str] = set()  # every process: the pairs done before, recorded once (see _write)
         self._nothing_left = False
 
     def keep_config(self, text: str) -> None:
@@ -138,11 +142,17 @@ class RunFolderWriter(Callback):
         if isinstance(decision, Exception):  # every process stops with the same message
             self._release()
             raise decision
-        done = set(decision)
-        # nothing left: Lightning runs no test loop (and calls no on_test_end): scored in teardown
-        self._nothing_left = stage == "test" and bool(done) and len(done) == len(datamodule.selected_ids())
-        if done:
+        done = self._skip = set(decision)
+        # nothing left (all done, or a shard without pairs): Lightning runs no test loop (and calls no
+        # on_test_end): scored in teardown, so that even an empty shard writes its (empty) results.json
+        self._nothing_left = stage == "test" and len(done) == len(datamodule.selected_ids())
+        if self._nothing_left and not done:
+            rank_zero_info(f"{run.path}: this selection has no pairs (an empty shard); its results say so")
+        elif self._nothing_left:
+            rank_zero_info(f"{run.path}: all {len(done)} pairs are already done; nothing left to match")
+        elif done:
             rank_zero_info(f"resuming {run.path}: {len(done)} pairs already done are skipped")
+        if done:
             datamodule.exclude(done)
         self._appender = run.appender(trainer.global_rank, trainer.world_size)
 
@@ -157,10 +167,13 @@ class RunFolderWriter(Callback):
         matches = outputs.get("matches") or [None] * len(outputs["predictions"])
         run = self.run_folder(trainer)
         for prediction, match in zip(outputs["predictions"], matches):
+            if prediction.pair_id in self._skip:  # matched again for its pictures (PairDataModule.rematch)
+                continue
             if self.save_embeddings and match is not None and match.embeddings is not None:
                 path = run.embedding_file(prediction.pair_id)
-                path.parent.mkdir(exist_ok=True)
-                torch.save(match.embeddings.detach().cpu(), path)
+                with writing(path):
+                    path.parent.mkdir(exist_ok=True)
+                    torch.save(match.embeddings.detach().cpu(), path)
             self._appender.write(prediction)
             self._new.append(prediction)
 
@@ -171,6 +184,7 @@ class RunFolderWriter(Callback):
         self._write(trainer, outputs)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._nothing_left = False  # a loop ran (pairs matched again for pictures): scored here, not in teardown
         trainer.strategy.barrier()  # every process has written its last pair
         if trainer.is_global_zero:
             self.finish(trainer)
@@ -205,6 +219,9 @@ class RunFolderWriter(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._release()  # a failed run in a notebook lets the next one in
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print(interrupted_line(self.run_folder(trainer).path, len(self._done) + len(self._new),
+                                   trainer.world_size), file=sys.stderr, flush=True)  # fmt: skip
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         try:
@@ -216,3 +233,13 @@ class RunFolderWriter(Callback):
                 self._appender.close()
                 self._appender = None
             self._release()
+
+
+def interrupted_line(folder: Path, kept: int, processes: int = 1) -> str:
+    """What a run stopped by Ctrl-C says: the pairs kept in its folder and how to go on.
+
+    >>> interrupted_line(Path("runs/spair"), 12)
+    'sdcorr: interrupted: 12 finished pairs are kept in runs/spair; run the same command again to resume'
+    """
+    kept_text = f"{kept} finished pairs are" if processes == 1 else f"rank 0's {kept} pairs and the others' are"
+    return f"sdcorr: interrupted: {kept_text} kept in {folder}; run the same command again to resume"

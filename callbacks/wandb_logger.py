@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["AutoWandbLogger", "logged_in", "resolve_offline"]
+__all__ = ["AutoWandbLogger", "finish_wandb", "logged_in", "resolve_offline"]
 
 DEFAULT_HOST = "https://api.wandb.ai"
 
@@ -92,3 +92,19 @@ class AutoWandbLogger(WandbLogger):
                 f"W&B: no credentials and no WANDB_MODE, logging offline under {save_dir}/wandb; "
                 f"upload with `wandb sync {save_dir}/wandb/offline-run-*` (or `wandb login` first)"
             )
+
+
+def finish_wandb(loggers: Sequence[Logger], failed: bool = False) -> None:
+    """End the W&B run of the WandbLoggers among ``loggers`` now, at the end of the command: W&B's closing
+    lines (where the run is, how to sync it) then go to stderr as plain text when it is not a terminal,
+    instead of coming out at interpreter exit on stdout with terminal colour codes.
+
+    Args:
+        loggers: the Trainer's loggers.
+        failed: the command failed (W&B marks the run as failed).
+    """
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)

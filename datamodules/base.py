@@ -20,9 +20,23 @@ references              dict, optional              every threshold mode the dat
                                                     ``sdcorr evaluate`` can switch modes afterwards
 groups                  dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
                                                     ``{"occlusion": "1", ...}``
+source_image_id         str or None, optional       identity of the source image: the digest of
+                                                    its file's bytes (the record's ``source_group``,
+                                                    see :mod:`datamodules.schedule`); pairs that
+                                                    show one image share its dense features, and
+                                                    intervals resample them together
+target_image_id         str or None, optional       the same for the target image
+class_name              str or None, optional       the object's class in words, for sources that
+                                                    prompt with it (DIFT's ``"a photo of a {}"``):
+                                                    SPair's category folder name, PF-Willow's
+                                                    class without its ``(G)`` suffix, CUB ``bird``
 source_group_keypoints  ``[M, 2]`` float, optional  every distinct source keypoint of the run's
                                                     selected pairs with this source image (before
                                                     sharding), for batching fits by source image
+rematch                 bool, optional              set by the datamodule (see
+                                                    :meth:`PairDataModule.rematch`): a pair an
+                                                    earlier run finished, matched again for its
+                                                    pictures only: not scored or recorded again
 ======================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
@@ -42,7 +56,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.schedule import GROUP, GROUP_KEYPOINTS, add_group_keypoints, file_digest, split
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, TARGET_GROUP, add_group_keypoints, file_digest, split
 from sdcorr.errors import DataError, OptionError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
 from sdcorr.paths import bundled
@@ -88,6 +102,9 @@ def sample_from_record(
     }
     if pair.get("groups"):
         sample["groups"] = dict(pair["groups"])
+    for key, field in (("source_image_id", GROUP), ("target_image_id", TARGET_GROUP), ("class_name", "class_name")):
+        if pair.get(field) is not None:
+            sample[key] = str(pair[field])
     if pair.get(GROUP_KEYPOINTS) is not None:
         sample[GROUP_KEYPOINTS] = pair[GROUP_KEYPOINTS]
     if pair.get("references"):
@@ -98,22 +115,44 @@ def sample_from_record(
     return sample
 
 
-def collate_pairs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts)."""
-    return batch
+#: the index an idle DDP process's sampler yields (it has no pair): :class:`PairListDataset` gives None for it
+#: and :func:`collate_pairs` leaves that out, so the process runs one empty batch (see
+#: :class:`UnpaddedDistributedSampler`)
+IDLE = -1
+
+
+def collate_pairs(batch: list[Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Keep a batch as a list of sample dicts (pairs have different image sizes and keypoint counts); an idle
+    process's placeholder (None, see :data:`IDLE`) is left out: its batch is the empty list."""
+    return [sample for sample in batch if sample is not None]
+
+
+#: the sample key of a pair matched again for its pictures only (see :meth:`PairDataModule.rematch`)
+REMATCH = "rematch"
 
 
 class PairListDataset(Dataset):
-    """Lightweight pair records, turned into sample dicts (images loaded) on access."""
+    """Lightweight pair records, turned into sample dicts (images loaded) on access; the samples of the
+    ``rematch`` ids carry ``"rematch": True``; :data:`IDLE` gives None."""
 
-    def __init__(self, pairs: list[dict[str, Any]], load: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.pairs, self.load = pairs, load
+    def __init__(
+        self,
+        pairs: list[dict[str, Any]],
+        load: Callable[[dict[str, Any]], dict[str, Any]],
+        rematch: frozenset[str] = frozenset(),
+    ) -> None:
+        self.pairs, self.load, self.rematch = pairs, load, rematch
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.load(self.pairs[index])
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        if index == IDLE:
+            return None
+        sample = self.load(self.pairs[index])
+        if self.rematch and sample["pair_id"] in self.rematch:
+            sample[REMATCH] = True
+        return sample
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -123,11 +162,17 @@ class UnpaddedDistributedSampler(DistributedSampler):
     same source keypoint. Lightning's default distributed sampler pads the dataset by repeating pairs
     so every process gets the same number, which would score some pairs twice. Being a
     ``DistributedSampler``, this one is left in place by Lightning.
+
+    With fewer pairs than processes, the last processes have none: each gets one empty batch (the index
+    :data:`IDLE`) instead. Lightning skips the whole test loop of a process without batches, hooks
+    included, so it would miss the collective steps of the others (the metric's gather, the run
+    folder's barrier) and leave them waiting; with its empty batch it runs them all. With no pair at
+    all (a resumed run with every pair done) no process gets a batch: every loop is skipped alike.
     """
 
     def __init__(self, dataset: PairListDataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = split(dataset.pairs, num_replicas)[rank]
+        self.indices = split(dataset.pairs, num_replicas)[rank] or ([IDLE] if dataset.pairs else [])
         self.num_samples = len(self.indices)
 
     def __iter__(self):
@@ -150,7 +195,8 @@ class PairDataModule(LightningDataModule):
 
     What the run's callbacks ask of it (after ``setup``): :meth:`describe` (the data part of the run's
     fingerprint), :meth:`selected_ids` and the records :attr:`selected` (the pairs of the run),
-    :meth:`exclude` (a resumed run leaves out the pairs done) and :meth:`pending` (the pairs still to match).
+    :meth:`exclude` (a resumed run leaves out the pairs done), :meth:`rematch` (but matches again those
+    whose pictures are missing) and :meth:`pending` (the pairs still to match).
 
     Args:
         root: dataset folder.
@@ -165,6 +211,9 @@ class PairDataModule(LightningDataModule):
         batch_size: pairs per ``test_step`` call.
         num_workers: DataLoader worker processes that read images.
     """
+
+    _done: frozenset[str] = frozenset()  # the pairs done (see exclude)
+    _rematch: frozenset[str] = frozenset()  # the pairs to match again for pictures (see rematch)
 
     def __init__(
         self,
@@ -188,7 +237,9 @@ class PairDataModule(LightningDataModule):
             raise OptionError(self, "batch_size", f"expected a number of pairs >= 1; got {batch_size}")
         if num_workers < 0:
             raise OptionError(self, "num_workers", f"expected a number of processes >= 0; got {num_workers}")
-        self.root = str(bundled(root))  # a bundled dataset (the demo pairs) is found from any folder
+        # absolute and resolved, so a run folder records where the data is, whatever the working directory;
+        # a bundled dataset (the demo pairs) is found from any folder
+        self.root = str(bundled(Path(root).expanduser()).resolve())
         self.categories = list(categories) if categories else None
         self.subsample = subsample
         self.subsample_seed = subsample_seed
@@ -227,15 +278,16 @@ class PairDataModule(LightningDataModule):
             "skipped": dict(self.skipped),
         }
 
-    def source_group(self, pair: dict[str, Any]) -> Optional[str]:
+    def source_group(self, pair: dict[str, Any], side: str = "source") -> Optional[str]:
         """Which source image a record's pair has: the digest of its ``source_path`` file's bytes.
 
         Pairs of one group go to one process. None (no ``source_path``): the pair is a group of its
-        own; override for records that name their source image otherwise.
+        own; override for records that name their source image otherwise. ``side="target"``: the same
+        for the target image (``target_path``), the sample's ``target_image_id``.
         """
-        if pair.get("source_path") is None:
+        if pair.get(f"{side}_path") is None:
             return None
-        path = str(pair["source_path"])
+        path = str(pair[f"{side}_path"])
         if path not in self._digests:
             self._digests[path] = file_digest(path)
         return self._digests[path]
@@ -258,6 +310,7 @@ class PairDataModule(LightningDataModule):
             pairs = [pairs[i] for i in chosen]
         for pair in pairs:
             pair[GROUP] = self.source_group(pair)
+            pair[TARGET_GROUP] = self.source_group(pair, "target")
         add_group_keypoints(pairs)  # over the whole selection: the same for every shard, process and resume
         return [pairs[i] for i in split(pairs, self.num_shards)[self.shard_index]]
 
@@ -280,12 +333,27 @@ class PairDataModule(LightningDataModule):
 
     def exclude(self, pair_ids: set[str]) -> None:
         """Leave out pairs already done (a resumed run); they stay in :attr:`selected` and ``describe``."""
+        self._done = frozenset(pair_ids)
+        self._refresh()
+
+    def rematch(self, pair_ids: set[str]) -> None:
+        """Match these pairs even if :meth:`exclude` left them out as done: a resumed run draws the
+        pictures an interrupted one did not (the model runs only in the test loop). Their samples carry
+        ``"rematch": True``: the module scores them once (the earlier run's line counts) and the run
+        folder's writer records no second line. Independent of the order of the two calls; ids of pairs
+        not done are pending anyway, and unknown ids are ignored."""
+        self._rematch = frozenset(pair_ids)
+        self._refresh()
+
+    def _refresh(self) -> None:
         selected = self._require_setup()
-        self.dataset = PairListDataset([p for p in selected if p["pair_id"] not in pair_ids], self.load_sample)
+        again = self._done & self._rematch
+        pending = [p for p in selected if p["pair_id"] not in self._done or p["pair_id"] in again]
+        self.dataset = PairListDataset(pending, self.load_sample, again)
 
     def pending(self) -> list[dict[str, Any]]:
         """The pair records this run will still match: :attr:`selected` less what :meth:`exclude` left out
-        (every process's pairs together). Needs ``setup``."""
+        (and :meth:`rematch` did not put back; every process's pairs together). Needs ``setup``."""
         self._require_setup()
         return list(self.dataset.pairs)
 

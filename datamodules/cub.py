@@ -134,6 +134,7 @@ def _pair(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
     return {
         "pair_id": f"{source['id']}-{target['id']}",
         "category": source["path"].parent.name,
+        "class_name": "bird",  # the prompt of sources that name the object (DIFT's "a photo of a bird")
         "source_path": source["path"],
         "target_path": target["path"],
         "source_keypoints": source["points"][both],

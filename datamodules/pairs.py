@@ -9,7 +9,8 @@ Format (paths relative to the JSON file's folder; only ``source``, ``target`` an
        "source_keypoints": [[x, y], ...],               # source-image pixels
        "target_keypoints": [[x, y], ...],               # optional ground truth, same length
        "target_bbox": [x1, y1, x2, y2],                 # optional: PCK threshold = its max side
-       "category": "cat"}                               # default: "all"
+       "category": "cat"}                               # default: "all"; also the class that
+                                                        # prompting sources name (DIFT), else none
     ]}
 
 PCK threshold: the max side of ``target_bbox`` when given (the box must lie inside the target
@@ -143,6 +144,7 @@ class PairsDataset(Dataset):
         pair = {
             "pair_id": str(entry.get("id", index)),
             "category": str(entry.get("category", "all")),
+            "class_name": entry.get("category"),  # what a prompting source names (None: no category given)
             "source_path": folder / entry["source"],
             "target_path": folder / entry["target"],
         }

@@ -152,6 +152,11 @@ def read_pfwillow_csv(root: Path) -> list[dict[str, Any]]:
     return records
 
 
+def class_of(category: str) -> str:
+    """The object class of a sub-class folder name, for prompts: ``"car(G)"`` -> ``"car"``."""
+    return category.split("(", 1)[0].strip() or category
+
+
 def keypoint_threshold(target_keypoints: Tensor, target_size: tuple[int, int], mode: str) -> tuple[float, Tensor]:
     """PCK threshold and ``pck_scale`` of one pair (see the module docstring).
 
@@ -230,6 +235,7 @@ class PFWillowDataModule(PairDataModule):
                 {
                     "pair_id": f"{row['index']:04d}:{row['source_path'].stem}-{row['target_path'].stem}",
                     "category": row["category"],
+                    "class_name": class_of(row["category"]),
                     "source_path": row["source_path"],
                     "target_path": row["target_path"],
                     "source_keypoints": row["source_keypoints"],

@@ -22,6 +22,8 @@ from sdcorr.errors import DataError
 GROUP = "source_group"
 #: the record and sample field: every distinct source keypoint of the group (see :func:`add_group_keypoints`)
 GROUP_KEYPOINTS = "source_group_keypoints"
+#: the record field that names its target image the same way (the digest of the file's bytes)
+TARGET_GROUP = "target_group"
 
 
 def file_digest(path: str | Path) -> str:
@@ -64,6 +66,15 @@ def add_group_keypoints(pairs: Sequence[dict[str, Any]]) -> None:
             pair[GROUP_KEYPOINTS] = tensors[group_key(pair)]
 
 
+def image_keys(pair: dict[str, Any]) -> tuple[str, str]:
+    """``(source, target)`` identities of a record's (or a sample's) images: the digests of their files
+    (``source_group``/``target_group``, or a sample's ``source_image_id``/``target_image_id``), else the
+    pair's own name for each side."""
+    source = pair.get(GROUP) or pair.get("source_image_id") or f"pair:{pair['pair_id']}:source"
+    target = pair.get(TARGET_GROUP) or pair.get("target_image_id") or f"pair:{pair['pair_id']}:target"
+    return source, target
+
+
 def groups(pairs: Sequence[dict[str, Any]]) -> list[list[int]]:
     """Indices of ``pairs`` grouped by source image; groups in order of first appearance, pairs in order."""
     out: dict[str, list[int]] = {}
@@ -79,8 +90,9 @@ def split(pairs: Sequence[dict[str, Any]], parts: int) -> list[list[int]]:
     keypoints so far (ties: the lowest part). Within a part, groups keep their order of first
     appearance and pairs their order. Deterministic; ``split(pairs, 1)[0]`` is the grouped order.
     With fewer source images than parts, pairs are split one by one instead, so that no part is
-    empty while there are enough pairs (an idle DDP process would stall the others); a keypoint may
-    then be fitted in two parts, with the same result.
+    empty while there are enough pairs (a keypoint may then be fitted in two parts, with the same
+    result). With fewer pairs than parts, the last parts are empty: such a DDP process matches
+    nothing but still joins the others' collective steps (see :class:`datamodules.base.PairDataModule`).
 
     >>> pairs = [{"pair_id": str(i), "source_group": g, "num_keypoints": n}
     ...          for i, (g, n) in enumerate([("a", 3), ("b", 5), ("a", 4), ("c", 2)])]

@@ -243,6 +243,7 @@ class SPairDataModule(PairDataModule):
         return {
             "pair_id": line,
             "category": category,
+            "class_name": category,  # the folder name as it is ("pottedplant"), as DIFT prompts with it
             "annotation": file,
             "source_path": source_path,
             "target_path": target_path,

@@ -8,7 +8,15 @@ from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.module import CorrespondenceModule
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.records import Prediction
-from sdcorr.sources import AttentionSource, DenseSource, DiftSource, Dinov2Source, Source, StableDiffusionSource
+from sdcorr.sources import (
+    AttentionSource,
+    DenseSource,
+    DiftSource,
+    Dinov2Source,
+    SdDinoSource,
+    Source,
+    StableDiffusionSource,
+)
 from sdcorr.stats.pck import PCK, pck
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "Prediction",
     "PromptMatcher",
     "RunFolder",
+    "SdDinoSource",
     "Source",
     "StableDiffusionSource",
     "load_image",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
 from typing import Optional
 
 
@@ -27,6 +31,26 @@ class NumericalError(SdcorrError, FloatingPointError):
 
 class OutputError(SdcorrError, OSError):
     """The output folder cannot be written."""
+
+
+@contextmanager
+def writing(path: str | PathLike) -> Iterator[None]:
+    """Name ``path`` in any ``OSError`` raised while writing it: an :class:`OutputError` (a full disk, a folder
+    without permission), one line that says which file and, for a full disk, how to go on. Every write of a
+    run folder goes through this (or :func:`sdcorr.runs.folder.write_json` and ``write_text``, which use it).
+
+    >>> with writing("runs/x/index.html"):  # doctest: +ELLIPSIS
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    sdcorr.errors.OutputError: runs/x/index.html: cannot write ([Errno 28] No space left on device); free space ...
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        hint = "; free space and rerun the same command (a test run resumes)" if error.errno == errno.ENOSPC else ""
+        raise OutputError(f"{path}: cannot write ({error}){hint}") from error
 
 
 class DeviceMemoryError(SdcorrError, RuntimeError):

@@ -18,9 +18,17 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from sdcorr.errors import DataError
+from sdcorr.errors import DataError, writing
 
-__all__ = ["MIN_IMAGE_SIDE", "data_uri", "first_outside", "image_dimensions", "load_image"]
+__all__ = [
+    "MIN_IMAGE_SIDE",
+    "data_uri",
+    "first_outside",
+    "image_dimensions",
+    "load_image",
+    "pil_resize",
+    "save_picture",
+]
 
 
 @contextmanager
@@ -84,6 +92,22 @@ def load_image(path: str | Path) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float()
 
 
+def pil_resize(image: Tensor, size: int) -> Tensor:
+    """Resize as DIFT's evaluation does: 8-bit pixels, Pillow's bicubic filter, to ``size x size``.
+
+    ``[3, H, W]`` float in [0, 1] -> ``[3, S, S]`` float in [0, 1] (multiples of 1/255), on the input's
+    device. The pixels are rounded to uint8 (exact for what :func:`load_image` reads from an 8-bit file:
+    ``k / 255`` comes back as ``k``), resized by ``PIL.Image.resize`` with ``BICUBIC`` (Pillow's default
+    filter for RGB images, named here so that a change of default cannot move results) and divided by
+    255. A float resize (``sdcorr.geometry.resize_image``) differs from it by up to about 20 levels of
+    255 on sharp edges: bicubic overshoots where bilinear does not.
+    """
+    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    picture = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+    resized = np.asarray(picture.resize((size, size), Image.Resampling.BICUBIC))
+    return (torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255).to(image.device)
+
+
 def image_dimensions(path: str | Path) -> tuple[int, int]:
     """``(W, H)`` of an image file as displayed (EXIF orientation applied), reading only its header."""
     path = Path(path)
@@ -110,6 +134,14 @@ def first_outside(points: Tensor, size: tuple[int, int], mask: Optional[Tensor] 
 
 #: the media types of the image files pages embed
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+def save_picture(image: Image.Image, path: str | Path, **options: object) -> None:
+    """Save a picture to ``path`` (its format from the extension; ``options`` are PIL's, e.g. ``quality``),
+    making its folder; an ``OSError`` (a full disk) is an :class:`~sdcorr.errors.OutputError` naming the file."""
+    with writing(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, **options)
 
 
 def data_uri(image: Image.Image | Path) -> str:

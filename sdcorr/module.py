@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
@@ -11,7 +12,7 @@ from lightning.pytorch import LightningModule
 
 from sdcorr import geometry
 from sdcorr.errors import DataError, InferenceModeError, NumericalError, OptionError
-from sdcorr.matchers.base import Matcher, MatchResult, Progress
+from sdcorr.matchers.base import Matcher, MatchResult, PairContext, Progress
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.records import Prediction
@@ -73,7 +74,8 @@ class CorrespondenceModule(LightningModule):
         if embeddings is not None and not isinstance(self.matcher, PromptMatcher):
             problem = f"works with PromptMatcher only, not {type(self.matcher).__name__}"
             raise OptionError(self, "embeddings", problem)
-        self.embeddings = embeddings
+        # absolute, so the run folder records where they are, whatever the working directory
+        self.embeddings = None if embeddings is None else str(Path(embeddings).expanduser().resolve())
         self.pck = PCK(self.alphas)
         # breakdowns by the samples' ``groups`` (e.g. SPair difficulty): "key=value" plays the category
         self.pck_groups = PCK(self.alphas)
@@ -103,7 +105,14 @@ class CorrespondenceModule(LightningModule):
         elif self.matcher.reuse_fits and sample.get("source_group_keypoints") is not None:
             options["group_keypoints"] = sample["source_group_keypoints"]  # fits batched by source image
         try:
-            return self.matcher.match(*args, seed=seed, fit_seed=self.run_seed, progress=self._progress(), **options)
+            return self.matcher.match(
+                *args,
+                seed=seed,
+                fit_seed=self.run_seed,
+                progress=self._progress(),
+                context=PairContext.of_sample(sample),
+                **options,
+            )
         except NumericalError as error:
             raise NumericalError(f"pair {sample['pair_id']!r}: {error}") from error
 
@@ -162,11 +171,14 @@ class CorrespondenceModule(LightningModule):
                 self.source_maps(sample, match, self.source_map_requests[sample["pair_id"]]) if wanted else None
             )
         if score:  # from the lines, exactly as results.json and `sdcorr evaluate` score them
-            accumulate(predictions, self.pck, self.pck_groups)
+            # a pair matched again for its pictures (see PairDataModule.rematch) counts once: its earlier line
+            scored = [p for p, sample in zip(predictions, batch) if not sample.get("rematch")]
+            accumulate(scored, self.pck, self.pck_groups)
         return {"predictions": predictions, "matches": matches, "source_maps": source_maps}
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
-        """Match and score every pair of the batch.
+        """Match and score every pair of the batch (a pair matched again for its pictures, ``sample["rematch"]``,
+        is not scored again: see :meth:`datamodules.base.PairDataModule.rematch`).
 
         Returns ``{"predictions": [Prediction, ...], "matches": [MatchResult, ...], "source_maps": [...]}``, one
         of each per pair: the ``predictions.jsonl`` lines, what the matcher returned (heatmaps, per-layer
@@ -181,14 +193,18 @@ class CorrespondenceModule(LightningModule):
         return {"predictions": self._step(batch, score=False)["predictions"]}
 
     def on_test_epoch_end(self) -> None:
-        results = self.pck.compute()  # the groups' breakdown is results.json's (see sdcorr.runs.scoring)
+        # every process, a process that matched no pair included: the metric gathers all processes' pairs, so
+        # each process holds the same figures (the groups' breakdown is results.json's, see sdcorr.runs.scoring)
+        results = self.pck.compute()
+        # equal on every process already: Lightning's sync with "max" keeps them exact (a mean could move a bit)
+        log = dict(sync_dist=True, reduce_fx="max")
         for alpha in self.alphas:
             key = f"pck@{alpha:g}"
             if not results["overall"]["num_pairs"]:  # nothing scored: PCK is undefined, log no NaN
                 continue
             for kind in ("per_image", "per_point"):
-                self.log(f"{key}/{kind}", results["overall"][key][kind], sync_dist=False)
+                self.log(f"{key}/{kind}", results["overall"][key][kind], **log)
             for name, values in results["per_category"].items():
-                self.log(f"{key}/per_image/{name}", values[key]["per_image"], sync_dist=False)
+                self.log(f"{key}/per_image/{name}", values[key]["per_image"], **log)
         self.pck.reset()
         self.pck_groups.reset()

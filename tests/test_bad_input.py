@@ -1,11 +1,15 @@
-"""Every kind of bad input gives one message (what, where, what was expected), a non-zero exit and no results.json."""
+"""Every kind of bad input gives one message (what, where, what was expected), a non-zero exit and no results.json.
+
+Run in this process (the command's own ``main``): a subprocess per case would cost its start-up each time;
+``tests/test_usage.py`` checks the message in a subprocess too."""
 
 import json
 import shutil
 
 import pytest
 
-from tests.conftest import DEMO, sdcorr
+from sdcorr.cli.main import main
+from tests.conftest import DEMO
 
 QUICK = ["--config", "configs/smoke.yaml", "--model.matcher.init_args.steps", "4",
          "--model.matcher.init_args.locate_crops", "4"]  # fmt: skip
@@ -36,7 +40,6 @@ def keypoint_outside(folder):
 
 CASES = {
     # name: (build the input folder, extra arguments, expected exit code, message fragments)
-    "misspelt option": (None, ["--model.matcher.init_args.stepz", "3"], 2, ["stepz"]),
     "missing dataset root": (
         None,
         ["--data.root", "{input}/nowhere"],
@@ -58,7 +61,7 @@ CASES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
-def test_bad_input_is_one_clear_message_and_nothing_partial(tmp_path, name):
+def test_bad_input_is_one_clear_message_and_nothing_partial(tmp_path, name, capsys, monkeypatch):
     build, extra, code, fragments = CASES[name]
     given = tmp_path / "input"
     if build is not None:
@@ -69,9 +72,12 @@ def test_bad_input_is_one_clear_message_and_nothing_partial(tmp_path, name):
     args = [a.replace("{input}", str(given)) for a in extra]
     if "--trainer.default_root_dir" not in args:
         args += ["--trainer.default_root_dir", str(out)]
-    result = sdcorr("test", *QUICK, "--data.init_args.subsample", "1", *args, check=False)
-    assert result.returncode == code, result.stderr[-2000:]
-    assert "sdcorr: error: " in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    monkeypatch.delenv("SDCORR_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit:  # in this process: any other exception is a traceback
+        main(["test", *QUICK, "--data.init_args.subsample", "1", *args])
+    stderr = capsys.readouterr().err
+    assert exit.value.code == code, stderr[-2000:]
+    assert "sdcorr: error: " in stderr and "Traceback" not in stderr, stderr[-2000:]
     for fragment in fragments:
-        assert fragment.replace("{input}", str(given)) in result.stderr, result.stderr[-2000:]
+        assert fragment.replace("{input}", str(given)) in stderr, stderr[-2000:]
     assert not list(tmp_path.rglob("results.json"))

@@ -95,3 +95,17 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     assert e2e["pairs"] == 4 and sum(e2e["passes"]) == 160  # what `sdcorr plan` counts for the stand-in
     assert {"seconds_per_pass", "seconds_per_pair", "projection_spair_hours"} <= set(e2e)
     assert e2e["spair"]["passes"] == 12.1e6
+
+
+def test_doc_times_finds_every_promise_and_times_a_command(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import doc_times
+    finally:
+        sys.path.pop(0)
+    assert doc_times.missing_promises() == []
+    moved = [doc_times.Promise("x", [], "README.md", "a promise nobody wrote", 1)]
+    assert doc_times.missing_promises(moved) == ["README.md: 'a promise nobody wrote'"]
+    assert doc_times.main(["--only", "plan, smoke", "--json", str(tmp_path / "times.json")]) == 0
+    (row,) = json.loads((tmp_path / "times.json").read_text())["rows"]
+    assert row["name"] == "plan, smoke" and row["exit_code"] == 0 and row["measured_seconds"] > 0

@@ -158,7 +158,7 @@ def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
     assert (tmp_path / "results.json").read_text() == (single / "results.json").read_text()
 
 
-@pytest.mark.parametrize("name", ["spair", "pfwillow", "cub", "demo"])
+@pytest.mark.parametrize("name", ["spair", "pfwillow", "cub", "pfpascal", "ap10k", "demo"])
 def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     """Each benchmark config is the shared base (one device, float32, seed 0, the SD 1.4 paper preset)
     plus its own data, run folder and logger; pictures.alpha is checked against model.alphas as the
@@ -173,7 +173,8 @@ def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     assert model["source"]["init_args"]["pretrained"] == "CompVis/stable-diffusion-v1-4"
     assert model["matcher"]["init_args"]["steps"] == 129 and model["alphas"] == [0.05, 0.1]
     assert "alphas" not in config["pictures"]  # linked from model.alphas, not an option of its own
-    expected = {"spair": "SPairDataModule", "pfwillow": "PFWillowDataModule", "cub": "CUBDataModule"}
+    expected = {"spair": "SPairDataModule", "pfwillow": "PFWillowDataModule", "cub": "CUBDataModule",
+                "pfpascal": "PFPascalDataModule", "ap10k": "AP10KDataModule"}  # fmt: skip
     assert config["data"]["class_path"] == f"datamodules.{expected.get(name, 'PairsDataModule')}"
 
 

@@ -1,19 +1,24 @@
 """``sdcorr compare`` (sdcorr.runs.compare, sdcorr.stats.paper) on hand-made run folders: no model needed."""
 
+import dataclasses
+import inspect
 import json
 
 import pytest
 import torch
+import yaml
 
 from sdcorr.cli import commands
 from sdcorr.cli.main import main
 from sdcorr.errors import DataError, UsageError
-from sdcorr.runs.compare import Run, compare_paper, compare_runs
+from sdcorr.paths import INSTALL_ROOT
+from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison
 from sdcorr.runs.folder import COMPARE, COMPARE_FILES, RunFolder
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import FORMAT, Prediction
 from sdcorr.runs.scoring import results_of
-from sdcorr.stats.intervals import stratified_mean_intervals
+from sdcorr.sources.dift import DiftSource
+from sdcorr.stats.intervals import RESAMPLES, paired_difference, stratified_mean_intervals
 from tests.conftest import sdcorr
 
 #: keypoint offsets in pixels against a threshold of 100: correct at 0.05 and 0.1, at 0.1 only, at neither
@@ -38,14 +43,16 @@ def prediction(pair_id, category, offsets, truth_shift=0.0):
     )  # fmt: skip
 
 
-def write_run(folder, predictions, data=None, seed=0):
-    """A run folder as `sdcorr test` leaves it: run.json and predictions.jsonl."""
+def write_run(folder, predictions, data=None, seed=0, model=None):
+    """A run folder as `sdcorr test` leaves it: run.json (``model``: its recorded source and matcher) and
+    predictions.jsonl."""
     run = RunFolder(folder)
     run.path.mkdir(parents=True, exist_ok=True)
+    model = model or {"source": {"class": "tiny"}, "matcher": {"class": "m"}}
     run.write_manifest(Manifest.from_json({
         "format": FORMAT,
-        "fingerprint": {"data": SPAIR | (data or {}), "source": {"class": "tiny"}, "matcher": {"class": "m"},
-                        "seed": seed, "precision": "32-true", "embeddings": False},
+        "fingerprint": {"data": SPAIR | (data or {}), **model, "seed": seed, "precision": "32-true",
+                        "embeddings": False},
         "model": "a tiny random model", "pair_ids": [p.pair_id for p in predictions], "alphas": [0.05, 0.1],
         "layers": [0, 1],
     }))  # fmt: skip
@@ -147,6 +154,36 @@ def test_partial_overlap_warns_once_and_compares_the_shared_pairs(tmp_path, caps
     assert "overall" in out and "p=1.000" in out
 
 
+def test_pairs_of_one_source_image_are_resampled_together(tmp_path):
+    # 40 pairs on 10 source images; B gets every keypoint of the even images right, of the odd ones wrong:
+    # the difference is correlated within a source image, so the paired bootstrap must draw whole images
+    pairs = [dataclasses.replace(p, source_group=f"img{i // 4}") for i, p in enumerate(mixed())]
+    better = [prediction(p.pair_id, p.category, [(RIGHT, WRONG)[i // 4 % 2]] * 5) for i, p in enumerate(pairs)]
+    a, b = write_run(tmp_path / "a", pairs), write_run(tmp_path / "b", better)  # b: written without source images
+    payload, _ = compare_runs([Run.read(a), Run.read(b)], alphas=[0.1])
+    first = torch.tensor([sum(o != WRONG for o in offsets(p)) / 5 for p in pairs], dtype=torch.float64)
+    second = torch.tensor([1.0 - i // 4 % 2 for i in range(40)], dtype=torch.float64)
+    images = [f"img{i // 4}" for i in range(40)]
+    clustered = paired_difference(first, second, RESAMPLES, "compare/overall/0.1", images)
+    overall = rows(payload)["overall"]
+    assert [overall[k] for k in ("low", "high")] == pytest.approx([100 * clustered[k] for k in ("low", "high")])
+    assert overall["p_value"] == clustered["p_value"]
+    per_pair = paired_difference(first, second, RESAMPLES, "compare/overall/0.1")
+    assert clustered["high"] - clustered["low"] > 1.3 * (per_pair["high"] - per_pair["low"])
+    block = payload["intervals"]
+    assert (block["clusters"], block["num_clusters"], block["num_pairs"]) == ("source image", 10, 40)
+    # 40 pairs on 3 source images are too few units for an interval or p-value, and the table says why
+    three = write_run(tmp_path / "c", [dataclasses.replace(p, source_group=f"img{i % 3}") for i, p in enumerate(pairs)])
+    payload, _ = compare_runs([Run.read(three), Run.read(b)], alphas=[0.1])
+    assert rows(payload)["overall"]["p_value"] is None
+    assert "(< 10 source images)" in format_comparison(payload)
+
+
+def offsets(p):
+    """The x offsets of a pair's predicted keypoints from their ground truth."""
+    return [x - tx for (x, _), (tx, _) in zip(p.predicted_keypoints, p.target_keypoints)]
+
+
 def test_stratified_interval_is_around_the_mean_of_category_means():
     # category a: 2 pairs at 1.0; category b: 8 pairs at 0 or 0.5: mean of means 0.625, mean over pairs 0.4
     scores = torch.tensor([[1.0], [1.0]] + [[0.0], [0.5]] * 4)
@@ -170,14 +207,18 @@ def test_paper_flags_a_category_whose_interval_excludes_the_paper(tmp_path):
     assert not bicycle["outside"] and bicycle["low"] <= 45.1 <= bicycle["high"] and bicycle["run"] == pytest.approx(45)
     # the overall as the paper computes it: the mean of the category means, not the mean over pairs
     assert by_name["overall", 0.1]["run"] == pytest.approx((100 + 45) / 2) and by_name["overall", 0.1]["paper"] == 45.4
-    assert len(warnings) == 1 and "not the paper's whole selection" in warnings[0] and "50 scored pairs" in warnings[0]
+    assert "not the published selection" in warnings[0] and "50 scored pairs" in warnings[0]
+    # a tiny model is not the paper's recipe (configs/base.yaml): the figures are shown, marked not comparable
+    assert not payload["comparable"] and "source tiny (recipe sdcorr.StableDiffusionSource)" in warnings[1]
+    assert payload["method"] == "hedlin" and payload == compare_paper(Run.read(tmp_path / "run"), "hedlin")[0]
 
 
-def test_paper_warns_about_another_threshold_and_refuses_another_dataset(tmp_path):
+def test_paper_refuses_another_threshold_and_another_dataset(tmp_path):
     run = Run.read(spair_paper_run(tmp_path, {"threshold_mode": "bbox-trg", "subsample": 50}))
-    _, warnings = compare_paper(run, "spair")
-    assert "scored with threshold 'bbox-trg', the paper's numbers with 'bbox-src-512'" in warnings[0]
-    assert "subsample 50" in warnings[1]
+    with pytest.raises(UsageError, match="pass --threshold bbox-src-512 to score the run in that mode"):
+        compare_paper(run, "spair")
+    _, warnings = compare_paper(run, "spair", threshold="bbox-src-512")
+    assert "subsample 50" in warnings[0]
     with pytest.raises(DataError, match="--paper pfwillow needs a PFWillowDataModule run"):
         compare_paper(run, "pfwillow")
     with pytest.raises(UsageError, match="--paper: expected one of"):
@@ -188,8 +229,60 @@ def test_paper_table_stars_only_the_rows_outside(tmp_path, capsys):
     commands.compare([spair_paper_run(tmp_path)], paper="spair")
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if line.endswith("*")] == ["aeroplane", "overall", "overall"]
-    assert any(line.startswith("* the paper's figure is outside") for line in lines)
+    assert any(line.startswith("* the published figure is outside") for line in lines)
+    assert any(line.startswith("published figures NOT comparable: source tiny") for line in lines)
     assert (tmp_path / "run" / COMPARE / COMPARE_FILES["json"]).is_file()
+
+
+def dift_record(**changes):
+    """What run.json records for a run of configs/model/dift.yaml (read here, independently of the code under
+    test, with the defaults of the arguments the file leaves out), with ``changes`` to the source."""
+    recipe = yaml.safe_load((INSTALL_ROOT / "configs/model/dift.yaml").read_text())["model"]
+    assert recipe["source"]["class_path"] == "sdcorr.DiftSource"
+    defaults = {k: p.default for k, p in inspect.signature(DiftSource.__init__).parameters.items() if k != "self"}
+    source = defaults | recipe["source"]["init_args"] | changes
+    source.pop("local_files_only")  # a speed option: never recorded
+    matcher = {"soft_argmax": False, "temperature": 0.02, "window": None} | recipe["matcher"].get("init_args", {})
+    return {"source": {"class": "sdcorr.DiftSource", **source},
+            "matcher": {"class": "sdcorr.NearestNeighbourMatcher", **matcher}}  # fmt: skip
+
+
+def test_paper_dift_accepts_a_run_of_its_recipe_and_names_what_differs(tmp_path):
+    pairs = mixed(count=30)
+    dift = {"threshold_mode": "bbox-trg"}
+    run = Run.read(write_run(tmp_path / "a", pairs, dift, model=dift_record(pretrained="/models/sd21")))
+    payload, warnings = compare_paper(run, "dift")
+    assert payload["comparable"] and payload["recipe_differences"] == [] and payload["alphas"] == [0.1]
+    assert not any("not comparable" in w for w in warnings) and payload["threshold_mode"] == "bbox-trg"
+    # DIFT's overall: the mean over all pairs of each pair's fraction within 0.1 x its threshold (100 px, as run)
+    expected = 100 * sum(sum(o <= 10 for o in (p.predicted_keypoints[j][0] - p.target_keypoints[j][0]
+                                                 for j in range(5))) / 5 for p in pairs) / len(pairs)  # fmt: skip
+    assert 0 < expected < 100
+    (overall,) = [r for r in payload["rows"] if r["category"] == "overall"]
+    assert overall["run"] == pytest.approx(expected) and overall["paper"] is None and not overall["outside"]
+    other = Run.read(write_run(tmp_path / "b", pairs, dift, model=dift_record(timestep=50, ensemble_size=4)))
+    payload, warnings = compare_paper(other, "dift")
+    assert payload["recipe_differences"] == ["source.ensemble_size 4 (recipe 8)", "source.timestep 50 (recipe 261)"]
+    assert sum("not comparable" in w for w in warnings) == 1
+
+
+def test_paper_rule_of_category_per_point_means(tmp_path):
+    # aeroplane: 2 pairs of 10 keypoints, 10 and 0 right at 0.01 (per point 0.5); cat: 12 pairs of 2, all right
+    pairs = [prediction("a0", "aeroplane", [RIGHT] * 10), prediction("a1", "aeroplane", [WRONG] * 10)]
+    pairs += [prediction(f"c{i:02d}", "cat", [RIGHT] * 2) for i in range(12)]
+    run = Run.read(write_run(tmp_path / "a", pairs, {"threshold_mode": "bbox-trg"}))
+    payload, warnings = compare_paper(run, "sd-dino")
+    overall = {r["alpha"]: r for r in payload["rows"] if r["category"] == "overall"}
+    assert sorted(overall) == [0.01, 0.05, 0.1] and overall[0.01]["run"] == pytest.approx(100 * (0.5 + 1.0) / 2)
+    assert payload["recipe"] == "configs/model/sd_dino.yaml" and not payload["comparable"]
+
+
+def test_paper_list_names_every_method_with_its_rule(capsys):
+    assert main(["compare", "--paper", "list"]) in (None, 0)
+    out = capsys.readouterr().out
+    for method in ("hedlin", "dift", "dinov2", "sd-dino"):
+        assert any(line.startswith(method) for line in out.splitlines()), out
+    assert "bbox-trg" in out and "Tsingularity/dift eval_spair.py" in out and "configs/model/dift.yaml" in out
 
 
 def test_cli_compares_and_writes_into_the_second_run_folder(tmp_path):
@@ -247,7 +340,10 @@ def test_a_dataset_with_one_threshold_mode_is_scored_as_run(tmp_path):
     "args, code, message",
     [(["{a}"], 2, "compare: give at least two run folders (or one with --paper)"),
      (["{a}", "{a}", "--paper", "spair"], 2, "compare --paper: give one run folder; got 2"),
-     (["{a}", "--paper", "spiar"], 2, "--paper: expected one of ['cub', 'pfwillow', 'spair']; got 'spiar'"),
+     (["{a}", "--paper", "spiar"], 2, "--paper: expected one of ['dift', 'dinov2', 'hedlin', 'sd-dino'] or 'list'"),
+     (["{a}", "--paper", "dift"], 2, "{a}: scored with threshold 'bbox-src-512', dift's figures with 'bbox-trg'; "
+                                     "pass --threshold bbox-trg to score the run in that mode"),
+     ([], 2, "compare: give at least two run folders"),
      (["{a}", "{tmp}/nothing"], 1, "{tmp}/nothing: no such run folder"),
      (["{a}", "{tmp}"], 1, "{tmp}: no run.json; not a run folder")],
 )  # fmt: skip
@@ -258,7 +354,7 @@ def test_bad_compare_command_lines_are_one_line(tmp_path, capsys, monkeypatch, a
         main(["compare", *(arg.format(a=a, tmp=tmp_path) for arg in args)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == code and len(err) == 1, err
-    assert err[0].startswith("sdcorr: error: ") and message.format(tmp=tmp_path) in err[0], err
+    assert err[0].startswith("sdcorr: error: ") and message.format(a=a, tmp=tmp_path) in err[0], err
 
 
 def test_a_folder_of_an_older_sdcorr_is_one_line_naming_it_and_the_remedy(tmp_path, capsys, monkeypatch):

@@ -168,7 +168,7 @@ class PatchSource(DenseSource):
         self.image_size = image_size
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the source a device
 
-    def features(self, images, generators=None):
+    def features(self, images, generators=None, categories=None):
         b, _, h, w = images.shape
         return F.unfold(images, 5, padding=2).reshape(b, 75, h, w)
 
@@ -189,7 +189,7 @@ class PositionSource(DenseSource):
         self.image_size = image_size
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the source a device
 
-    def features(self, images, generators=None):
+    def features(self, images, generators=None, categories=None):
         s = self.image_size
         return torch.eye(s * s).reshape(s * s, s, s).expand(len(images), -1, -1, -1)
 
@@ -318,6 +318,9 @@ def test_published_settings_in_the_real_configs():
     assert (
         dift["source"]["init_args"]["image_size"] == 768 and dift["source"]["init_args"]["prompt_embedding"] == "text"
     )
+    assert dift["source"]["init_args"]["prompt"] == "a photo of a {category}"  # DIFT's eval_spair.py, issue 26
+    assert dift["matcher"]["init_args"] == {"resolution": "image", "resize": "pil-bicubic"}
+    assert model_config("tiny_dift")["matcher"]["init_args"] == dift["matcher"]["init_args"]  # tests run the recipe
     assert dino["source"]["init_args"] == {"pretrained": "facebook/dinov2-base", "image_size": 448}
     assert DiftSource.__init__.__defaults__[:6] == (
         "stabilityai/stable-diffusion-2-1", None, 0, 1, 261, 8,

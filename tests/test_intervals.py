@@ -3,6 +3,9 @@ together, and two runs' paired difference is zero when it should be and signific
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 import pytest
 import torch
 
@@ -81,11 +84,12 @@ def test_identical_runs_differ_by_zero_and_shifted_ones_significantly():
     assert noise["low"] < noise["difference"] < noise["high"] and noise["p_value"] > 0.01  # same distribution
 
 
-def prediction(pair_id: str, category: str, hits: int, n: int = 4) -> Prediction:
-    """A pair of ``n`` keypoints of which the first ``hits`` are predicted exactly (threshold 10)."""
+def prediction(pair_id: str, category: str, hits: int, n: int = 4, source: Optional[str] = None) -> Prediction:
+    """A pair of ``n`` keypoints of which the first ``hits`` are predicted exactly (threshold 10), of the source
+    image ``source`` (None: not recorded)."""
     target = [[float(10 * i), 5.0] for i in range(n)]
     predicted = [p if i < hits else [p[0], p[1] + 50] for i, p in enumerate(target)]
-    return Prediction(pair_id, category, target, predicted, target, threshold=10.0)
+    return Prediction(pair_id, category, target, predicted, target, threshold=10.0, source_group=source)
 
 
 def tables(scored: dict) -> Results:
@@ -159,3 +163,28 @@ def test_each_pair_its_own_cluster_draws_the_unclustered_resamples():
     )
     with pytest.raises(ValueError, match="Expected 25 cluster labels"):
         pck_intervals(correct, total, 10, clusters=[0, 1])
+
+
+def test_results_json_resamples_the_pairs_of_a_source_image_together():
+    # SPair-shaped lines as a run writes them: 40 source images, 2 to 8 pairs each, errors correlated within one
+    correct, total, images = spair_shaped(torch.Generator().manual_seed(0), images=40)
+    lines = [prediction(f"p{i:03d}", "cat", int(c), n=5, source=f"img{image}")
+             for i, (c, image) in enumerate(zip(correct[:, 0].tolist(), images))]  # fmt: skip
+    results = score(lines, [0.1], resamples=300)
+    clustered = pck_intervals(correct, total, 300, "overall", clusters=images)
+    for kind in ("per_image", "per_point"):
+        assert results["overall"]["pck@0.1"][f"{kind}_interval"] == clustered[kind][0].tolist()
+    block = results["intervals"]
+    assert (block["clusters"], block["num_clusters"], block["num_pairs"]) == ("source image", 40, len(lines))
+    # lines of an older sdcorr record no source image: pair by pair, narrower here, and the block says so
+    per_pair = pck_intervals(correct, total, 300, "overall")
+    older = score([dataclasses.replace(p, source_group=None) for p in lines], [0.1], resamples=300)
+    assert older["overall"]["pck@0.1"]["per_image_interval"] == per_pair["per_image"][0].tolist()
+    assert older["intervals"]["clusters"] == "pair" and "older sdcorr" in older["intervals"]["note"]
+    width = [float(i["per_image"][0, 1] - i["per_image"][0, 0]) for i in (clustered, per_pair)]
+    assert width[0] > 1.3 * width[1]
+    # enough pairs, but on 3 source images: too few units to draw, no interval claimed
+    three = score(
+        [dataclasses.replace(p, source_group=f"img{i % 3}") for i, p in enumerate(lines)], [0.1], resamples=300
+    )
+    assert "per_image_interval" not in three["overall"]["pck@0.1"] and three["intervals"]["num_clusters"] == 3

@@ -95,9 +95,11 @@ def _ddp_worker(rank: int, world: int, port: int, queue) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     preds, target, threshold = batch_seeded()
     metric = PCK(alphas=[0.05, 0.1])
-    # uneven split: rank 0 gets pairs 0 and 1, rank 1 gets pair 2 (the only dog) and one unscored pair
-    idx = [0, 1] if rank == 0 else [2]
-    metric.update(preds[idx], target[idx], threshold[idx], MASK[idx], [CATS[i] for i in idx])
+    # uneven split: rank 0 gets pairs 0 and 1, rank 1 gets pair 2 (the only dog) and one unscored pair, rank 2
+    # none (fewer pairs than processes): it still joins the gather, with states of the others' shapes and dtypes
+    idx = [[0, 1], [2], []][rank]
+    if idx:
+        metric.update(preds[idx], target[idx], threshold[idx], MASK[idx], [CATS[i] for i in idx])
     if rank == 1:
         metric.skip()
     untouched = PCK(alphas=[0.05, 0.1]).compute()  # no update on any process: synced states are empty
@@ -111,7 +113,7 @@ def batch_seeded():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_equals_one_process():
+def test_three_process_ddp_with_an_idle_process_equals_one_process():
     preds, target, threshold = batch_seeded()
     single = PCK(alphas=[0.05, 0.1])
     single.update(preds, target, threshold, MASK, CATS)
@@ -120,10 +122,10 @@ def test_two_process_ddp_equals_one_process():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = 29500 + os.getpid() % 1000
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 3, port, queue)) for r in range(3)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert results[0] == (expected, 0) and results[1] == (expected, 0)
+    assert results == {rank: (expected, 0) for rank in range(3)}

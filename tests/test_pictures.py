@@ -1,6 +1,7 @@
 """PictureCallback: which pairs it draws and what it costs, its files; index.html; W&B offline (WandbTables);
 every callback independent of the others' order (the viewer in Chromium: tests/test_viewer.py)."""
 
+import errno
 import json
 import os
 import re
@@ -71,13 +72,38 @@ def test_no_files_when_disabled_on_other_ranks_or_never(tmp_path, callback, rank
     assert module.calls == []  # nothing drawn: zero cost
 
 
-def test_files_only_without_a_wandb_logger_unless_wandb_is_disabled(tmp_path, monkeypatch):
+def test_files_also_with_a_wandb_logger_unless_auto(tmp_path, monkeypatch):
     trainer = fake_trainer(tmp_path)
     trainer.loggers = [WandbLogger(save_dir=str(tmp_path))]  # lazy: no W&B run is started here
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert not PictureCallback().writes_files(trainer) and PictureCallback(files="always").writes_files(trainer)
+    assert PictureCallback().writes_files(trainer) and PictureCallback().wandb_logger(trainer) is not None
+    assert not PictureCallback(files="auto").writes_files(trainer)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert PictureCallback().writes_files(trainer) and PictureCallback().wandb_logger(trainer) is None
+    assert PictureCallback(files="auto").writes_files(trainer) and PictureCallback().wandb_logger(trainer) is None
+
+
+def test_overwrite_discards_the_pictures_of_the_run_the_folder_held(tmp_path):
+    old = tmp_path / "pictures" / "old.correspondence.png"
+    old.parent.mkdir()
+    old.write_bytes(b"png")
+    run_batches(PictureCallback(num_pairs=0), fake_trainer(tmp_path), FakeModule(), ["p0"])
+    assert old.exists()  # a resume keeps them
+    run_batches(PictureCallback(num_pairs=0, overwrite=True), fake_trainer(tmp_path), FakeModule(), ["p0"])
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["chosen.json"]
+
+
+def test_chosen_pairs_without_pictures_are_matched_again_in_any_callback_order():
+    """The pictures callback asks the datamodule to match its undrawn chosen pairs again; the writer leaves out
+    the pairs done: whichever asks first, the pending pairs are the same, and only done ones are flagged."""
+    for order in ("exclude first", "rematch first"):
+        datamodule = selection(["p0", "p1", "p2", "p3"])
+        datamodule.load_sample = lambda record: {"pair_id": record["pair_id"]}
+        calls = [lambda: datamodule.exclude({"p0", "p1", "p2"}), lambda: datamodule.rematch({"p1", "p3"})]
+        for call in calls if order == "exclude first" else reversed(calls):
+            call()
+        samples = [datamodule.dataset[i] for i in range(len(datamodule.dataset))]
+        assert samples == [{"pair_id": "p1", "rematch": True}, {"pair_id": "p3"}], order
+        assert [p["pair_id"] for p in datamodule.pending()] == ["p1", "p3"]
 
 
 def test_alpha_must_be_one_of_the_models():
@@ -126,7 +152,7 @@ def offline_env(tmp_path):
     for name in ("DIR", "DATA_DIR", "CACHE_DIR", "CONFIG_DIR", "ARTIFACT_DIR"):
         (tmp_path / name.lower()).mkdir()
         env[f"WANDB_{name}"] = str(tmp_path / name.lower())
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    env.update(WANDB_MODE="offline")
     return env
 
 
@@ -140,6 +166,8 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
         cwd=REPO, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    # W&B's lines are plain text off a terminal (its run ends with the command, not at exit on stdout)
+    assert "\x1b" not in run.stdout + run.stderr and "wandb sync" in run.stderr
     (files,) = out.glob("wandb/offline-run-*/files")  # the logger's save_dir is the run folder (linked)
     media = files / "media"
     for kind in ("correspondence", "target-heatmaps", "source-heatmaps"):
@@ -170,8 +198,10 @@ def test_wandb_offline_run_logs_images_and_tables(tmp_path):
     keypoints = table("viewer/keypoints")
     assert keypoints["columns"] == ["pair_id", "keypoint", "correct@0.1", "mean of layers", "layer 0", "layer 1"]
     assert len(keypoints["data"]) == 2 * 2  # 2 drawn pairs, 2 keypoints each
-    # with a WandbLogger and files: auto, no pictures are written into the run folder; the page lists every pair
-    assert not (out / "pictures").exists() and len(viewer_json(out / "index.html")["pairs"]) == 2
+    # W&B is an addition: the run folder has the pictures too, and its page lists every pair and draws them
+    page = viewer_json(out / "index.html")
+    assert len(page["pairs"]) == 2 and len(page["drawn"]) == 2 and len(list(out.glob("pictures/*.viewer.json"))) == 2
+    assert "<h2>PCK</h2>" in (out / "index.html").read_text()
 
 
 class RecordingLogger:
@@ -190,7 +220,8 @@ class RecordingLogger:
         pass
 
 
-def test_wandb_gets_the_intervals_of_results_json(tmp_path):
+def twelve_pairs():
+    """12 scored pairs of 4 keypoints (pair i: i % 4 wrong at PCK@0.1) and their results, with intervals."""
     points = [[10.0 * i, 5.0] for i in range(4)]
     predictions = [
         Prediction(f"p{i}", "cat", points, [[x, y + 3 * (k < i % 4)] for k, (x, y) in enumerate(points)], points, 10.0)
@@ -199,7 +230,29 @@ def test_wandb_gets_the_intervals_of_results_json(tmp_path):
     manifest = Manifest.new(
         {}, SimpleNamespace(), SimpleNamespace(), 0, "32-true", [p.pair_id for p in predictions], [0.1, 0.5]
     )
-    results = results_of(predictions, manifest, resamples=200)
+    return predictions, results_of(predictions, manifest, resamples=200)
+
+
+def test_the_pages_tables_show_the_intervals_of_the_printed_table(tmp_path):
+    from sdcorr.runs.results import format_table
+
+    predictions, results = twelve_pairs()
+    page = write_report(tmp_path, results=results, predictions=predictions).read_text()
+    overall = results.overall["pck@0.1"]
+    (row,) = re.findall(r'<tr class="overall">(.*?)</tr>', page)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    low, high = overall["per_image_interval"]
+    assert low < overall["per_image"] < high
+    figure = f"{100 * overall['per_image']:.1f} ± {50 * (high - low):.1f}"
+    assert cells[:4] == ["overall", "12", "48", figure]  # category, pairs, keypoints, PCK@0.1 per image
+    assert f'title="95% interval {100 * low:.1f} to {100 * high:.1f}">{figure}</td>' in row
+    printed = format_table(results).splitlines()[-1]
+    assert figure.replace("±", "+-") in printed
+    assert "± half the width of the 95% interval (percentile bootstrap" in page
+
+
+def test_wandb_gets_the_intervals_of_results_json(tmp_path):
+    predictions, results = twelve_pairs()
     logger = RecordingLogger()
     WandbTables().log_summary(logger, 0, results, predictions)
     overall = results.overall["pck@0.1"]
@@ -271,10 +324,18 @@ def python_run(folder, order):
     return (folder / "index.html").read_text()
 
 
-def test_the_run_folder_is_the_same_whatever_the_callback_order(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A run of :func:`python_run`, callbacks in the order of :data:`CALLBACKS`, that nothing interrupted."""
+    folder = tmp_path_factory.mktemp("uninterrupted") / "-".join(CALLBACKS)
+    python_run(folder, CALLBACKS)
+    return folder
+
+
+def test_the_run_folder_is_the_same_whatever_the_callback_order(uninterrupted, tmp_path):
     orders = [CALLBACKS, tuple(reversed(CALLBACKS))]
-    folders = [tmp_path / "-".join(order) for order in orders]
-    pages = [python_run(folder, order) for folder, order in zip(folders, orders)]
+    folders = [uninterrupted, tmp_path / "-".join(orders[1])]
+    pages = [uninterrupted.joinpath("index.html").read_text(), python_run(folders[1], orders[1])]
     for page in pages:
         assert "<h2>PCK</h2>" in page and "<td>overall</td>" in page  # the tables
         assert "Pairs by fraction of keypoints correct" in page  # the histogram
@@ -294,3 +355,46 @@ def test_the_run_folder_is_the_same_whatever_the_callback_order(tmp_path):
 def viewer_json_of(page: str) -> dict:
     (blob,) = re.findall(r'<script id="sdv-data" type="application/json">(.*?)</script>', page)
     return json.loads(blob)
+
+
+def files_of(folder):
+    """Every file of a run folder but the lock: ``{relative path: bytes}``."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_a_full_disk_names_the_file_and_the_resume_draws_what_was_not_drawn(uninterrupted, tmp_path, monkeypatch):
+    """The disk fills up at the drawn pair's second picture, after its prediction was recorded: the error names
+    the file; once there is space, the same run resumes, matches that pair again for its pictures (not for
+    its prediction: one line per pair) and leaves the folder as an uninterrupted run leaves it."""
+    from sdcorr.errors import OutputError
+
+    save = Image.Image.save
+
+    def full_disk(image, path, *args, **kwargs):
+        if str(path).endswith(".target-heatmaps.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(image, path, *args, **kwargs)
+
+    out = tmp_path / "-".join(CALLBACKS)
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OutputError) as failure:
+        python_run(out, CALLBACKS)
+    (drawn,) = json.loads((uninterrupted / "pictures" / "chosen.json").read_text())["pair_ids"]
+    assert str(failure.value) == (
+        f"{out / 'pictures' / drawn}.target-heatmaps.png: cannot write ([Errno 28] No space left on device); "
+        "free space and rerun the same command (a test run resumes)"
+    )
+    assert [json.loads(line)["pair_id"] for line in (out / "predictions.jsonl").read_text().splitlines()] == [drawn]
+    assert not (out / "pictures" / f"{drawn}.viewer.json").exists()  # the pair is not drawn
+
+    monkeypatch.setattr(Image.Image, "save", save)  # space again
+    python_run(out, CALLBACKS)
+    resumed, reference = files_of(out), files_of(uninterrupted)
+    assert sorted(resumed) == sorted(reference)
+    for name in reference:  # the same predictions, results, pictures and viewer files, byte for byte
+        if name != "index.html":
+            assert resumed[name] == reference[name], name
+    assert viewer_json(out / "index.html") == viewer_json(uninterrupted / "index.html")
+    assert "Missing pictures" not in (out / "index.html").read_text()

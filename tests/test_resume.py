@@ -101,9 +101,27 @@ def test_a_finished_run_rerun_rewrites_the_same_results(whole, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(whole, out)
     (out / "results.json").unlink()
-    run(out)
+    result = run(out)
     assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+    assert f"{out}: all 3 pairs are already done; nothing left to match" in result.stderr
+    assert "DataLoader" not in result.stderr  # Lightning's warning about the empty loop: said in our words
     assert len(lines(out / "predictions.jsonl")) == 3
+
+
+def test_a_run_resumes_from_any_working_directory(whole, tmp_path):
+    out, elsewhere = tmp_path / "moved", tmp_path / "elsewhere"
+    shutil.copytree(whole, out)
+    elsewhere.mkdir()
+    (out / "results.json").unlink()
+    root = os.path.relpath(REPO / "datamodules" / "demo_pairs", elsewhere)  # another spelling of the same folder
+    recorded = json.loads((out / "run.json").read_text())["fingerprint"]["data"]["root"]
+    assert recorded == str((REPO / "datamodules" / "demo_pairs").resolve())  # absolute, whatever the given spelling
+    result = sdcorr(
+        "test", *QUICK, "--trainer.default_root_dir", str(out), "--data.init_args.root", root, cwd=elsewhere
+    )
+    assert "nothing left to match" in result.stderr
+    assert (out / "results.json").read_text() == (whole / "results.json").read_text()
+    assert not any(elsewhere.iterdir())
 
 
 def test_a_folder_of_another_run_is_refused_unless_overwritten(whole, tmp_path):
@@ -117,8 +135,11 @@ def test_a_folder_of_another_run_is_refused_unless_overwritten(whole, tmp_path):
     # options that change only speed are not a different run
     result = run(out, "--model.matcher.init_args.max_batch", "3")
     assert "3 pairs already done" in result.stderr + result.stdout
+    stale = out / "pictures" / "old_pair.correspondence.png"
+    stale.write_bytes(b"a picture of the discarded run")
     run(out, "--model.matcher.init_args.restarts", "1", "--output.overwrite", "true")
     assert json.loads((out / "run.json").read_text())["fingerprint"]["matcher"]["restarts"] == 1
+    assert not stale.exists() and len(pictures_of(out)) == 3 * (3 + 4) + 1  # only the new run's pictures
     assert len(lines(out / "predictions.jsonl")) == 3
 
 
@@ -233,15 +254,41 @@ def test_a_resumed_run_draws_the_pairs_an_uninterrupted_run_draws(whole, tmp_pat
     assert "Missing pictures" not in (out / "index.html").read_text()
 
 
-def test_pictures_that_cannot_be_redrawn_are_named_with_the_remedy(whole, tmp_path):
-    """Killed after 1_astronaut's prediction was written but before its pictures were (here: every pair
-    done): the model is not run again for a picture, so the rerun names it and says how to draw it."""
+def test_a_rerun_draws_the_chosen_pairs_an_earlier_run_finished_without_pictures(whole, tmp_path):
+    """Killed (or stopped by a full disk) after 1_astronaut's prediction was written but before its pictures
+    were (here: every pair done): the rerun matches it again for its pictures, the same ones, and nothing else."""
     out = tmp_path / "done"
     shutil.copytree(whole, out)
     for path in (out / "pictures").glob("1_astronaut.*"):
         path.unlink()
-    result = run(out)  # every pair done: nothing is matched, so nothing can be drawn
-    assert "3 pairs already done" in result.stderr
-    page = (out / "index.html").read_text()
-    assert "Missing pictures" in page and "&#x27;1_astronaut&#x27;" in page and "delete their lines" in page
-    assert "no pictures of 1 pairs that were to be drawn: '1_astronaut'" in result.stderr
+    result = run(out)
+    assert "3 pairs already done" in result.stderr and "no pictures of" not in result.stderr
+    assert pictures_of(out) == pictures_of(whole)
+    for name in [*pictures_of(whole), "predictions.jsonl", "results.json", "run.json"]:
+        path = name if (out / name).is_file() else f"pictures/{name}"
+        assert (out / path).read_bytes() == (whole / path).read_bytes(), name
+    assert "Missing pictures" not in (out / "index.html").read_text()
+
+
+def test_report_draw_redraws_pairs_with_the_runs_own_config(whole, tmp_path):
+    """``sdcorr report RUN --draw PAIR``: the run's config.yaml runs again in its folder for that pair's
+    pictures (deleted first); they come out as the run drew them, and its records stay as they were."""
+    out = tmp_path / "report"
+    shutil.copytree(whole, out)
+    (out / "pictures" / "2_astronaut.viewer-maps.png").write_bytes(b"damaged")
+    before = {name: (out / name).read_bytes() for name in ("config.yaml", "predictions.jsonl", "results.json")}
+    result = sdcorr("report", str(out), "--draw", "2_astronaut")
+    assert result.stdout.strip().endswith("index.html")
+    for name in pictures_of(whole):
+        assert (out / "pictures" / name).read_bytes() == (whole / "pictures" / name).read_bytes(), name
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert viewer_json(out / "index.html") == viewer_json(whole / "index.html")
+
+
+def test_an_empty_shard_writes_results_that_say_so(tmp_path):
+    out = tmp_path / "empty"
+    result = run(out, "--data.init_args.shard_index", "4", "--data.init_args.num_shards", "5")  # 3 pairs, 5 shards
+    assert "this selection has no pairs (an empty shard)" in result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["overall"]["num_pairs"] == 0 and results["data"]["num_pairs"] == 0
+    assert json.loads((out / "run.json").read_text())["pair_ids"] == []

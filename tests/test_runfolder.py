@@ -56,6 +56,11 @@ def test_a_line_read_and_written_again_is_the_same_bytes():
     # a key this version does not know survives a rewrite (at the end)
     extended = json.loads(text) | {"future": [1.5]}
     assert json.dumps(Prediction.from_json(extended).to_json()) == json.dumps(extended)
+    # the source image (format 1 still): after the others when recorded; a line without it stays without it
+    grouped = Prediction.from_sample(sample() | {"source_image_id": "3f2a"}, match(), [0.05, 0.1])
+    written = json.dumps(grouped.to_json())
+    assert written == text[:-1] + ', "source_group": "3f2a"}' and Prediction.from_json(json.loads(written)) == grouped
+    assert prediction.source_group is None and prediction.cluster == "pair:p0" and grouped.cluster == "image:3f2a"
 
 
 def test_correct_flags_by_hand():
@@ -258,3 +263,50 @@ def test_a_folder_locked_by_a_live_process_is_refused_and_free_once_it_is_killed
     with folder.lock():  # released by the with block
         pass
     assert (folder.path / LOCK).exists() and not folder.holds_run()  # the lock file is not a run
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, capsys):
+    from callbacks.run_folder import RunFolderWriter
+    from tests.fakes import fake_pair, fake_trainer
+
+    writer = RunFolderWriter()
+    writer._done = [fake_pair("p0")[1]]  # one pair from before a resume, two matched in this run
+    writer._new = [fake_pair("p1")[1], fake_pair("p2")[1]]
+    writer.on_exception(fake_trainer(tmp_path), None, KeyboardInterrupt())
+    assert capsys.readouterr().err == (
+        f"sdcorr: interrupted: 3 finished pairs are kept in {tmp_path}; run the same command again to resume\n"
+    )
+    writer.on_exception(fake_trainer(tmp_path), None, RuntimeError("not an interruption"))
+    assert capsys.readouterr().err == ""  # other errors are main's to report
+
+
+def test_a_write_that_fails_part_way_names_its_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    """A full disk while writing results.json or the page: one error naming the file, the old file whole and
+    no scratch file; a prediction line the disk cut short is named too (the resume cuts it, see repair)."""
+    import errno
+    from pathlib import Path
+
+    from sdcorr.runs.folder import write_json, write_text
+
+    def full_disk(path, text, *args, **kwargs):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT)
+        os.write(handle, text[:7].encode())  # part of it, then no space
+        os.close(handle)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "results.json"
+    write_json(path, {"old": 1})
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    for write in (lambda: write_json(path, {"new": 2}), lambda: write_text(path, "new")):
+        with pytest.raises(OutputError, match=rf"^{path}: cannot write \(\[Errno 28\] No space left on device\); free"):
+            write()
+        assert json.loads(path.read_text()) == {"old": 1} and sorted(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+
+    appender = RunFolder(tmp_path).appender()
+    monkeypatch.setattr(appender._file, "flush", lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    line = Prediction("p0", "cat", [[1.0, 2.0]], [[1.0, 2.0]])
+    with pytest.raises(OutputError, match=rf"^{tmp_path / 'predictions.jsonl'}: cannot write \(\[Errno 28\] full\)"):
+        appender.write(line)
+    monkeypatch.undo()
+    appender.close()

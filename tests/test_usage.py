@@ -65,7 +65,8 @@ CASES = {
                         "at most 2048 pixels"),
     "no text tokens": (["test", *SMOKE, f"{SOURCE}num_tokens", "0", f"{SOURCE}token_index", "0"], 2,
                        f"{SOURCE}num_tokens", "text length >= 1; got 0"),
-    "negative alpha": (["test", *SMOKE, "--model.alphas", "[-0.1]"], 2, "--model.alphas", "fractions > 0"),
+    "negative alpha": (["test", *SMOKE, "--model.alphas", "[-0.1]"], 2, "--model.alphas", "fractions in (0, 1]"),
+    "alpha above 1": (["test", *SMOKE, "--model.alphas", "[1.5]"], 2, "--model.alphas", "got [1.5]"),
     "no alphas": (["test", *SMOKE, "--model.alphas", "[]"], 2, "--model.alphas", "non-empty"),
     "picture alpha not among alphas": (["test", *SMOKE, "--pictures.alpha", "0.2"], 2, "--pictures.alpha",
                                        "one of the model's alphas ['0.05', '0.1']"),
@@ -90,18 +91,34 @@ CASES = {
     # the Trainer's settings, checked by Lightning
     "GPU without one": (["test", *SMOKE, "--trainer.accelerator", "gpu"], 2, "--trainer.accelerator",
                         "torch sees no GPU here"),
+    "empty run folder": (["test", *SMOKE, "--trainer.default_root_dir", ""], 2, "--trainer.default_root_dir",
+                         "written into the working directory"),
+    "logger folder elsewhere": (["test", *SMOKE, "--trainer.logger", "callbacks.AutoWandbLogger",
+                                 "--trainer.logger.init_args.save_dir", "{tmp}/elsewhere"], 2,
+                                "--trainer.logger.init_args.save_dir", "is not the run folder"),
+    "float64": (["test", *SMOKE, "--trainer.precision", "64-true"], 2, "--trainer.precision", "float32 or lower"),
     "zero devices": (["test", *SMOKE, "--trainer.devices", "0"], 2, "--trainer.devices", "not a valid input"),
     # other commands
+    "plan, layer out of range": (["plan", *SMOKE, f"{SOURCE}layers", "[99]"], 2, f"{SOURCE}layers", "in 0..6"),
+    "plan, huge image size": (["plan", *SMOKE, f"{SOURCE}image_size", "100000"], 2, f"{SOURCE}image_size",
+                              "at most 2048"),
+    "plan, bad pictures option": (["plan", *SMOKE, "--pictures.num_pairs", "-1"], 2, "--pictures.num_pairs", ">= 0"),
+    "plan, GPU without one": (["plan", *SMOKE, "--trainer.accelerator", "gpu"], 2, "--trainer.accelerator", "no GPU"),
     "plan with a bad value": (["plan", *SMOKE, f"{MATCHER}locate_crops", "0"], 2, f"{MATCHER}locate_crops", ">= 1"),
     "match, unreadable points": ([*MATCH, "--points", "1,2,3"], 2, "--points", "cannot read '1,2,3'"),
+    "match, negative point": ([*MATCH, "--points", "-1,5"], 2, "--points", "(-1, 5) is outside"),
     "match, bad layer": ([*MATCH, "--points", "1,2", f"{SOURCE}layers", "[9]"], 2, f"{SOURCE}layers", "0..6"),
     "match, GPU without one": ([*MATCH, "--points", "1,2", "--trainer.accelerator", "cuda"], 2,
                                "--trainer.accelerator", "no GPU"),
     "match, missing image": (["match", "nope.jpg", PAIR[1], "--config", "configs/model/tiny.yaml", "--points",
                               "1,2"], 1, "nope.jpg", "image file not found"),
     "report, no such folder": (["report", "{tmp}/nothing"], 1, "{tmp}/nothing", "no such run folder"),
+    "report, not a run folder": (["report", "{tmp}"], 1, "{tmp}", "not a run folder"),
+    "report, alpha above 1": (["report", "{tmp}", "--alpha", "2"], 2, "--alpha", "reference length; got 2"),
     "evaluate, not a run folder": (["evaluate", "{tmp}"], 1, "{tmp}", "not a run folder"),
     "compare, one run": (["compare", "{tmp}"], 2, "compare", "give at least two run folders"),
+    "compare, a run with itself": (["compare", "{tmp}", "{tmp}/"], 2, "compare", "same run folder"),
+    "compare, negative resamples": (["compare", "{tmp}", "{tmp}/b", "--resamples", "-1"], 2, "--resamples", "got -1"),
     "compare, no such run": (["compare", "{tmp}/a", "{tmp}/b"], 1, "{tmp}/a", "no such run folder"),
 }  # fmt: skip
 
@@ -115,9 +132,11 @@ def test_every_bad_option_is_one_line_naming_it(name, tmp_path, capsys, monkeypa
     if "GPU" in name and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     args, code, option, fragment = CASES[name]
-    run = tmp_path / "run"
+    run, here = tmp_path / "run", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)  # the working directory: nothing may be written there either
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
-    if args[0] in ("test", "plan", "match"):
+    if args[0] in ("test", "plan", "match") and "--trainer.default_root_dir" not in args:
         args += ["--trainer.default_root_dir", str(run)]
     with pytest.raises(SystemExit) as exit:  # any other exception would have printed a traceback
         main(args)
@@ -125,7 +144,7 @@ def test_every_bad_option_is_one_line_naming_it(name, tmp_path, capsys, monkeypa
     assert exit.value.code == code and len(lines) == 1, lines
     line = lines[0].removeprefix("sdcorr: error: ")
     assert line.startswith(f"{option.replace('{tmp}', str(tmp_path))}: ") and fragment in line, line
-    assert not run.exists()  # refused before anything was written
+    assert not run.exists() and not any(here.iterdir())  # refused before anything was written
 
 
 def test_debug_shows_the_traceback(tmp_path):

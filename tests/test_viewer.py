@@ -174,6 +174,21 @@ def test_a_broken_viewer_file_is_named_and_the_rest_still_shown(viewer_folder, t
     assert "p0.viewer.json: not a viewer file" in text and "<td>overall</td>" in text
 
 
+def test_report_draw_refuses_a_folder_without_config_and_pairs_not_of_the_run(viewer_folder, tmp_path, capsys):
+    from sdcorr.cli.main import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(viewer_folder.path, copy)
+    with pytest.raises(SystemExit) as exit:
+        main(["report", str(copy), "--draw", "p2"])
+    assert exit.value.code == 1 and "config.yaml: not found; --draw runs the config.yaml" in capsys.readouterr().err
+    (copy / "config.yaml").write_text("seed_everything: 0\n")  # never read: the pair is checked first
+    with pytest.raises(SystemExit) as exit:
+        main(["report", str(copy), "--draw", "p9"])
+    assert exit.value.code == 2 and f"--draw: 'p9': not a pair of the run in {copy}" in capsys.readouterr().err
+    assert not (copy / "pictures" / "p9.viewer.json").exists() and (copy / "pictures" / "p0.viewer.json").exists()
+
+
 # ---------------------------------------------------------------- W&B
 
 
@@ -264,7 +279,7 @@ def test_page_in_chromium_sorts_filters_and_shows_a_keypoints_maps_per_layer(bro
     assert len(rows(page)) == 4
 
     page.click('#sdv-list tr[data-pair="p2"]')  # not drawn: said so, keypoints still listed
-    assert "--pictures.pair_ids" in page.inner_text("#sdv-pair .sdv-undrawn")
+    assert "sdcorr report RUN_DIR --draw 'p2'" in page.inner_text("#sdv-pair .sdv-undrawn")
     verdicts = page.locator("#sdv-keypoints td:last-child").all_inner_texts()
     assert verdicts == ["correct", "correct", "correct", "wrong"]
 

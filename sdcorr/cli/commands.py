@@ -10,7 +10,8 @@ The use cases behind the commands (their parsers are in :mod:`sdcorr.cli.folders
   dataset's threshold modes, into ``evaluation.json`` (results.json is left as the run wrote it).
 * ``sdcorr report RUN_DIR`` (re)writes the folder's ``index.html`` (see :mod:`sdcorr.pages.index`).
 * ``sdcorr compare RUN_A RUN_B ...`` compares runs on their shared pairs, or a run with the paper
-  (``--paper``), and writes compare.json, .png and .html (see :mod:`sdcorr.runs.compare`).
+  (``--paper METHOD``; ``--paper list`` lists the recorded published results), and writes compare.json,
+  .png and .html (see :mod:`sdcorr.runs.compare`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ from typing import Any, Optional
 from sdcorr.errors import OutputError, UsageError
 from sdcorr.pages.compare import write_comparison
 from sdcorr.pages.index import write_report
-from sdcorr.runs.compare import Run, compare_paper, compare_runs, format_comparison, output_folder
+from sdcorr.runs.compare import (
+    Run,
+    compare_paper,
+    compare_runs,
+    format_comparison,
+    format_published,
+    output_folder,
+)
 from sdcorr.runs.folder import RunFolder
 from sdcorr.runs.results import Results, format_table
 from sdcorr.stats.intervals import RESAMPLES
+from sdcorr.stats.paper import published_table
 
 
 def merge(out: str | Path, folders: Sequence[str | Path], allow_missing: bool = False) -> Results:
@@ -64,9 +73,17 @@ def evaluate(
 
 
 def report(folder: str | Path, alpha: float = 0.1) -> Path:
-    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.pages.index.write_report`."""
+    """(Re)write a run folder's ``index.html`` and print its path; see :func:`sdcorr.pages.index.write_report`.
+
+    Raises:
+        UsageError: ``alpha`` is not a fraction in (0, 1].
+        OutputError: ``folder`` is not a run folder (no ``run.json``): no page is written there.
+    """
+    if not 0 < alpha <= 1:
+        raise UsageError(f"--alpha: expected a PCK fraction in (0, 1] of the reference length; got {alpha:g}")
     if not Path(folder).is_dir():
         raise OutputError(f"{folder}: no such run folder")
+    RunFolder(folder).manifest()
     path = write_report(folder, alpha)
     print(path)
     return path
@@ -78,6 +95,7 @@ def compare(
     threshold: Optional[str] = None,
     paper: Optional[str] = None,
     output_dir: Optional[str | Path] = None,
+    resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
     """Compare runs (or, with ``paper``, one run with the paper), print the warnings (one
     ``compare: warning:`` line each, on stderr) and the table, and write the outputs; see :mod:`sdcorr.runs.compare`.
@@ -86,19 +104,35 @@ def compare(
         folders: run folders; each after the first is compared with the first (with ``paper``: one).
         alphas: PCK alphas; default: those all runs scored (with ``paper``: the paper's).
         threshold: score every run in this threshold mode of the dataset; default: as run.
-        paper: ``spair``, ``pfwillow`` or ``cub``: set the run beside the paper's numbers.
+        paper: a method of :data:`sdcorr.stats.paper.METHODS` (``hedlin``, ``dift``, ``dinov2``, ``sd-dino``):
+            set the run beside its published figures on the run's benchmark; ``list``: print what is
+            recorded (no run folder needed). ``spair``, ``pfwillow``, ``cub``: ``hedlin`` on that benchmark.
         output_dir: where compare.json, .png and .html go; default: ``compare/`` in the second run folder
             (with ``paper``: in the run folder).
+        resamples: bootstrap resamples of the intervals and p-values (0: none).
 
     Returns:
         the content of compare.json.
     """
+    if paper == "list":
+        print(format_published())
+        return {"kind": "published", "rows": published_table()}
     if paper and len(folders) != 1:
         raise UsageError(f"compare --paper: give one run folder; got {len(folders)}")
     if not paper and len(folders) < 2:
         raise UsageError("compare: give at least two run folders (or one with --paper)")
+    if resamples < 0:
+        raise UsageError(f"--resamples: expected an integer >= 0; got {resamples}")
+    seen: dict[Path, str | Path] = {}
+    for folder in folders:
+        first = seen.setdefault(Path(folder).resolve(), folder)
+        if first is not folder:
+            raise UsageError(f"compare: {folder} is the same run folder as {first}; every difference would be 0")
     runs = [Run.read(folder) for folder in folders]
-    payload, warnings = compare_paper(runs[0], paper, threshold) if paper else compare_runs(runs, alphas, threshold)
+    if paper:
+        payload, warnings = compare_paper(runs[0], paper, threshold, resamples)
+    else:
+        payload, warnings = compare_runs(runs, alphas, threshold, resamples)
     for warning in warnings:
         print(f"compare: warning: {warning}", file=sys.stderr)
     table = format_comparison(payload)

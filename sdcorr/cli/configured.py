@@ -14,23 +14,34 @@ Only LightningCLI's public hooks are overridden: ``add_arguments_to_parser``, ``
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import PairDataModule
-from sdcorr.cli.errors import known_error, option_name, parse_command_line, trainer_options
+from sdcorr.cli.errors import (
+    check_trainer,
+    known_error,
+    option_name,
+    parse_command_line,
+    skipped_weights,
+    trainer_options,
+)
 from sdcorr.cli.quiet import VERBOSE_VARIABLE, hide_third_party_noise
 from sdcorr.cli.run_folder import run_folder_callbacks
-from sdcorr.errors import OptionError, OutputError
+from sdcorr.errors import OptionError, OutputError, UsageError
 from sdcorr.matchers.base import Matcher
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.module import CorrespondenceModule
+from sdcorr.sources.base import Source
+from sdcorr.sources.weightless import without_weights
 
 
 class ConfiguredCLI(LightningCLI):
@@ -55,6 +66,7 @@ class ConfiguredCLI(LightningCLI):
         needs_data: bool = True,
     ) -> None:
         self.sections: dict[str, type] = {"model": CorrespondenceModule}
+        self.needs_data = needs_data
         self.model = self.datamodule = self.trainer = self.matcher = None
         super().__init__(
             CorrespondenceModule,
@@ -81,6 +93,7 @@ class ConfiguredCLI(LightningCLI):
         """Parse ``args`` (always a list here: never ``sys.argv``); a bad option or value raises
         :class:`~sdcorr.errors.UsageError` with one line naming it."""
         self.config = parse_command_line(parser, args)
+        check_logger_folder(self.config, args)
 
     def before_instantiate_classes(self) -> None:
         """Quiet by default: third-party noise is hidden unless ``test --verbose true`` or ``SDCORR_VERBOSE=1``."""
@@ -88,15 +101,35 @@ class ConfiguredCLI(LightningCLI):
             hide_third_party_noise()
 
     def instantiate_classes(self) -> None:
-        """:meth:`build`; a constructor's :class:`~sdcorr.errors.OptionError` gets the full option name of
-        the argument it names."""
+        """:meth:`check`, then :meth:`build`; a constructor's :class:`~sdcorr.errors.OptionError` gets the full
+        option name of the argument it names."""
         try:
+            self.check()
             self.build()
         except Exception as error:  # jsonargparse may wrap it
             known = known_error(error)
             if isinstance(known, OptionError) and known.option is None:
                 known.option = option_name(dict(self.config.items()), known, self.sections)
             raise
+
+    def check(self) -> None:
+        """Refuse a bad option before any work, the same way for every command (``plan`` refuses what ``test``
+        would): build every section the options describe (data, model, the run folder's callbacks) without
+        weights (see :mod:`sdcorr.sources.weightless`), then check the Trainer's settings
+        (:func:`~sdcorr.cli.errors.check_trainer`). A pretrained source is checked up to its weights; the
+        others are then built around a source without any."""
+        config = self.config.clone()
+        if not self.needs_data:
+            config.data = None
+        with without_weights():
+            try:
+                self.parser.instantiate_classes(config)
+            except Exception as error:  # jsonargparse may wrap it
+                if not skipped_weights(error):
+                    raise
+                config.model.source = Namespace(class_path=f"{Source.__module__}.{Source.__name__}")
+                self.parser.instantiate_classes(config)
+        check_trainer(self.config.trainer)
 
     def build(self) -> None:
         """Build what the command needs; here everything: the datamodule, the model and the Trainer with its
@@ -115,6 +148,35 @@ class ConfiguredCLI(LightningCLI):
             self.parser.save(self.config, str(path), overwrite=True)
         except OSError as error:
             raise OutputError(f"{path}: cannot write ({error})") from error
+
+
+def check_logger_folder(config: Namespace, args: Sequence[str]) -> None:
+    """Refuse a logger ``save_dir`` given on the command line or in a ``--config`` file that is not the run
+    folder: a run writes only under its folder, so the logger's ``save_dir`` follows
+    ``trainer.default_root_dir`` (a link), and a different one would otherwise be dropped without a word.
+
+    Raises:
+        UsageError: naming ``--trainer.logger.init_args.save_dir`` and the run folder.
+    """
+    given = [arg.split("=", 1)[1] if "=" in arg else args[i + 1]
+             for i, arg in enumerate(args) if re.fullmatch(r"--trainer\.logger\.(init_args\.)?save_dir(=.*)?", arg)
+             and ("=" in arg or i + 1 < len(args))]  # fmt: skip
+    for path in [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]:
+        try:
+            logger = ((yaml.safe_load(Path(path).read_text()) or {}).get("trainer") or {}).get("logger")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # the config itself is checked elsewhere
+        for entry in logger if isinstance(logger, list) else [logger]:
+            if isinstance(entry, dict) and (entry.get("init_args") or {}).get("save_dir") is not None:
+                given.append(str(entry["init_args"]["save_dir"]))
+    root = config.trainer.get("default_root_dir")
+    for save_dir in given:
+        if root is None or Path(save_dir).expanduser().resolve() != Path(root).expanduser().resolve():
+            raise UsageError(
+                f"--trainer.logger.init_args.save_dir: {save_dir!r} is not the run folder ({root}); a run writes "
+                "only under its folder, so the logger's files go there: leave save_dir out, or set "
+                "--trainer.default_root_dir"
+            )
 
 
 def build_sections(config: Namespace, data: bool = False, matcher: bool = False, model: bool = False) -> Namespace:

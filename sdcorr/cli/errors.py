@@ -12,17 +12,21 @@ file (:func:`check_config_file`).
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from sdcorr.errors import OptionError, SdcorrError, UsageError
+from sdcorr.sources.weightless import WeightsSkipped
+
+E = TypeVar("E", bound=BaseException)
 
 #: jsonargparse lines that describe how it tried, not what is wrong
 _NOISE = (
@@ -78,16 +82,26 @@ def option_strings(parser: ArgumentParser) -> list[str]:
     return ["--config", "--print_config", "--help", *(f"--{key}" for key in parser.get_defaults().keys())]
 
 
-def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
-    """The :class:`SdcorrError` behind ``error`` (itself or a cause: jsonargparse and Lightning may wrap it),
-    if any."""
+def cause_of(error: Optional[BaseException], kind: type[E]) -> Optional[E]:
+    """The exception of type ``kind`` behind ``error`` (itself or a cause: jsonargparse and Lightning may wrap
+    it), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, SdcorrError):
+        if isinstance(error, kind):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def known_error(error: Optional[BaseException]) -> Optional[SdcorrError]:
+    """The :class:`SdcorrError` behind ``error``, if any (see :func:`cause_of`)."""
+    return cause_of(error, SdcorrError)
+
+
+def skipped_weights(error: Optional[BaseException]) -> bool:
+    """Is ``error`` (or a cause of it) a :class:`~sdcorr.sources.weightless.WeightsSkipped`?"""
+    return cause_of(error, WeightsSkipped) is not None
 
 
 def _unknown(option: str, known_options: Iterable[str]) -> str:
@@ -234,3 +248,46 @@ def trainer_problem(message: str, accelerator: Any) -> str:
     if re.search(r"\b(gpu|cuda|mps|tpu|backend)\b", first, re.IGNORECASE):
         return f"--trainer.accelerator: {first}"
     return f"--trainer: {first}"
+
+
+#: precisions sdcorr cannot run in: its models and caches are float32 or lower (a float64 input meets float32 weights)
+UNSUPPORTED_PRECISIONS = ("64", "64-true", "double")
+
+
+def check_trainer(trainer: Namespace) -> None:
+    """Refuse Trainer settings that would fail or misbehave only once the run has started: an empty
+    ``default_root_dir`` (the run would be written into the working directory), a float64 precision, and
+    whatever Lightning itself refuses when the Trainer is built (an accelerator, device count, strategy or
+    precision the machine cannot provide: checked by building a Trainer with these settings alone).
+
+    Args:
+        trainer: the parsed ``trainer`` section.
+
+    Raises:
+        UsageError: one line naming the ``--trainer`` option.
+    """
+    from lightning.pytorch import Trainer
+
+    root = trainer.get("default_root_dir")
+    if root is not None and not str(root).strip():
+        raise UsageError(
+            "--trainer.default_root_dir: empty; give the run folder (the run would be written into the working "
+            "directory)"
+        )
+    if str(trainer.get("precision")) in UNSUPPORTED_PRECISIONS:
+        raise UsageError(
+            f"--trainer.precision: sdcorr runs in float32 or lower (32-true, 16-mixed, bf16-mixed); "
+            f"got {trainer.get('precision')}"
+        )
+    settings = {key: trainer.get(key) for key in ("accelerator", "devices", "num_nodes", "precision")}
+    if isinstance(trainer.get("strategy"), str):
+        settings["strategy"] = trainer.get("strategy")
+    settings = {key: value for key, value in settings.items() if value is not None}
+    said = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # "GPU available: ..." once, by the real one
+    level, said.level = said.level, logging.WARNING
+    try:
+        with trainer_options(settings.get("accelerator")):
+            Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False)  # fmt: skip
+    finally:
+        said.setLevel(level)

@@ -66,9 +66,10 @@ COMMANDS: dict[str, Command] = {
     "merge": Command("merge the run folders of shards into one run folder and score it", folders.merge),
     "evaluate": Command("score a run folder again (other alphas or threshold mode) into evaluation.json",
                         folders.evaluate),
-    "report": Command("(re)write a run folder's index.html", folders.report),
+    "report": Command("(re)write a run folder's index.html; --draw PAIR...: draw pairs (again) with the run's model",
+                       folders.report),
     "compare": Command("is a difference real? PCK of runs on their shared pairs, with bootstrap intervals; "
-                       "or a run beside the paper (--paper)", folders.compare),
+                       "or a run beside a method's published figures (--paper)", folders.compare),
 }  # fmt: skip
 
 

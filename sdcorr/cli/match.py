@@ -8,7 +8,6 @@ and enters the precision's autocast, as the Trainer does for ``test``), then wri
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +19,12 @@ from PIL import Image
 
 from datamodules.base import first_outside, sample_from_record
 from sdcorr.errors import OutputError, UsageError
+from sdcorr.images import save_picture
 from sdcorr.matchers.base import MatchResult
 from sdcorr.module import CorrespondenceModule
 from sdcorr.pages import plots
 from sdcorr.runs.fingerprint import model_description, settings_of
-from sdcorr.runs.folder import MATCH_FILES
+from sdcorr.runs.folder import MATCH_FILES, write_json
 
 #: what ``sdcorr match`` writes into its output folder (named in :mod:`sdcorr.runs.folder`)
 MATCH_FILE, PICTURE_FILE, CONFIG_FILE = MATCH_FILES["json"], MATCH_FILES["picture"], MATCH_FILES["config"]
@@ -112,11 +112,8 @@ def match_files(
     }
     if save_config is not None:
         payload["config"]["file"] = CONFIG_FILE  # the resolved command-line config, written beside match.json
-    try:
-        (folder / MATCH_FILE).write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-        draw(sample, result).save(folder / PICTURE_FILE)
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot write ({error}); set --output_dir") from error
+    write_json(folder / MATCH_FILE, payload)  # each write names its file (see sdcorr.errors.writing)
+    save_picture(draw(sample, result), folder / PICTURE_FILE)
     lines = [
         f"  ({sx:8.1f}, {sy:8.1f}) -> ({tx:8.1f}, {ty:8.1f})"
         for (sx, sy), (tx, ty) in zip(payload["source_keypoints"], payload["predicted_keypoints"])

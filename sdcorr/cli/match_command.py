@@ -8,6 +8,7 @@ and precision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -35,9 +36,24 @@ class MatchCLI(ConfiguredCLI):
         self.model = build_sections(self.config, model=True).model
 
 
+def points_attached(args: Sequence[str]) -> list[str]:
+    """``args`` with a ``--points`` value that starts with a minus sign attached to it (``--points=-1,5``),
+    so that it is read as the value (and checked as a point) rather than as an unknown option.
+
+    >>> points_attached(["a.jpg", "b.jpg", "--points", "-1,5 3,4"])
+    ['a.jpg', 'b.jpg', '--points=-1,5 3,4']
+    """
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--points" and re.match(r"-[\d.]", out[i + 1]):
+            out[i : i + 2] = [f"--points={out[i + 1]}"]
+            break
+    return out
+
+
 def match(prog: str, description: str, args: Sequence[str]) -> dict[str, Any]:
     """Find the points of the command line ``args`` (after ``match``); returns what match.json holds."""
-    cli = MatchCLI(prog, description, args, needs_data=False)
+    cli = MatchCLI(prog, description, points_attached(args), needs_data=False)
     options, trainer = cli.config, cli.config.trainer
     folder = options.output_dir or Path(trainer.default_root_dir or ".") / "match"
     with trainer_options(trainer.accelerator):

@@ -20,8 +20,14 @@ class NoTips(logging.Filter):
 
 
 def hide_third_party_noise() -> None:
-    """Hide Lightning's product tips and torch's deprecation notice about Lightning's own pytree code.
-    Filters match those messages exactly; every other warning (sdcorr's included) still shows."""
+    """Hide Lightning's product tips, torch's deprecation notice about Lightning's own pytree code,
+    Lightning's warning about an empty test loop (a rerun of a finished run) and torchmetrics' warning that
+    PCK scored no pair (no ground truth): sdcorr says both in its own words. Filters match those messages
+    exactly; every other warning (sdcorr's included) still shows."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
     pytree = r"`isinstance\(treespec, LeafSpec\)` is deprecated"  # torch 2.10+ on lightning's _pytree.py
     warnings.filterwarnings("ignore", message=pytree, category=FutureWarning)
+    # a finished run's rerun has no pair left: the run folder's writer says so in its own words
+    warnings.filterwarnings("ignore", message=r"Total length of `DataLoader` across ranks is zero")
+    # no pair with ground truth: the PCK table says how many pairs were predicted but not scored
+    warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric PCK was called before the ``update``")

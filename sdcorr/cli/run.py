@@ -4,19 +4,25 @@ Both build the Trainer, the datamodule and the module from the config files and 
 :mod:`sdcorr.cli.configured`), take the Trainer method's own arguments (``test --verbose true``, which
 also prints Lightning's metric table; ``--ckpt_path``) and save the resolved config as ``config.yaml`` in
 the run folder (its writer saves it, see :func:`~sdcorr.cli.run_folder.hand_over_config`). ``test``
-resumes an interrupted run.
+resumes an interrupted run. :func:`redraw` runs a finished run's own test again to draw pairs
+(``sdcorr report RUN --draw PAIR...``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from callbacks.wandb_logger import finish_wandb
 from sdcorr.cli.configured import ConfiguredCLI
 from sdcorr.cli.run_folder import hand_over_config
+from sdcorr.errors import OutputError, UsageError
+from sdcorr.runs.folder import RunFolder
 
 #: the Trainer's methods that are commands
 METHODS = ("test", "predict")
@@ -54,11 +60,59 @@ class TrainerCLI(ConfiguredCLI):
         hand_over_config(self.trainer, self.parser.dump(self.config))
 
     def run(self) -> Any:
-        """Run the Trainer method on the model and datamodule built, with the method's arguments given."""
+        """Run the Trainer method on the model and datamodule built, with the method's arguments given; a W&B
+        run ends with it (see :func:`~callbacks.wandb_logger.finish_wandb`)."""
         arguments = {key: self.config[key] for key in self.method_arguments}
-        return getattr(self.trainer, self.method)(self.model, datamodule=self.datamodule, **arguments)
+        try:
+            result = getattr(self.trainer, self.method)(self.model, datamodule=self.datamodule, **arguments)
+        except BaseException:
+            finish_wandb(self.trainer.loggers, failed=True)
+            raise
+        finish_wandb(self.trainer.loggers)
+        return result
 
 
 def run_trainer(method: str, prog: str, description: str, args: Sequence[str]) -> None:
     """``sdcorr test`` or ``sdcorr predict`` (``method``) with the command line ``args`` after its name."""
     TrainerCLI(method, prog, description, args).run()
+
+
+def redraw(prog: str, folder: str | Path, pair_ids: Sequence[str]) -> None:
+    """Draw pairs of a finished test run (again): ``sdcorr report RUN --draw PAIR...``.
+
+    The run's own ``sdcorr test`` runs again in its folder: its ``config.yaml`` (model, data, seed,
+    pictures options), with ``pair_ids`` added to the pairs it draws (``--pictures.pair_ids``: the folder's
+    chosen pairs, then these), on one device, no logger and no page (the report command writes it). Every pair is done,
+    so the test loop matches only the chosen pairs without pictures (see
+    :meth:`~datamodules.base.PairDataModule.rematch`; these pairs' pictures are deleted first), with the
+    same random draws, and the pictures callback draws them; nothing is scored or recorded twice, and
+    results.json and config.yaml are written again as they were.
+
+    Raises:
+        OutputError: the folder has no config.yaml or is not a finished run.
+        UsageError: a pair id is not one of the run's.
+    """
+    run = RunFolder(folder)
+    if not run.config_file.is_file():
+        raise OutputError(f"{run.config_file}: not found; --draw runs the config.yaml a `sdcorr test` run writes")
+    manifest = run.manifest()
+    unknown = [pair_id for pair_id in pair_ids if pair_id not in set(manifest.pair_ids)]
+    if unknown:
+        raise UsageError(f"--draw: {', '.join(map(repr, unknown[:5]))}: not a pair of the run in {run.path}")
+    missing = run.missing_pairs(manifest)
+    if missing or not run.results_file.is_file():
+        problem = f"{len(missing)} pairs have no prediction" if missing else f"no {run.results_file.name}"
+        raise OutputError(f"{run.path}: {problem}; --draw draws pairs of a finished test run (rerun its command)")
+    chosen = run.chosen()
+    where = str(run.path)
+    args = ["--config", str(run.config_file), "--trainer.default_root_dir", where, "--output.dir", where,
+            "--output.overwrite", "false", "--output.report", "false", "--trainer.logger", "false",
+            # one process: under DDP a pair could go to another process than 0, which draws nothing
+            "--trainer.strategy", "auto", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+            "--pictures.enabled", "true", "--pictures.files", "always",
+            "--pictures.pair_ids", json.dumps(chosen + [i for i in pair_ids if i not in chosen])]  # fmt: skip
+    cli = TrainerCLI("test", prog, "draw pairs of a finished run", args)
+    hand_over_config(cli.trainer, run.config_file.read_text())  # config.yaml stays the run's
+    for pair_id in pair_ids:  # once the model is built: their pictures are drawn again
+        run.delete_pictures(pair_id)
+    cli.run()

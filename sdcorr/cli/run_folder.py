@@ -31,7 +31,7 @@ def run_folder_callbacks(parser: LightningArgumentParser) -> dict[str, type]:
     """Add the callbacks to ``parser``, each in its config section, always present. Settings that must
     agree are linked, so no callback has to ask another: the pictures' colours use one of the model's PCK
     alphas, the page's and W&B's histogram the pictures' alpha, W&B's intervals the run folder's resamples,
-    and the pictures go into the run folder's ``--output.dir``.
+    the pictures go into the run folder's ``--output.dir`` and ``--output.overwrite`` discards them too.
 
     Returns:
         Their classes by section (:data:`SECTIONS`): an error of a callback's constructor is named by its
@@ -43,6 +43,7 @@ def run_folder_callbacks(parser: LightningArgumentParser) -> dict[str, type]:
     parser.link_arguments("pictures.alpha", "output.alpha", apply_on="parse")
     parser.link_arguments("pictures.alpha", "wandb.alpha", apply_on="parse")
     parser.link_arguments("output.dir", "pictures.dir", apply_on="parse")
+    parser.link_arguments("output.overwrite", "pictures.overwrite", apply_on="parse")
     parser.link_arguments("output.resamples", "wandb.resamples", apply_on="parse")
     return dict(SECTIONS)
 

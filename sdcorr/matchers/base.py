@@ -40,6 +40,28 @@ class MatchResult:
     layer_heatmaps: Optional[Tensor] = None
 
 
+@dataclass(frozen=True)
+class PairContext:
+    """What a matcher may know of a pair besides its pixels (from the sample dict, see :mod:`datamodules.base`).
+
+    Attributes:
+        source_id: identity of the source image (its file's digest), for work shared by every pair that
+            shows it (a dense source's feature map, its random draws); None: the matcher keys it by the
+            pixels.
+        target_id: the same for the target image.
+        class_name: the object's class in words (``"cat"``), for sources that prompt with it; None: unknown.
+    """
+
+    source_id: Optional[str] = None
+    target_id: Optional[str] = None
+    class_name: Optional[str] = None
+
+    @classmethod
+    def of_sample(cls, sample: dict) -> PairContext:
+        """The context of a sample dict; fields it lacks are None."""
+        return cls(sample.get("source_image_id"), sample.get("target_image_id"), sample.get("class_name"))
+
+
 #: ``progress(done, total, phase)``: ``done`` of ``total`` item-passes through the model, ``phase`` "fit"/"locate"
 Progress = Callable[[int, int, str], None]
 
@@ -97,6 +119,7 @@ class Matcher(ABC):
         fit_seed: object = None,
         *,
         progress: Optional[Progress] = None,
+        context: Optional[PairContext] = None,
     ) -> MatchResult:
         """Predict where ``source_keypoints`` ``[N, 2]`` land in ``target_image``.
 
@@ -110,4 +133,6 @@ class Matcher(ABC):
                 ``seed``); None: ``seed``. Matchers without such work ignore it.
             progress: told as model passes are done (see :data:`Progress`); count them with a
                 :class:`WorkCounter` of :meth:`cost` passes made for this call.
+            context: the images' identities and the object's class (:class:`PairContext`); None: unknown.
+                Matchers that need none of it ignore it.
         """

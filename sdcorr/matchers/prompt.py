@@ -22,7 +22,7 @@ from torch import Tensor
 
 from sdcorr import geometry
 from sdcorr.errors import InferenceModeError, NumericalError, OptionError
-from sdcorr.matchers.base import Matcher, MatchResult, Progress, WorkCounter
+from sdcorr.matchers.base import Matcher, MatchResult, PairContext, Progress, WorkCounter
 from sdcorr.matchers.batching import BatchSize, Chunking, Item, T, chunks
 from sdcorr.matchers.crops import CropEncoder, autocast_state
 from sdcorr.matchers.lru import LRU
@@ -183,6 +183,7 @@ class PromptMatcher(Matcher):
         *,
         group_keypoints: Optional[Tensor] = None,
         progress: Optional[Progress] = None,
+        context: Optional[PairContext] = None,
     ) -> MatchResult:
         """Resize both images to the working size, fit on the source, locate on the target, map back.
 
@@ -193,7 +194,8 @@ class PromptMatcher(Matcher):
         ``group_keypoints`` ``[M, 2] (x, y)`` in source-image pixels: every distinct source keypoint of
         the run's selected pairs with this source image; with :attr:`reuse_fits` and ``fit_batching
         "source_image"`` the fits are batched by them (see the class docstring). None: by keypoint.
-        ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`).
+        ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`). ``context`` is
+        not used (the fits are keyed by the source image's pixels, see :meth:`fit_keys`).
         """
         if not isinstance(source, AttentionSource):
             raise TypeError(

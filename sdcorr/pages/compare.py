@@ -11,13 +11,13 @@ from typing import Any, Optional
 from PIL import Image, ImageDraw
 
 from sdcorr.errors import OutputError
-from sdcorr.images import data_uri
+from sdcorr.images import data_uri, save_picture
 from sdcorr.pages.plots import CORRECT, TEXT, WRONG, _font
 from sdcorr.runs.compare import signed
-from sdcorr.runs.folder import COMPARE_FILES, write_json
+from sdcorr.runs.folder import COMPARE_FILES, write_json, write_text
 from sdcorr.stats.intervals import MIN_PAIRS
 
-#: the colour of a row whose interval contains 0 (or the paper's figure)
+#: the colour of a row whose interval contains 0 (or the published figure)
 UNDECIDED = (150, 150, 150)
 
 
@@ -26,9 +26,10 @@ def chart_panels(payload: dict[str, Any], alpha: Optional[float] = None) -> list
     (B - A; against the paper, run - paper), at ``alpha`` (default: the largest compared)."""
     alpha = alpha if alpha is not None else max(payload["alphas"])
     if payload["kind"] == "paper":
-        rows = [r for r in payload["rows"] if r["alpha"] == alpha]
+        rows = [r for r in payload["rows"] if r["alpha"] == alpha and r["paper"] is not None]
         cells = [(r["category"], r["run"] - r["paper"], *_shifted(r, -r["paper"]), r["outside"]) for r in rows]
-        return [(f"run - paper, PCK@{alpha:g} per image (points), 95% interval", cells)]
+        note = "" if rows else " (no published figure recorded)"
+        return [(f"run - published, PCK@{alpha:g} (points), 95% interval{note}", cells)]
     panels = []
     for comparison in payload["comparisons"]:
         rows = comparison["rows"][f"{alpha:g}"]
@@ -83,7 +84,7 @@ def difference_chart(panels: Sequence[tuple[str, Sequence[tuple]]], width: int =
 def _html_table(payload: dict[str, Any]) -> str:
     if payload["kind"] == "paper":
         columns = ["category", "alpha", "pairs", "run", "low", "high", "paper", "outside"]
-        tables = [(f"{payload['run']} beside the paper", payload["rows"])]
+        tables = [(f"{payload['run']} beside {payload['paper']}", payload["rows"])]
     else:
         columns = ["category", "pairs", "a", "b", "difference", "low", "high", "p_value"]
         tables = [
@@ -130,11 +131,11 @@ def write_comparison(payload: dict[str, Any], table: str, folder: str | Path) ->
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        chart = difference_chart(chart_panels(payload))
-        paths = {kind: folder / name for kind, name in COMPARE_FILES.items()}
-        write_json(paths["json"], payload)
-        chart.save(paths["chart"])
-        paths["page"].write_text(compare_page(payload, chart, table))
     except OSError as error:
         raise OutputError(f"{folder}: cannot write the comparison ({error}); set --output_dir") from error
+    chart = difference_chart(chart_panels(payload))
+    paths = {kind: folder / name for kind, name in COMPARE_FILES.items()}
+    write_json(paths["json"], payload)  # each write names its file (see sdcorr.errors.writing)
+    save_picture(chart, paths["chart"])
+    write_text(paths["page"], compare_page(payload, chart, table))
     return paths

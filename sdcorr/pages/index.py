@@ -1,13 +1,15 @@
 """``index.html``: one self-contained page for a finished run folder.
 
-The page holds the PCK tables of ``results.json`` (overall, per category, per group, per layer), the
+The page holds the PCK tables of ``results.json`` (overall, per category, per group, per layer; each
+figure with its 95% interval as the printed table shows it), the
 histogram of pairs by the fraction of their keypoints that are correct, and the pair viewer (see
 :mod:`sdcorr.pages.viewer_section`): every pair of the folder's predictions, and for the pairs drawn by
 :class:`callbacks.pictures.PictureCallback` their images and maps (the viewer's files in
 ``<folder>/pictures/``, see :mod:`sdcorr.pages.viewer`). Pair pictures of an older sdcorr without viewer
 files are shown as they are. CSS, script and pictures are inline (base64 data URIs), so the file
 can be mailed or copied alone and opens offline. Pairs chosen to be drawn that have no pictures (see
-:meth:`sdcorr.runs.folder.RunFolder.undrawn`) are named, with how to draw them. Works on any run folder,
+:meth:`sdcorr.runs.folder.RunFolder.undrawn`) are named, with the command that draws them
+(``sdcorr report RUN --draw PAIR...``). Works on any run folder,
 also one without pictures or without ``results.json``::
 
     python -m sdcorr.pages.index runs/smoke
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -26,11 +29,12 @@ from sdcorr.images import data_uri
 from sdcorr.pages.plots import histogram_plot
 from sdcorr.pages.viewer import read_assets
 from sdcorr.pages.viewer_section import layer_names, viewer_css, viewer_data, viewer_section
-from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_key
+from sdcorr.runs.folder import CONFIG_FILE, PICTURE_KINDS, RESULTS, RunFolder, picture_key, write_text
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import Prediction
-from sdcorr.runs.results import Histogram, Results, layer_rows, summary_rows
+from sdcorr.runs.results import BOUNDS, Histogram, Results, layer_rows, percent_text, summary_rows
 from sdcorr.runs.scoring import histogram
+from sdcorr.stats.intervals import MIN_PAIRS
 
 __all__ = ["KINDS", "histogram_of", "missing_note", "write_report"]
 
@@ -66,20 +70,46 @@ def histogram_of(
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{100 * value:.1f}</td>'
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return f'<td class="num">{value}</td>'
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
+def _figure(value: Optional[float], interval: Optional[list[Optional[float]]]) -> str:
+    """A PCK cell as the printed table shows it (``45.4 ± 0.9``, see :func:`~sdcorr.runs.results.percent_text`),
+    the interval's bounds in its tooltip."""
+    text = html.escape(percent_text(value, interval).replace("+-", "±"))
+    if interval is None or None in interval:
+        return f'<td class="num">{text}</td>'
+    low, high = (100 * bound for bound in interval)
+    return f'<td class="num" title="95% interval {low:.1f} to {high:.1f}">{text}</td>'
+
+
 def _table(columns: list[str], rows: list[list[Any]], percent_from: int) -> str:
-    head = "".join(f"<th>{html.escape(c)}{' (%)' if i >= percent_from else ''}</th>" for i, c in enumerate(columns))
+    """A PCK table of :func:`~sdcorr.runs.results.summary_rows` or ``layer_rows`` with ``intervals``: from
+    column ``percent_from`` on, each figure and its ``/low`` and ``/high`` bounds make one cell."""
+    figures = range(percent_from, len(columns), 1 + len(BOUNDS))
+    names = [*columns[:percent_from], *(f"{columns[i]} (%)" for i in figures)]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
     body = []
     for row in rows:
         css = ' class="overall"' if row[0] == "overall" else ""
-        body.append(f"<tr{css}>" + "".join(_cell(v) for v in row) + "</tr>")
+        cells = [_cell(v) for v in row[:percent_from]]
+        cells += [_figure(row[i], row[i + 1 : i + 1 + len(BOUNDS)]) for i in figures]
+        body.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _interval_note(results: Results) -> str:
+    """How to read the tables' ``±`` (the printed table's ``+-``): empty when results.json has no intervals."""
+    method = results.intervals or {}
+    if not method:
+        return ""
+    how = f"{method.get('method', 'bootstrap')}, {method.get('resamples')} resamples"
+    return (
+        f'<p class="meta">± half the width of the {100 * method.get("level", 0.95):g}% interval ({html.escape(how)}); '
+        f"hover a figure for its bounds (also in {RESULTS}). Fewer than {MIN_PAIRS} pairs: no interval.</p>"
+    )
 
 
 def _pair_notes(predictions: Sequence[Prediction]) -> dict[str, str]:
@@ -115,14 +145,13 @@ def _meta(results: Results, run: RunFolder) -> str:
     return out
 
 
-def missing_note(pair_ids: list[str]) -> str:
-    """What to tell the user when pairs that were to be drawn have no pictures, and how to redraw them."""
+def missing_note(pair_ids: list[str], folder: str | Path = "RUN_DIR") -> str:
+    """What to tell the user when pairs that were to be drawn have no pictures, and the command that draws them."""
     listed = ", ".join(map(repr, pair_ids[:10])) + (f" and {len(pair_ids) - 10} more" if len(pair_ids) > 10 else "")
+    command = shlex.join(["sdcorr", "report", str(folder), "--draw", *pair_ids])
     return (
-        f"no pictures of {len(pair_ids)} pairs that were to be drawn: {listed}. They were finished by an "
-        "earlier run of this folder that did not draw them (pictures deleted, or other --pictures options). "
-        "To draw them, delete their lines from predictions*.jsonl and rerun the same command: those pairs "
-        "are matched again, with the same random draws, and drawn."
+        f"no pictures of {len(pair_ids)} pairs that were to be drawn: {listed}. To draw them (matched again "
+        f"with the run's config and the same random draws): {command}"
     )
 
 
@@ -140,7 +169,7 @@ def _pairs_section(
     except SdcorrError as error:
         missing, problems = [], problems + [str(error)]
     if missing:
-        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing))}</p>')
+        parts.append(f'<p class="meta"><b>Missing pictures:</b> {html.escape(missing_note(missing, run.path))}</p>')
     try:
         drawn = read_assets(run)
     except SdcorrError as error:
@@ -220,9 +249,9 @@ def write_report(
         parts.append(f'<p class="meta">No {RESULTS} in this folder (not a finished test run).</p>')
     else:
         parts.append(_meta(results, run))
-        columns, rows = summary_rows(results)
-        parts += ["<h2>PCK</h2>", _table(columns, rows, percent_from=3)]
-        columns, rows = layer_rows(results)
+        columns, rows = summary_rows(results, intervals=True)
+        parts += ["<h2>PCK</h2>", _table(columns, rows, percent_from=3), _interval_note(results)]
+        columns, rows = layer_rows(results, intervals=True)
         if rows:
             parts += ["<h2>PCK of each layer's own prediction</h2>", _table(columns, rows, percent_from=1)]
     counts = counts if counts is not None else histogram_of(predictions, alpha, results)
@@ -237,5 +266,5 @@ def write_report(
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or run.path.name)}</title>'
         f'<link rel="icon" href="data:,"><style>{css}</style></head><body>\n' + "\n".join(parts) + "\n</body></html>\n"
     )
-    run.report_file.write_text(page)
+    write_text(run.report_file, page)
     return run.report_file

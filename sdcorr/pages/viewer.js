@@ -164,9 +164,9 @@
     } else {
       box.append(el("p", { class: "sdv-undrawn", text:
         `This pair was not drawn: only the pairs chosen by --pictures.num_pairs or --pictures.pair_ids get images ` +
-        `and maps. To draw it, delete its line from predictions*.jsonl and rerun the run's command with ` +
-        `--pictures.pair_ids '[${JSON.stringify(pair.id)}]' (it is matched again, with the same random draws), ` +
-        `then open this page again (or run sdcorr report on the folder).` }));
+        `and maps. To draw it, run sdcorr report RUN_DIR --draw '${pair.id.replace(/'/g, "'\\''")}' ` +
+        `(RUN_DIR: this page's folder; the pair is matched again with the run's config and the same random ` +
+        `draws, the pairs drawn before stay), then open this page again.` }));
     }
     box.append(keypointTable(pair, drawn));
   }

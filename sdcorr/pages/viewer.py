@@ -32,7 +32,7 @@ from PIL import Image
 
 from sdcorr import geometry
 from sdcorr.errors import OutputError
-from sdcorr.images import data_uri
+from sdcorr.images import data_uri, save_picture
 from sdcorr.pages.plots import ImageLike, heatmap_plot, to_pil
 from sdcorr.runs.folder import RunFolder, write_json
 from sdcorr.runs.records import Prediction
@@ -85,11 +85,12 @@ def map_tiles(maps: torch.Tensor, tile: int = 64) -> np.ndarray:
 
 
 def map_peaks(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Where each ``[..., S, S]`` map peaks, ``[..., 2] (x, y)`` in pixels of an image of ``size`` ``(W, H)``
-    (the centre of the argmax pixel, scaled from the working size as predictions are)."""
-    side = maps.shape[-1]
+    """Where each ``[..., h, w]`` map peaks, ``[..., 2] (x, y)`` in pixels of an image of ``size`` ``(W, H)``
+    (the centre of the argmax pixel, scaled from the map's size as predictions are; maps are ``S x S`` at
+    the working size, or the target's own ``H x W`` for DIFT's matching)."""
+    h, w = maps.shape[-2:]
     points = geometry.argmax_xy(maps.detach().float().cpu(), offset=0.5)
-    return geometry.scale_keypoints(points.reshape(-1, 2), (side, side), size).reshape(points.shape)
+    return geometry.scale_keypoints(points.reshape(-1, 2), (w, h), size).reshape(points.shape)
 
 
 def _resized(image: ImageLike, height: int) -> Image.Image:
@@ -164,10 +165,9 @@ def pair_assets(
 def write_assets(run: RunFolder, assets: PairAssets) -> None:
     """Write a pair's viewer files into ``run``'s ``pictures/`` (the metadata last: it marks them complete)."""
     pair_id = assets.meta["pair_id"]
-    run.pictures.mkdir(parents=True, exist_ok=True)
-    assets.source.save(run.picture_file(pair_id, "viewer-source"), quality=JPEG_QUALITY)
-    assets.target.save(run.picture_file(pair_id, "viewer-target"), quality=JPEG_QUALITY)
-    assets.maps.save(run.picture_file(pair_id, "viewer-maps"), optimize=True)
+    save_picture(assets.source, run.picture_file(pair_id, "viewer-source"), quality=JPEG_QUALITY)
+    save_picture(assets.target, run.picture_file(pair_id, "viewer-target"), quality=JPEG_QUALITY)
+    save_picture(assets.maps, run.picture_file(pair_id, "viewer-maps"), optimize=True)
     write_json(run.picture_file(pair_id, "viewer"), assets.meta)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Optional
 
-from sdcorr.errors import OutputError
+from sdcorr.errors import OutputError, writing
 from sdcorr.runs.manifest import Manifest
 from sdcorr.runs.records import FORMAT, FormatError, Prediction, check_format
 from sdcorr.runs.results import Results
@@ -84,18 +84,30 @@ except ImportError:  # pragma: no cover - not on the platforms we test
     fcntl = None
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a crash or a full disk leaves the old file or the new one, never half
+    of one (and no scratch file).
+
+    Raises:
+        OutputError: the file cannot be written, naming it (see :func:`sdcorr.errors.writing`).
+    """
+    scratch = path.with_name(f".{path.name}.part")
+    with writing(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch.write_text(text)
+            os.replace(scratch, path)
+        except OSError:
+            scratch.unlink(missing_ok=True)
+            raise
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one.
+    """Write JSON atomically (see :func:`write_text`).
 
     Raises ``ValueError`` for a NaN or infinite float: callers replace undefined values by None.
     """
-    scratch = path.with_name(f".{path.name}.part")
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"  # NaN and Infinity are not JSON
-    try:
-        scratch.write_text(text)
-        os.replace(scratch, path)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write ({error})") from error
+    write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
 
 
 def _safe(pair_id: str) -> str:
@@ -143,9 +155,13 @@ class PredictionAppender:
             raise OutputError(f"{path}: cannot write ({error}){hint}") from error
 
     def write(self, prediction: Prediction) -> None:
-        """Append one line (strict JSON: NaN and Infinity are not JSON) and flush it."""
-        self._file.write(json.dumps(prediction.to_json(), allow_nan=False) + "\n")
-        self._file.flush()
+        """Append one line (strict JSON: NaN and Infinity are not JSON) and flush it; an ``OSError`` (a full
+        disk) is an :class:`~sdcorr.errors.OutputError` naming the file (the half-written line is cut by
+        :meth:`RunFolder.repair` when the run resumes)."""
+        line = json.dumps(prediction.to_json(), allow_nan=False) + "\n"
+        with writing(self.path):
+            self._file.write(line)
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -252,8 +268,14 @@ class RunFolder:
         self.pictures.mkdir(parents=True, exist_ok=True)
         write_json(self.chosen_file, {"format": FORMAT, "pair_ids": list(pair_ids)})
 
-    def undrawn(self) -> list[str]:
-        """Pairs chosen to be drawn (:meth:`write_chosen`) that have no viewer files; [] if none were chosen."""
+    def clear_pictures(self) -> None:
+        """Delete ``pictures/`` (the pictures of a run being discarded, see ``--output.overwrite``)."""
+        if self.pictures.exists():
+            with writing(self.pictures):
+                shutil.rmtree(self.pictures)
+
+    def chosen(self) -> list[str]:
+        """The ids of the pairs chosen to be drawn (:meth:`write_chosen`); [] if none were chosen."""
         try:
             payload = check_format(json.loads(self.chosen_file.read_text()), "a list of pairs to draw")
         except FileNotFoundError:
@@ -262,7 +284,18 @@ class RunFolder:
             raise OutputError(
                 f"{self.chosen_file}: {error}; delete it (it is written again by the next run)"
             ) from error
-        return [i for i in payload.get("pair_ids") or [] if not self.picture_file(i, "viewer").is_file()]
+        return list(payload.get("pair_ids") or [])
+
+    def undrawn(self) -> list[str]:
+        """Pairs chosen to be drawn (:meth:`chosen`) without a complete set of pictures: no
+        ``<pair>.viewer.json``, the file written last (see :func:`sdcorr.pages.viewer.write_assets`)."""
+        return [i for i in self.chosen() if not self.picture_file(i, "viewer").is_file()]
+
+    def delete_pictures(self, pair_id: str) -> None:
+        """Delete every picture and viewer file of a pair (it is then undrawn, see :meth:`undrawn`)."""
+        for kind in [*VIEWER_FILES, *PICTURE_KINDS]:  # viewer.json first: it marks the pair drawn
+            with writing(self.pictures):
+                self.picture_file(pair_id, kind).unlink(missing_ok=True)
 
     def viewer_files(self) -> list[Path]:
         """The viewer metadata files (``<pair>.viewer.json``) of ``pictures/``, one per drawn pair, sorted by name."""
@@ -341,11 +374,7 @@ class RunFolder:
 
     def write_config(self, text: str) -> None:
         """Write the resolved command-line config (``config.yaml``)."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.config_file.write_text(text)
-        except OSError as error:
-            raise OutputError(f"{self.config_file}: cannot write ({error})") from error
+        write_text(self.config_file, text)
 
     # predictions
     def predictions(self) -> list[Prediction]:
@@ -372,7 +401,7 @@ class RunFolder:
             text = path.read_text()
             tail = text.split("\n")[-1]  # "" when the file ends with a newline
             if tail.strip():
-                with open(path, "r+") as handle:
+                with writing(path), open(path, "r+") as handle:
                     handle.truncate(len(text.encode()) - len(tail.encode()))
                 cut.append(path)
         return cut
@@ -432,10 +461,11 @@ class RunFolder:
         except OSError:  # a file system without flock (some network mounts): run unlocked
             handle.close()
             return RunLock(self.lock_file, None)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
-        handle.flush()
+        with writing(self.lock_file):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+            handle.flush()
         return RunLock(self.lock_file, handle)
 
     def begin(self, manifest: Manifest, overwrite: bool = False, clear_results: bool = True) -> list[Prediction]:
@@ -444,7 +474,8 @@ class RunFolder:
 
         A folder of the same run is resumed (its incomplete last lines cut, see :meth:`repair`); one of a
         different run, or with predictions and no manifest, is refused unless ``overwrite`` (which
-        deletes its predictions and embeddings). ``clear_results``: delete results.json, stale until the
+        deletes its predictions, embeddings and index.html; pictures/ is the pictures callback's, see
+        :meth:`clear_pictures`). ``clear_results``: delete results.json, stale until the
         run ends.
         """
         old = None if overwrite else self.read_manifest()
@@ -462,10 +493,11 @@ class RunFolder:
                     + "\nuse another --trainer.default_root_dir (or --output.dir), or --output.overwrite true "
                     "to discard the old predictions"
                 )
-        if overwrite:
+        if overwrite:  # (the PictureCallback deletes its pictures/ itself)
             for path in self.prediction_files():
                 path.unlink()
             shutil.rmtree(self.path / EMBEDDINGS, ignore_errors=True)
+            self.report_file.unlink(missing_ok=True)
         if clear_results or overwrite:
             self.results_file.unlink(missing_ok=True)
         self.write_manifest(manifest)
@@ -587,8 +619,6 @@ class RunFolder:
             try:
                 for prediction in sorted(predictions, key=lambda p: p.pair_id):
                     appender.write(prediction)
-            except OSError as error:
-                raise OutputError(f"{appender.path}: cannot write ({error})") from error
             finally:
                 appender.close()
             target.write_manifest(manifest)

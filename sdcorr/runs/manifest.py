@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 from sdcorr.runs.fingerprint import differences, model_description, settings_of
@@ -97,8 +98,17 @@ class Fingerprint:
     def differences(self, other: Fingerprint, shards: bool = True) -> list[str]:
         """``path: old -> new`` lines where ``other`` differs (``shards``: also in shard and pair count)."""
         if shards:
-            return differences(self.to_json(), other.to_json())
-        return differences(self.shardless(), other.shardless())
+            return differences(_resolved(self.to_json()), _resolved(other.to_json()))
+        return differences(_resolved(self.shardless()), _resolved(other.shardless()))
+
+
+def _resolved(payload: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint's JSON with a relative ``data.root`` (recorded by sdcorr before roots were recorded
+    absolute) resolved from the working directory, so that it compares equal to the same folder."""
+    root = payload.get("data", {}).get("root")
+    if isinstance(root, str) and not Path(root).is_absolute():
+        payload = {**payload, "data": {**payload["data"], "root": str(Path(root).resolve())}}
+    return payload
 
 
 @dataclasses.dataclass

@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 import torch
 
-from datamodules.schedule import group_key
+from datamodules.schedule import group_key, image_keys
 from sdcorr.matchers.base import Matcher
+from sdcorr.matchers.lru import LRU
 from sdcorr.sources.base import Source
 
 
@@ -34,8 +35,12 @@ class Plan:
             else every keypoint of every pair.
         passes: model passes (one item through the model once, see ``Matcher.cost``).
         fit_passes: those of them that fit (each with a backward pass).
-        passes_without_reuse: model passes if every pair fitted its own keypoints.
+        passes_without_reuse: model passes if every pair fitted its own keypoints (or computed both
+            images' features).
         reuse: whether the matcher reuses fits across pairs.
+        images: for a matcher that computes each image's features once (``reuse_images``): the
+            feature maps it computes (distinct images, when its store holds what later pairs need);
+            else None.
     """
 
     pairs: int
@@ -45,6 +50,7 @@ class Plan:
     fit_passes: int
     passes_without_reuse: int
     reuse: bool
+    images: Optional[int] = None
 
     @property
     def work(self) -> int:
@@ -54,6 +60,11 @@ class Plan:
     def __str__(self) -> str:
         """e.g. ``12,234 pairs, 88,328 keypoints, 5,109 distinct fits, 12.1M model passes (65.8M without reuse)``."""
         head = f"{self.pairs:,} pairs, {self.keypoints:,} keypoints"
+        if self.images is not None:
+            return (
+                f"{head}, {self.images:,} image feature maps, {_amount(self.passes)} model passes "
+                f"({_amount(self.passes_without_reuse)} without reuse)"
+            )
         if not self.reuse:
             return f"{head}, {_amount(self.passes)} model passes"
         return (
@@ -69,6 +80,8 @@ def make_plan(pairs: Sequence[dict[str, Any]], matcher: Matcher, source: Optiona
     ``source_group``: its file's bytes) and the keypoint's stored coordinates (``source_keypoints``);
     a record without coordinates counts all its keypoints as distinct.
     """
+    if getattr(matcher, "reuse_images", False):
+        return _image_plan(pairs, matcher, source)
     seen: set[tuple] = set()
     keypoints = fits = passes = fit_passes = passes_without = 0
     for pair in pairs:
@@ -87,3 +100,24 @@ def make_plan(pairs: Sequence[dict[str, Any]], matcher: Matcher, source: Optiona
         fit_passes += matcher.cost(count, source, fits=len(new)) - matcher.cost(count, source, fits=0)
         passes_without += matcher.cost(count, source)
     return Plan(len(pairs), keypoints, fits, passes, fit_passes, passes_without, matcher.reuse_fits)
+
+
+def _image_plan(pairs: Sequence[dict[str, Any]], matcher: Matcher, source: Optional[Source]) -> Plan:
+    """The plan of a matcher that computes each image's features once (``reuse_images``, the nearest-neighbour
+    matcher): its store of ``cache_maps`` maps replayed over the pairs in order, an image identified as
+    the matcher does (its file's digest, see :func:`datamodules.schedule.image_keys`, and its class)."""
+    store: LRU[bool] = LRU(int(getattr(matcher, "cache_maps", 0)))
+    keypoints = passes = passes_without = images = 0
+    for pair in pairs:
+        count = int(pair["num_keypoints"]) if "num_keypoints" in pair else len(pair["source_keypoints"])
+        keys = [(image, pair.get("class_name")) for image in image_keys(pair)]
+        new = 0
+        for key in keys:  # as the matcher looks them up: source, then target
+            if store.get(key) is None:
+                new += 1
+                store.put(key, True)
+        keypoints += count
+        images += new
+        passes += matcher.cost(count, source, fits=new)
+        passes_without += matcher.cost(count, source)
+    return Plan(len(pairs), keypoints, images, passes, 0, passes_without, True, images=images)

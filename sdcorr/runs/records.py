@@ -80,6 +80,10 @@ class Prediction:
         references: every threshold mode of the dataset, ``{mode: {"threshold", "pck_scale"}}``.
         layer_predictions: ``[L, N, 2]`` each read layer's own prediction; None if not applicable.
         correct: ``{"<alpha>": [N] bool}`` at the run's alphas (for pictures and people); None if unscored.
+        source_group: which source image the pair has (the digest of its file's bytes, see
+            :mod:`datamodules.schedule`); pairs that share it share their fitted embeddings, and the bootstrap
+            resamples them together (:attr:`cluster`). None: not recorded (a line of an older sdcorr, or a
+            pair without a source file); the key is then left out of the line.
         extra: keys of a line this version does not know, kept (at the end) when the line is written again.
     """
 
@@ -94,6 +98,7 @@ class Prediction:
     references: dict[str, Any] = dataclasses.field(default_factory=dict)
     layer_predictions: Optional[list[Points]] = None
     correct_flags: Optional[dict[str, list[bool]]] = None
+    source_group: Optional[str] = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -119,6 +124,7 @@ class Prediction:
             groups=dict(sample.get("groups") or {}),
             references=sample.get("references") or {},
             layer_predictions=None if result.layer_keypoints is None else list(map(_points, result.layer_keypoints)),
+            source_group=sample.get("source_image_id"),
         )
         flags = prediction.correct(alphas)
         if flags is not None:
@@ -126,7 +132,9 @@ class Prediction:
         return prediction
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of the line: ``format`` first, then the keys in the order written since the first version."""
+        """The JSON object of the line: ``format`` first, then the keys in the order written since the first
+        version (``source_group``, added later, last and only when recorded: a line of format 1 without it
+        reads and writes back the same)."""
         return {
             "format": FORMAT,
             "pair_id": self.pair_id,
@@ -140,6 +148,7 @@ class Prediction:
             "references": self.references,
             "layer_predictions": self.layer_predictions,
             "correct": self.correct_flags,
+            **({"source_group": self.source_group} if self.source_group is not None else {}),
             **self.extra,
         }
 
@@ -165,6 +174,12 @@ class Prediction:
             if fields.get(key) is None:
                 fields.pop(key, None)
         return cls(**fields, correct_flags=line.get("correct"), extra=extra)
+
+    @property
+    def cluster(self) -> str:
+        """The unit the bootstrap intervals resample this pair with: its source image, or the pair alone
+        when none is recorded (see :mod:`sdcorr.stats.intervals`)."""
+        return f"image:{self.source_group}" if self.source_group is not None else f"pair:{self.pair_id}"
 
     def reference(self, threshold_mode: Optional[str] = None) -> tuple[Optional[float], list[float]]:
         """``(threshold, pck_scale)``: as run, or for another of the dataset's threshold modes.

@@ -10,6 +10,7 @@ shape :meth:`sdcorr.stats.pck.PCK.compute` gives them; only this module reads th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from sdcorr.runs.records import FORMAT, check_format
@@ -176,15 +177,23 @@ def format_table(results: Results, alphas: Optional[list[float]] = None) -> str:
     return "\n".join(lines)
 
 
-def _percent(entry: dict[str, Any], kind: str, width: int) -> str:
-    """``entry[kind]`` (a fraction) as a percent cell, ``+-`` half its interval's width when it has one;
-    ``n/a`` when undefined (no scored pair)."""
-    value, interval = entry[kind], entry.get(f"{kind}_interval")
+def percent_text(value: Optional[float], interval: Optional[Sequence[Optional[float]]] = None) -> str:
+    """A PCK fraction in percent as the tables show it (the printed one and index.html's): ``+-`` half the
+    width of its 95% interval when it has one; ``n/a`` when undefined (no scored pair).
+
+    >>> percent_text(0.454, [0.445, 0.463]), percent_text(0.454, [None, None]), percent_text(None)
+    ('45.4 +- 0.9', '45.4', 'n/a')
+    """
     if value is None:
-        return f"{'n/a':>{width}}"
+        return "n/a"
     if interval is None or None in interval:
-        return f"{100 * value:{width}.1f}"
-    return f"{f'{100 * value:.1f} +- {50 * (interval[1] - interval[0]):.1f}':>{width}}"
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} +- {50 * (interval[1] - interval[0]):.1f}"
+
+
+def _percent(entry: dict[str, Any], kind: str, width: int) -> str:
+    """``entry[kind]`` (a fraction) as a percent cell of ``width`` characters (see :func:`percent_text`)."""
+    return f"{percent_text(entry[kind], entry.get(f'{kind}_interval')):>{width}}"
 
 
 #: the bounds of a figure's interval as table columns: ``pck@0.1/per_image/low`` and ``.../high``

@@ -29,7 +29,8 @@ def accumulate(
 ) -> None:
     """Add predictions to a :class:`PCK` (per category) and, by their ``groups``, to a second one.
 
-    Predictions without ground truth or threshold are counted as unscored.
+    Predictions without ground truth or threshold are counted as unscored. Each pair is labelled with its
+    ``source_group``: the intervals resample the pairs of one source image together.
     """
     for prediction in predictions:
         args = prediction.tensors(prediction.predicted_keypoints, threshold_mode, pck.device)
@@ -37,10 +38,11 @@ def accumulate(
             pck.skip()
             continue
         *scored, scale = args
-        pck.update(*scored, categories=[prediction.category], scale=scale)
+        clusters = [prediction.source_group]
+        pck.update(*scored, categories=[prediction.category], scale=scale, clusters=clusters)
         if groups is not None:
             for key, value in prediction.groups.items():
-                groups.update(*scored, categories=[f"{key}={value}"], scale=scale)
+                groups.update(*scored, categories=[f"{key}={value}"], scale=scale, clusters=clusters)
 
 
 def histogram(predictions: Iterable[Prediction], alpha: float = 0.1, threshold_mode: Optional[str] = None) -> Histogram:
@@ -75,7 +77,7 @@ def per_layer(
         metric = PCK(alphas, resamples, sync_on_compute=False)
         for prediction in scored:
             *args, scale = prediction.tensors(prediction.layer_predictions[index], threshold_mode)
-            metric.update(*args, categories=[prediction.category], scale=scale)
+            metric.update(*args, categories=[prediction.category], scale=scale, clusters=[prediction.source_group])
         overall = metric.compute()["overall"]
         out[names[index] if names else str(index)] = {k: v for k, v in overall.items() if k.startswith("pck@")}
     return out
@@ -92,7 +94,9 @@ def score(
 
     ``resamples``: bootstrap resamples of the 95% interval of every PCK figure (0: no intervals; see
     :mod:`sdcorr.stats.intervals`); the resamples are drawn in ``pair_id`` order, so they are the same however
-    the run was processed.
+    the run was processed. They draw source images, each with all its pairs (pairs that share a source image
+    share its fitted embeddings, so their errors are correlated); a pair whose line records no source image
+    (an older sdcorr's) is drawn alone. ``intervals`` says which it was.
 
     Returns:
         ``{"overall", "per_category", "unscored_pairs"}`` as :meth:`sdcorr.stats.pck.PCK.compute`, plus
@@ -113,7 +117,8 @@ def score(
     results["histogram"] = histogram(predictions, 0.1, threshold_mode).to_json()
     results["threshold_mode"] = threshold_mode
     results["unscored_pair_ids"] = [p.pair_id for p in predictions if not p.scored(threshold_mode)]
-    results["intervals"] = intervals.interval_method(resamples)
+    scored = [p.source_group for p in predictions if p.scored(threshold_mode)]
+    results["intervals"] = intervals.interval_method(resamples, scored)
     return finite(results)
 
 

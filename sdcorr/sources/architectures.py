@@ -8,10 +8,13 @@ the transformers, per-block head sizes and 1024-wide text embeddings.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from sdcorr.sources.weightless import weightless
 
 #: Stable Diffusion's VAE (1.x and 2.x share it; 2.x's config says 768 px)
 _SD_VAE = dict(
@@ -131,15 +134,21 @@ ARCHITECTURES: dict[str, dict[str, dict]] = {
 }
 
 
+#: hub ids whose architecture :data:`ARCHITECTURES` holds: options are checked against its shape without
+#: loading anything (see :mod:`sdcorr.sources.weightless`)
+HUB_ARCHITECTURES = {"CompVis/stable-diffusion-v1-4": "sd-v1-4", "stabilityai/stable-diffusion-2-1": "sd-v2-1"}
+
+
 def build_random(architecture: str, seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     """Build the UNet and VAE of ``architecture`` with random weights drawn from ``seed``.
 
-    The global random state is left untouched.
+    The global random state is left untouched. Inside :func:`~sdcorr.sources.weightless.without_weights`
+    they are built on the ``meta`` device (shapes, no weights).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Expected architecture in {sorted(ARCHITECTURES)} but got {architecture!r}")
     config = ARCHITECTURES[architecture]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("meta") if weightless() else nullcontext():
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**config["unet"])
         vae = AutoencoderKL(**config["vae"])

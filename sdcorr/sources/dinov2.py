@@ -44,6 +44,8 @@ class Dinov2Source(DenseSource):
             the model runs on ``(patch / stride)^2`` shifted copies of the image whose tokens interleave
             into overlapping patches (a denser grid, as Amir et al. 2021 get by a smaller patch stride);
             None: the patch size (one pass, the plain grid).
+        final_norm: apply the model's final LayerNorm to the tokens (``last_hidden_state``); False: the
+            last block's output tokens before it (the "token" facet of Amir et al. 2021, which SD+DINO reads).
         local_files_only: never contact the hub.
     """
 
@@ -56,6 +58,7 @@ class Dinov2Source(DenseSource):
         init_seed: int = 0,
         image_size: int = 448,
         stride: Optional[int] = None,
+        final_norm: bool = True,
         local_files_only: bool = False,
     ) -> None:
         super().__init__()
@@ -86,24 +89,33 @@ class Dinov2Source(DenseSource):
         self.image_size = image_size
         self.patch_size = patch
         self.stride = stride
+        self.final_norm = final_norm
         self.passes_per_image = (patch // stride) ** 2
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
     def _tokens(self, x: Tensor) -> Tensor:
         """Normalised ``[B, 3, H, W]`` -> patch tokens ``[B, C, H/p, W/p]``."""
-        tokens = self.model(pixel_values=x.to(self.model.dtype)).last_hidden_state  # [B, 1 + h w, C]
+        if self.final_norm:
+            tokens = self.model(pixel_values=x.to(self.model.dtype)).last_hidden_state  # [B, 1 + h w, C]
+        else:
+            tokens = self.model(pixel_values=x.to(self.model.dtype), output_hidden_states=True).hidden_states[-1]
         b, h, w = x.shape[0], x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         patches = tokens[:, tokens.shape[1] - h * w :]  # drop CLS (and register tokens, if a model has them)
         return patches.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
     @torch.no_grad()
-    def features(self, images: Tensor, generators: Optional[Sequence[torch.Generator]] = None) -> Tensor:
+    def features(
+        self,
+        images: Tensor,
+        generators: Optional[Sequence[torch.Generator]] = None,
+        categories: Optional[Sequence[Optional[str]]] = None,
+    ) -> Tensor:
         """``[B, 3, S, S]`` in [0, 1] -> patch tokens ``[B, C, S/s, S/s]`` (C = hidden size, s = stride).
 
-        No random draws. With ``stride < patch``, copy ``(m, n)`` is the image moved up by ``m s`` and
-        left by ``n s`` pixels (edges replicated, after a margin of ``(p - s) / 2`` so that cell centres
-        land at ``(k + 0.5) s`` in the coordinates of :mod:`sdcorr.geometry`; half a pixel off when
+        No random draws, no use of ``categories``. With ``stride < patch``, copy ``(m, n)`` is the image
+        moved up by ``m s`` and left by ``n s`` pixels (edges replicated, after a margin of ``(p - s) / 2``
+        so that cell centres land at ``(k + 0.5) s`` in the coordinates of :mod:`sdcorr.geometry`; half a pixel off when
         ``p - s`` is odd); its token ``(i, j)`` is cell ``(i p/s + m, j p/s + n)``.
         """
         x = (images.to(self.device, self.mean.dtype) - self.mean) / self.std

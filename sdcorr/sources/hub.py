@@ -17,6 +17,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from sdcorr.errors import ModelLoadError, OptionError
+from sdcorr.sources.weightless import WeightsSkipped, weightless
 
 T = TypeVar("T")
 #: what is wrong with a ``pretrained`` that is no existing folder and cannot be a hub id
@@ -66,6 +67,9 @@ def load_from_hub_or_folder(
     naming the folder; the hub's messages are only for names that can be hub ids (and, for a name that
     could also be a relative folder, such as ``models/sd``, they say that no such folder exists either).
 
+    Inside :func:`~sdcorr.sources.weightless.without_weights` nothing loads: a name that is found (or
+    may be a hub id) raises :class:`~sdcorr.sources.weightless.WeightsSkipped`.
+
     Args:
         load: builds the model from a folder or hub id; the flag forbids downloads.
         pretrained: hub id or local folder.
@@ -79,6 +83,8 @@ def load_from_hub_or_folder(
         f"`--model.source.init_args.pretrained DIR`. {hint}"
     ).strip()
     local = Path(pretrained).expanduser()
+    if local.exists() and weightless():
+        raise WeightsSkipped(f"{what} {pretrained!r} not loaded (checking the options only)")
     if local.exists():
         try:
             return load(str(local), True)
@@ -86,6 +92,8 @@ def load_from_hub_or_folder(
             raise ModelLoadError(f"could not load {what} from the folder {local}: {error}") from error
     if not is_hub_id(pretrained):
         raise ModelLoadError(f"{what}: pretrained {str(local)!r}: {NOT_FOUND}")
+    if weightless():
+        raise WeightsSkipped(f"{what} {pretrained!r} not loaded (checking the options only)")
     if "/" in pretrained:
         hint = f"(There is no folder {local.resolve()} either.) {hint}"
     try:

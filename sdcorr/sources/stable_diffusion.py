@@ -13,9 +13,10 @@ from torch import Tensor
 
 from sdcorr.attention import cross_attention_layers, install_capture, run_unet
 from sdcorr.errors import ModelLoadError, OptionError
-from sdcorr.sources.architectures import build_random
+from sdcorr.sources.architectures import HUB_ARCHITECTURES, build_random
 from sdcorr.sources.base import AttentionSource
 from sdcorr.sources.hub import check_pretrained, load_from_hub_or_folder
+from sdcorr.sources.weightless import weightless
 
 #: the largest working size accepted: 4x the paper's 512 (a 256 x 256 latent; memory grows with its square)
 MAX_IMAGE_SIZE = 2048
@@ -49,11 +50,23 @@ def load_pretrained(pretrained: str, local_files_only: bool = False) -> tuple[UN
     """Load UNet and VAE from a local diffusers folder (with ``unet/`` and ``vae/``) or a hub id.
 
     A hub id is first looked up in the local cache; the network is only used when the model is not
-    cached, and an unreachable hub fails at once with instructions instead of retrying.
+    cached, and an unreachable hub fails at once with instructions instead of retrying. Inside
+    :func:`~sdcorr.sources.weightless.without_weights`, a local folder's configs or a hub id of
+    :data:`~sdcorr.sources.architectures.HUB_ARCHITECTURES` give the models' shapes on the ``meta`` device.
     """
     local = Path(pretrained).expanduser()
     if local.exists() and (not (local / "unet").is_dir() or not (local / "vae").is_dir()):
         raise ModelLoadError(f"{local} is not a diffusers model folder: expected subfolders unet/ and vae/")
+    if weightless():  # the shapes only, where they are known without loading weights
+        if local.exists():
+            try:
+                with torch.device("meta"):
+                    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(local / "unet"))
+                    return unet, AutoencoderKL.from_config(AutoencoderKL.load_config(local / "vae"))
+            except (OSError, ValueError):
+                pass  # a broken folder is reported when the run loads it
+        elif pretrained in HUB_ARCHITECTURES:
+            return build_random(HUB_ARCHITECTURES[pretrained])
     tiny = "For a quick run without weights use `--config configs/model/tiny.yaml`."
     return load_from_hub_or_folder(_load, pretrained, "Stable Diffusion", local_files_only, hint=tiny)
 

@@ -3,8 +3,10 @@
 Pairs are the unit resampled. Per-image PCK (the mean over pairs of each pair's fraction correct) and
 per-point PCK (all correct keypoints over all keypoints) are computed on the same resamples of pairs, so
 a pair's keypoints always move together: the per-point interval is a cluster bootstrap, as keypoints of
-one pair are not independent. Resamples are drawn from a generator seeded by ``(seed, name)``
-(see :mod:`sdcorr.rng`): the same table of the same run always gets the same interval.
+one pair are not independent. Pairs that share a source image share its fitted embeddings (fit reuse:
+SPair's 12,234 test pairs have 481 source images), so their errors are correlated too: given each pair's
+cluster (its source image), whole clusters are resampled. Resamples are drawn from a generator seeded
+by ``(seed, name)`` (see :mod:`sdcorr.rng`): the same table of the same run always gets the same interval.
 
 >>> import torch
 >>> correct, total = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([4.0, 4.0, 4.0])
@@ -33,16 +35,44 @@ SEED = 0
 CHUNK = 200
 
 
-def interval_method(resamples: int = RESAMPLES) -> dict[str, Any]:
-    """How the intervals were made, for results.json (``{}`` with ``resamples`` 0: none were made)."""
+def interval_method(resamples: int = RESAMPLES, sources: Optional[Sequence[Optional[object]]] = None) -> dict[str, Any]:
+    """How the intervals were made, for results.json (``{}`` with ``resamples`` 0: none were made).
+
+    ``sources``: the source image of each pair the intervals resampled (None where a pair records none: it
+    was drawn alone); given, the block says what was resampled: ``clusters`` (``"source image"`` or
+    ``"pair"``), ``num_clusters`` and ``num_pairs``, and how many pairs had no source image.
+
+    >>> block = interval_method(1000, ["a", "a", "b", None])
+    >>> block["clusters"], block["num_clusters"], block["num_pairs"], block["pairs_without_source_image"]
+    ('source image', 3, 4, 1)
+    """
     if resamples < 1:
         return {}
-    return {
+    out = {
         "method": "percentile bootstrap over pairs (per point: each pair's keypoints resampled together)",
         "resamples": resamples,
         "level": LEVEL,
         "seed": SEED,
     }
+    if sources is None:
+        return out
+    known = [source for source in sources if source is not None]
+    if not known:
+        out["clusters"], out["num_clusters"], out["num_pairs"] = "pair", len(sources), len(sources)
+        out["note"] = (
+            "the predictions record no source image (written by an older sdcorr): pairs were resampled one by "
+            "one, which understates the uncertainty where pairs share a source image and its fitted embeddings"
+        )
+        return out
+    out["method"] = (
+        "percentile bootstrap over source images (each drawn image brings all its pairs, which share its "
+        "fitted embeddings; per point: each pair's keypoints resampled together)"
+    )
+    alone = len(sources) - len(known)
+    out.update({"clusters": "source image", "num_clusters": len(set(known)) + alone, "num_pairs": len(sources)})
+    if alone:
+        out["pairs_without_source_image"] = alone  # each drawn alone
+    return out
 
 
 def cluster_index(clusters: Sequence[object]) -> tuple[Tensor, int]:
@@ -198,6 +228,44 @@ def stratified_mean_intervals(
     return _percentiles(total / len(names))
 
 
-#: fewer pairs than this get no interval (results.json) or p-value (``sdcorr compare``): a bootstrap over
-#: a handful of pairs has too few distinct resamples (one pair: none) and claims far too much certainty
+#: fewer pairs than this, or fewer source images where those are drawn, get no interval (results.json) or
+#: p-value (``sdcorr compare``): a bootstrap over a handful of units has too few distinct resamples (one:
+#: none) and claims far too much certainty
 MIN_PAIRS = 10
+
+
+def stratified_point_intervals(
+    correct: Tensor, total: Tensor, strata: Sequence[object], resamples: int = RESAMPLES, name: object = ""
+) -> Tensor:
+    """Bootstrap interval of the mean over strata of each stratum's per-point PCK (correct keypoints over
+    keypoints within the stratum), e.g. SD+DINO's SPair "Average PCK": the mean of 18 category figures,
+    each pooled over the category's keypoints.
+
+    Stratified as :func:`stratified_mean_intervals` (pairs drawn within each stratum, every stratum weighing
+    ``1 / K``); a drawn pair brings all its keypoints.
+
+    Args:
+        correct: ``[P, A]`` correct keypoints of each pair at each alpha.
+        total: ``[P]`` keypoints of each pair (> 0).
+        strata: ``[P]`` the stratum (category) of each pair.
+        resamples: how many resamples.
+        name: names the row: part of the seed.
+
+    Returns:
+        ``[A, 2]`` (low, high) fractions; NaN when there is no pair.
+    """
+    if correct.dim() != 2 or correct.shape[0] != len(strata) or total.shape != (len(strata),):
+        raise ValueError(f"Expected correct [P, A] and total [P] with P = {len(strata)} strata labels but got "
+                         f"{list(correct.shape)} and {list(total.shape)}")  # fmt: skip
+    correct, total = correct.double(), total.double()
+    labels = [str(s) for s in strata]
+    names = sorted(set(labels))
+    if not names or resamples < 1:
+        return torch.full((correct.shape[1], 2), float("nan"), dtype=torch.float64)
+    summed = torch.zeros(resamples, correct.shape[1], dtype=torch.float64)
+    for stratum in names:
+        inside = torch.tensor([label == stratum for label in labels])
+        hits, points = correct[inside], total[inside]
+        draws = resample_counts(len(points), resamples, (name, stratum))
+        summed += torch.cat([(counts @ hits) / (counts @ points)[:, None] for counts in draws])
+    return _percentiles(summed / len(names))

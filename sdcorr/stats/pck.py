@@ -13,9 +13,10 @@ Pairs with no valid keypoint are left out of both. Values are fractions in ``[0,
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -28,9 +29,11 @@ from sdcorr.stats.intervals import MIN_PAIRS, pck_intervals
 
 
 def check_alphas(owner: object, alphas: Sequence[float]) -> None:
-    """Raise :class:`OptionError` naming ``owner``'s ``alphas`` unless they are a non-empty list of fractions > 0."""
-    if not alphas or any(not a > 0 for a in alphas):
-        raise OptionError(owner, "alphas", f"expected a non-empty list of PCK fractions > 0; got {list(alphas)}")
+    """Raise :class:`OptionError` naming ``owner``'s ``alphas`` unless they are a non-empty list of fractions in
+    (0, 1] of the reference length (a larger one counts points farther off than the object is large)."""
+    if not alphas or any(not 0 < a <= 1 for a in alphas):
+        problem = "expected a non-empty list of PCK fractions in (0, 1] of the reference length"
+        raise OptionError(owner, "alphas", f"{problem}; got {list(alphas)}")
 
 
 def _check_inputs(preds: Tensor, target: Tensor, threshold: Tensor, mask: Tensor) -> None:
@@ -137,6 +140,15 @@ def category_id(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
+#: the cluster id of a pair added without a cluster label: it is a cluster of its own
+ALONE = -1
+
+
+def cluster_id(label: str) -> int:
+    """A stable integer in ``[0, 2**63)`` for a cluster label (e.g. a source image), to sync as a tensor."""
+    return int.from_bytes(hashlib.sha256(label.encode("utf-8")).digest()[:8], "big") >> 1
+
+
 class PCK(Metric):
     """PCK at several alphas, per image and per point, overall and per category.
 
@@ -144,15 +156,16 @@ class PCK(Metric):
     "unscored_pairs": int}`` where
     each ``{...}`` is ``{"num_pairs": int, "num_keypoints": int, "pck@<alpha>": {"per_image": float,
     "per_point": float}}``, with ``resamples``, also ``"per_image_interval"`` and ``"per_point_interval"``
-    (``[low, high]``, see :func:`sdcorr.stats.intervals.pck_intervals`). Under DDP the per-pair states are
-    gathered (``cat``), so both averages, their intervals and the category breakdown are exact.
+    (``[low, high]``, see :func:`sdcorr.stats.intervals.pck_intervals`; pairs added with one cluster label,
+    e.g. their source image, are resampled together). Under DDP the per-pair states are gathered (``cat``),
+    so both averages, their intervals and the category breakdown are exact.
 
     Args:
         alphas: fractions of the threshold at which PCK is reported; default 0.05 and 0.1.
         resamples: bootstrap resamples of each figure's 95% interval; 0: no intervals. Rows of fewer than
-            :data:`~sdcorr.stats.intervals.MIN_PAIRS` scored pairs get none (too few to resample). The resamples of a
-            row are seeded by its name, so they depend on the order pairs were added: add them in a fixed
-            order (results.json's are added by pair id, see :func:`sdcorr.runs.scoring.score`).
+            :data:`~sdcorr.stats.intervals.MIN_PAIRS` scored pairs (or clusters) get none (too few to resample).
+            The resamples of a row are seeded by its name, so they depend on the order pairs were added: add
+            them in a fixed order (results.json's are added by pair id, see :func:`sdcorr.runs.scoring.score`).
     """
 
     is_differentiable = False
@@ -170,6 +183,7 @@ class PCK(Metric):
         self.add_state("correct", default=[], dist_reduce_fx="cat")
         self.add_state("total", default=[], dist_reduce_fx="cat")
         self.add_state("category", default=[], dist_reduce_fx="cat")
+        self.add_state("cluster", default=[], dist_reduce_fx="cat")
         self.add_state("unscored", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(
@@ -180,22 +194,48 @@ class PCK(Metric):
         mask: Optional[Tensor] = None,
         categories: Optional[Sequence[str]] = None,
         scale: Optional[Tensor] = None,
+        clusters: Optional[Sequence[Optional[str]]] = None,
     ) -> None:
-        """Add a batch of pairs: shapes as in :func:`pck`, ``categories`` one name per pair."""
+        """Add a batch of pairs: shapes as in :func:`pck`, ``categories`` one name per pair, ``clusters`` one
+        label per pair (pairs of one label are resampled together; None, or no ``clusters``: the pair alone)."""
         mask = torch.ones(preds.shape[:2], dtype=torch.bool, device=preds.device) if mask is None else mask.bool()
         categories = list(categories) if categories is not None else ["all"] * preds.shape[0]
-        if len(categories) != preds.shape[0]:
-            raise ValueError(f"Expected {preds.shape[0]} categories but got {len(categories)}")
+        clusters = list(clusters) if clusters is not None else [None] * preds.shape[0]
+        if len(categories) != preds.shape[0] or len(clusters) != preds.shape[0]:
+            raise ValueError(
+                f"Expected {preds.shape[0]} categories and cluster labels but got {len(categories)} and {len(clusters)}"
+            )
         correct, total = _pck_update(preds, target, threshold, mask, self.alphas, scale)
         ids = [category_id(name) for name in categories]
         self.category_names.update(zip(ids, categories))
         self.correct.append(correct)
         self.total.append(total)
         self.category.append(torch.tensor(ids, dtype=torch.long, device=correct.device))
+        labels = [ALONE if label is None else cluster_id(label) for label in clusters]
+        self.cluster.append(torch.tensor(labels, dtype=torch.long, device=correct.device))
 
     def skip(self, num_pairs: int = 1) -> None:
         """Count pairs that were predicted but cannot be scored (no ground truth); reported as ``unscored_pairs``."""
         self.unscored += num_pairs
+
+    def sync(
+        self,
+        dist_sync_fn: Optional[Callable] = None,
+        process_group: Optional[Any] = None,
+        should_sync: bool = True,
+        distributed_available: Optional[Callable] = None,
+    ) -> None:
+        """torchmetrics' :meth:`~torchmetrics.Metric.sync`, also for a process that scored no pair (fewer pairs
+        than DDP processes): its states become empty tensors of the others' shapes and dtypes first.
+        torchmetrics' own stand-in for an empty list state is 1-D and of the metric's dtype, which the gather
+        cannot match with ``[P, A]`` counts or ``long`` ids (the processes would wait on each other)."""
+        idle = isinstance(self.correct, list) and not self.correct
+        if should_sync and idle and dist.is_available() and dist.is_initialized():
+            self.correct.append(torch.zeros(0, len(self.alphas), device=self.device))
+            self.total.append(torch.zeros(0, device=self.device))
+            self.category.append(torch.zeros(0, dtype=torch.long, device=self.device))
+            self.cluster.append(torch.zeros(0, dtype=torch.long, device=self.device))
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
 
     def _names(self) -> dict[int, str]:
         names = dict(self.category_names)
@@ -206,12 +246,16 @@ class PCK(Metric):
                 names.update(other)
         return names
 
-    def _summary(self, correct: Tensor, total: Tensor, name: str) -> dict:
+    def _summary(self, correct: Tensor, total: Tensor, name: str, cluster: Optional[Tensor] = None) -> dict:
         values = _pck_compute(correct, total)
         num_pairs = int((total > 0).sum())
-        # a bootstrap over a handful of pairs claims far too much certainty (one pair: a zero-width interval)
-        enough = self.resamples and num_pairs >= MIN_PAIRS
-        intervals = pck_intervals(correct.cpu(), total.cpu(), self.resamples, name) if enough else None
+        labels = None  # every pair alone: the same resamples as no labels
+        if cluster is not None and bool((cluster != ALONE).any()):
+            labels = [c if c != ALONE else ("alone", i) for i, c in enumerate(cluster.tolist())]
+        units = num_pairs if labels is None else len({c for c, n in zip(labels, total.tolist()) if n > 0})
+        # a bootstrap over a handful of pairs (or source images) claims far too much certainty (one: a zero width)
+        enough = self.resamples and units >= MIN_PAIRS
+        intervals = pck_intervals(correct.cpu(), total.cpu(), self.resamples, name, labels) if enough else None
         out = {"num_pairs": num_pairs, "num_keypoints": int(total.sum())}
         for i, alpha in enumerate(self.alphas):
             entry = out[f"pck@{alpha:g}"] = {kind: float(values[kind][i]) for kind in ("per_image", "per_point")}
@@ -223,18 +267,18 @@ class PCK(Metric):
         """The nested results dict described in the class docstring."""
         names = self._names()
         # states are lists before a sync and tensors after; an empty sync gives 1-D empty tensors
-        states = [self.correct, self.total, self.category]
+        states = [self.correct, self.total, self.category, self.cluster]
         if isinstance(self.correct, list) and not self.correct:
-            states = [torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long)]
-        correct, total, category = (dim_zero_cat(state) for state in states)
+            states = [torch.zeros(0), torch.zeros(0)] + [torch.zeros(0, dtype=torch.long)] * 2
+        correct, total, category, cluster = (dim_zero_cat(state) for state in states)
         correct = correct.reshape(-1, len(self.alphas))
         per_category = {}
         for cid in sorted(set(category.tolist()), key=lambda c: names.get(c, str(c))):
             keep = category == cid
             name = names.get(cid, str(cid))
-            per_category[name] = self._summary(correct[keep], total[keep], name)
+            per_category[name] = self._summary(correct[keep], total[keep], name, cluster[keep])
         return {
-            "overall": self._summary(correct, total, "overall"),
+            "overall": self._summary(correct, total, "overall", cluster),
             "per_category": per_category,
             "unscored_pairs": int(self.unscored),
         }
