@@ -13,9 +13,10 @@ the weights). Sections, in this order (each writes its rows into the JSON as soo
    512 px), and the largest batch that would fit in the free GPU memory, *extrapolated* from slope and
    intercept (not run). On the CPU the peak is the growth of resident memory (noisy).
 3. ``chunking``: the same N keypoints x R restarts x S steps fitted twice by ``PromptMatcher.fit``: with
-   keys (the ``reuse_fits`` path: ``chunks(..., per_keypoint=True)``, one keypoint's R restarts per model
-   call) and without (the ``reuse_fits=False`` path: chunks of up to ``max_batch`` items across
-   keypoints, what batching the keypoints of one source image would give); model passes per second.
+   keys (the ``reuse_fits`` path with ``fit_batching="keypoint"``: ``chunks(..., "keypoint")``, one
+   keypoint's R restarts per model call) and without (the ``reuse_fits=False`` path: chunks of up to
+   ``max_batch`` items across keypoints, about what the default ``fit_batching="source_image"`` gives
+   for the keypoints of one source image); model passes per second.
 4. ``end_to_end`` (``stand_in.py``): ``sdcorr test`` (in-process, ``sdcorr.cli.main.main``) on a stand-in
    in SPair's layout (``tests/fixtures_spair.py``) on this device, 1 device; seconds per pair and per model pass
    after the first pair (timed as lines reach ``predictions.jsonl``), and a PROJECTION for SPair-71k's
@@ -276,7 +277,7 @@ def chunking(ctx: Context) -> tuple[list[Row], dict]:
             seconds, _ = ctx.timed(fit(per_keypoint, s["chunk_steps"]))
             rates[per_keypoint] = items * s["chunk_steps"] / seconds
             sizes = [len(c) for c in chunks([(k, r) for k in range(len(points)) for r in range(restarts)], batch,
-                                            per_keypoint)]  # fmt: skip
+                                            "keypoint" if per_keypoint else "items")]  # fmt: skip
             name = "per-keypoint chunks (reuse_fits)" if per_keypoint else "mixed chunks (reuse_fits=False)"
             note = f"{len(sizes)} model calls of up to {max(sizes)} items per step; {NAMES[ctx.args.precision]}"
             rows.append(("chunking", f"{name}: fitting passes/s", f"{rates[per_keypoint]:.2f}", "", note))

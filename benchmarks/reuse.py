@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.schedule import GROUP
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, add_group_keypoints
 from sdcorr.images import load_image
+from sdcorr.matchers.batching import chunks
 from sdcorr.matchers.prompt import PromptMatcher
 from sdcorr.runs.plan import make_plan
 from sdcorr.sources.stable_diffusion import StableDiffusionSource
@@ -81,6 +82,28 @@ def spair_shaped(seed: int = 0, images: int = 481, visible: float = 0.68) -> tup
                     }
                 )
     return pairs, points
+
+
+def fitting_calls(pairs: list[dict], restarts: int, max_batch: int) -> dict[str, tuple[int, float]]:
+    """Model calls of the fits of ``pairs`` with fit reuse, and the average items per call, for each
+    ``fit_batching``: ``{"keypoint": (calls, items per call), "source_image": (...)}``.
+
+    ``"keypoint"``: a keypoint's restarts, ``ceil(restarts / max_batch)`` calls per distinct keypoint.
+    ``"source_image"``: the ``M`` distinct keypoints of each source image in chunks of whole keypoints
+    (:func:`~sdcorr.matchers.batching.chunks`), ``ceil(M / (max_batch // restarts))`` calls per image
+    when ``restarts <= max_batch``. Counted for a whole run on one process (each chunk once).
+    """
+    add_group_keypoints(pairs)
+    distinct = {pair[GROUP]: len(pair[GROUP_KEYPOINTS]) for pair in pairs}
+    items = restarts * sum(distinct.values())
+    calls = {
+        "keypoint": sum(distinct.values()) * -(-restarts // max_batch),
+        "source_image": sum(
+            len(chunks([(k, r) for k in range(m) for r in range(restarts)], max_batch, "keypoints"))
+            for m in distinct.values()
+        ),
+    }
+    return {how: (count, items / count) for how, count in calls.items()}
 
 
 def write_spair_layout(root: Path, pairs: list[dict], points: dict) -> None:
@@ -177,6 +200,14 @@ def main() -> None:
         f"fitting passes {per_pair.fit_passes:,} -> {reuse.fit_passes:,}; "
         f"work in forward-pass equivalents {per_pair.work / reuse.work:.2f}x less"
     )
+
+    print("\nfitting calls with reuse (paper preset, 5 restarts), by max_batch:")
+    print("| max_batch | calls, by keypoint | items per call | calls, by source image | items per call |")
+    print("|---|---|---|---|---|")
+    for size in (10, 31, 55, 64):  # CPU auto; auto's start on an 80 GB and a 141 GB GPU; auto's cap
+        calls = fitting_calls(pairs, 5, size)
+        (k_calls, k_items), (i_calls, i_items) = calls["keypoint"], calls["source_image"]
+        print(f"| {size} | {k_calls:,} | {k_items:.1f} | {i_calls:,} | {i_items:.1f} |")
 
     if args.spair_dir is not None:
         write_spair_layout(args.spair_dir, pairs, points)

@@ -55,6 +55,8 @@ class RunProgress(Callback):
         self._total_work = 0
         self._first_pair_start: Optional[float] = None
         self._estimated = False
+        self._passes: dict[str, int] = {}  # model passes of the first batch by phase, as the matcher reports them
+        self._pair_done = 0
 
     def _work(self, pl_module: LightningModule, pairs: list[dict[str, Any]]) -> int:
         """Forward-pass equivalents of ``pairs`` (records or samples), see :class:`sdcorr.runs.plan.Plan`."""
@@ -63,6 +65,7 @@ class RunProgress(Callback):
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._estimated = False
         self._first_pair_start = None
+        self._passes = {}
         if self.inner_bar and trainer.progress_bar_callback is not None and sys.stdout.isatty():
             self._trainer = trainer
         if not isinstance(trainer.datamodule, PairDataModule):  # no pair list to estimate from (e.g. dataloaders)
@@ -81,7 +84,13 @@ class RunProgress(Callback):
         self._start(trainer, pl_module)
 
     def on_match_progress(self, trainer: Trainer, pl_module: LightningModule, done: int, total: int, phase: str):
-        """The module's :class:`~sdcorr.module.MatchProgressHook`: the bar inside the pair, when shown."""
+        """The module's :class:`~sdcorr.module.MatchProgressHook`: counts the first batch's passes (for the
+        estimate) and shows the bar inside the pair, when shown."""
+        if phase == "start":
+            self._pair_done = 0
+        elif not self._estimated:
+            self._passes[phase] = self._passes.get(phase, 0) + done - self._pair_done
+        self._pair_done = done
         if self._trainer is None:  # no inner bar (off, not a terminal, or no Trainer bar)
             return
         bar = self._trainer.progress_bar_callback
@@ -116,8 +125,14 @@ class RunProgress(Callback):
         if self._estimated or not self.estimate or not self._total_work or not trainer.is_global_zero:
             return
         self._estimated = True
-        # the first pair fits all its keypoints; later pairs mostly reuse fits: weigh passes by their work
-        seconds_per_pass = (time.perf_counter() - self._first_pair_start) / max(1, self._work(pl_module, batch))
+        # the first pair fits all its keypoints (with fits batched by source image, also others of its
+        # image that later pairs reuse); later pairs mostly reuse fits: weigh passes by their work, as
+        # the matcher reported them, else as the plan counts them
+        if self._passes:
+            work = sum(self._passes.values()) + 2 * self._passes.get("fit", 0)
+        else:
+            work = self._work(pl_module, batch)
+        seconds_per_pass = (time.perf_counter() - self._first_pair_start) / max(1, work)
         # every process works through its share at the same pace
         seconds = seconds_per_pass * self._total_work / trainer.world_size
         rank_zero_info(

@@ -2,39 +2,42 @@
 
 A sample is one image pair, a dict:
 
-==================  ==========================  ==============================================
-key                 value                       meaning
-==================  ==========================  ==============================================
-pair_id             str                         unique within the dataset
-category            str                         used for the per-category PCK table
-source_image        ``[3, H_s, W_s]`` float     RGB in [0, 1], original size
-target_image        ``[3, H_t, W_t]`` float     RGB in [0, 1], original size
-source_keypoints    ``[N, 2]`` float            ``(x, y)`` in source pixels
-target_keypoints    ``[N, 2]`` float or None    ``(x, y)`` in target pixels; None: no ground truth
-threshold           scalar float or None        PCK reference length (see ``pck_scale``)
-pck_scale           ``[2]`` float               per-axis factor from target pixels to the
-                                                threshold's space; ones when the threshold is in
-                                                target pixels
-references          dict, optional              every threshold mode the dataset defines,
-                                                ``{mode: {"threshold", "pck_scale"}}``, so
-                                                ``sdcorr evaluate`` can switch modes afterwards
-groups              dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
-                                                ``{"occlusion": "1", ...}``
-source_image_id     str or None, optional       identity of the source image: the digest of
-                                                its file's bytes (the record's ``source_group``,
-                                                see :mod:`datamodules.schedule`); pairs that
-                                                show one image share its dense features, and
-                                                intervals resample them together
-target_image_id     str or None, optional       the same for the target image
-class_name          str or None, optional       the object's class in words, for sources that
-                                                prompt with it (DIFT's ``"a photo of a {}"``):
-                                                SPair's category folder name, PF-Willow's
-                                                class without its ``(G)`` suffix, CUB ``bird``
-rematch             bool, optional              set by the datamodule (see
-                                                :meth:`PairDataModule.rematch`): a pair an
-                                                earlier run finished, matched again for its
-                                                pictures only: not scored or recorded again
-==================  ==========================  ==============================================
+======================  ==========================  ==============================================
+key                     value                       meaning
+======================  ==========================  ==============================================
+pair_id                 str                         unique within the dataset
+category                str                         used for the per-category PCK table
+source_image            ``[3, H_s, W_s]`` float     RGB in [0, 1], original size
+target_image            ``[3, H_t, W_t]`` float     RGB in [0, 1], original size
+source_keypoints        ``[N, 2]`` float            ``(x, y)`` in source pixels
+target_keypoints        ``[N, 2]`` float or None    ``(x, y)`` in target pixels; None: no ground truth
+threshold               scalar float or None        PCK reference length (see ``pck_scale``)
+pck_scale               ``[2]`` float               per-axis factor from target pixels to the
+                                                    threshold's space; ones when the threshold is in
+                                                    target pixels
+references              dict, optional              every threshold mode the dataset defines,
+                                                    ``{mode: {"threshold", "pck_scale"}}``, so
+                                                    ``sdcorr evaluate`` can switch modes afterwards
+groups                  dict[str, str], optional    extra breakdowns of PCK, e.g. SPair's
+                                                    ``{"occlusion": "1", ...}``
+source_image_id         str or None, optional       identity of the source image: the digest of
+                                                    its file's bytes (the record's ``source_group``,
+                                                    see :mod:`datamodules.schedule`); pairs that
+                                                    show one image share its dense features, and
+                                                    intervals resample them together
+target_image_id         str or None, optional       the same for the target image
+class_name              str or None, optional       the object's class in words, for sources that
+                                                    prompt with it (DIFT's ``"a photo of a {}"``):
+                                                    SPair's category folder name, PF-Willow's
+                                                    class without its ``(G)`` suffix, CUB ``bird``
+source_group_keypoints  ``[M, 2]`` float, optional  every distinct source keypoint of the run's
+                                                    selected pairs with this source image (before
+                                                    sharding), for batching fits by source image
+rematch                 bool, optional              set by the datamodule (see
+                                                    :meth:`PairDataModule.rematch`): a pair an
+                                                    earlier run finished, matched again for its
+                                                    pictures only: not scored or recorded again
+======================  ==========================  ==============================================
 
 Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 """
@@ -53,7 +56,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.schedule import GROUP, TARGET_GROUP, file_digest, split
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, TARGET_GROUP, add_group_keypoints, file_digest, split
 from sdcorr.errors import DataError, OptionError
 from sdcorr.images import MIN_IMAGE_SIDE, first_outside, image_dimensions, load_image
 from sdcorr.paths import bundled
@@ -102,6 +105,8 @@ def sample_from_record(
     for key, field in (("source_image_id", GROUP), ("target_image_id", TARGET_GROUP), ("class_name", "class_name")):
         if pair.get(field) is not None:
             sample[key] = str(pair[field])
+    if pair.get(GROUP_KEYPOINTS) is not None:
+        sample[GROUP_KEYPOINTS] = pair[GROUP_KEYPOINTS]
     if pair.get("references"):
         sample["references"] = {
             mode: {"threshold": float(entry["threshold"]), "pck_scale": [float(v) for v in entry["pck_scale"]]}
@@ -306,6 +311,7 @@ class PairDataModule(LightningDataModule):
         for pair in pairs:
             pair[GROUP] = self.source_group(pair)
             pair[TARGET_GROUP] = self.source_group(pair, "target")
+        add_group_keypoints(pairs)  # over the whole selection: the same for every shard, process and resume
         return [pairs[i] for i in split(pairs, self.num_shards)[self.shard_index]]
 
     def setup(self, stage: str) -> None:

@@ -14,10 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sdcorr.errors import DataError
 
 #: the record field that names a pair's source-image group (set by ``PairDataModule.select``)
 GROUP = "source_group"
+#: the record and sample field: every distinct source keypoint of the group (see :func:`add_group_keypoints`)
+GROUP_KEYPOINTS = "source_group_keypoints"
 #: the record field that names its target image the same way (the digest of the file's bytes)
 TARGET_GROUP = "target_group"
 
@@ -36,6 +40,30 @@ def file_digest(path: str | Path) -> str:
 def group_key(pair: dict[str, Any]) -> str:
     """The source-image group of a record: its ``source_group``, else the pair alone."""
     return pair.get(GROUP) or f"pair:{pair['pair_id']}"
+
+
+def add_group_keypoints(pairs: Sequence[dict[str, Any]]) -> None:
+    """Give each record :data:`GROUP_KEYPOINTS`: ``[M, 2] (x, y)`` float32, the distinct ``source_keypoints``
+    of all ``pairs`` of its source-image group, in order of first appearance (one tensor per group).
+
+    A matcher that reuses fits batches them by source image from this (``PromptMatcher.fit_batching``);
+    given the whole selection before sharding, it depends on neither the shard, the DDP process nor the
+    pairs a resumed run has left. Records without ``source_keypoints`` add none.
+
+    >>> pairs = [{"pair_id": "0", GROUP: "a", "source_keypoints": [[1, 2], [3, 4]]},
+    ...          {"pair_id": "1", GROUP: "a", "source_keypoints": [[3, 4], [5, 6]]}]
+    >>> add_group_keypoints(pairs); pairs[1][GROUP_KEYPOINTS].tolist()
+    [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    """
+    points: dict[str, dict[tuple[float, float], None]] = {}
+    for pair in pairs:
+        if pair.get("source_keypoints") is not None:
+            found = torch.as_tensor(pair["source_keypoints"], dtype=torch.float32).reshape(-1, 2).tolist()
+            points.setdefault(group_key(pair), {}).update(dict.fromkeys(map(tuple, found)))
+    tensors = {group: torch.tensor(list(found), dtype=torch.float32) for group, found in points.items()}
+    for pair in pairs:
+        if group_key(pair) in tensors:
+            pair[GROUP_KEYPOINTS] = tensors[group_key(pair)]
 
 
 def image_keys(pair: dict[str, Any]) -> tuple[str, str]:

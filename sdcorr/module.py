@@ -102,6 +102,8 @@ class CorrespondenceModule(LightningModule):
             if not path.is_file():
                 raise DataError(f"{path}: no saved embeddings for pair {sample['pair_id']!r} (model.embeddings)")
             options["embeddings"] = torch.load(path, map_location=self.device)
+        elif self.matcher.reuse_fits and sample.get("source_group_keypoints") is not None:
+            options["group_keypoints"] = sample["source_group_keypoints"]  # fits batched by source image
         try:
             return self.matcher.match(
                 *args,

@@ -41,18 +41,21 @@ def run(matcher, source, image, points, **kwargs):
     return fitted, matcher.locate(source, image, fitted, seed=3)
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-def test_halving_on_out_of_memory_gives_exactly_the_fixed_size_results(source, problem, monkeypatch, reuse):
+@pytest.mark.parametrize("batching", ["source_image", "keypoint", "no reuse"])
+def test_halving_on_out_of_memory_gives_exactly_the_fixed_size_results(source, problem, monkeypatch, batching):
     image, points = problem
+    reuse = batching != "no reuse"
     keys = PromptMatcher().fit_keys(image, points, 3) if reuse else None
+    group = (points, keys) if batching == "source_image" else None  # the pair's keypoints are the image's
     auto = PromptMatcher(**OPTIONS, reuse_fits=reuse)  # "auto" by default
     monkeypatch.setattr(auto._batch, "initial", lambda device, image_size: 16)  # as if on a big GPU
     oversized = out_of_memory_above(source, monkeypatch, 2)
     with pytest.warns(UserWarning) as caught:
-        embeddings, located = run(auto, source, image, points, keys=keys)
+        embeddings, located = run(auto, source, image, points, keys=keys, group=group)
     messages = [str(w.message) for w in caught if "max_batch auto" in str(w.message)]
-    # halving the failed chunk's length: with reuse a fitting chunk holds one keypoint's 4 restarts
-    fitting = [(4, 2)] if reuse else [(12, 6), (6, 3), (3, 1)]
+    # halving the failed chunk's length: by keypoint a fitting chunk holds one keypoint's 4 restarts; by
+    # source image whole keypoints (all 3, then 1 in 6), then a keypoint's restarts sliced
+    fitting = {"source_image": [(12, 6), (4, 2)], "keypoint": [(4, 2)], "no reuse": [(12, 6), (6, 3), (3, 1)]}[batching]
     locating = [(12, 6), (6, 3), (3, 1)]
     said = "max_batch auto: {} items did not fit in GPU memory while {}; using {}"
     expected = [said.format(n, "fitting", m) for n, m in fitting] + [said.format(n, "locating", m) for n, m in locating]
@@ -61,7 +64,7 @@ def test_halving_on_out_of_memory_gives_exactly_the_fixed_size_results(source, p
 
     # every halving hit the first chunk of a call: exactly the results of the settled sizes, fixed
     fixed_fit = PromptMatcher(**OPTIONS, reuse_fits=reuse, max_batch=auto._batch.settled["fit"])
-    fixed_embeddings = fixed_fit.fit(source, image, points, seed=3, keys=keys)
+    fixed_embeddings = fixed_fit.fit(source, image, points, seed=3, keys=keys, group=group)
     fixed_located = PromptMatcher(**OPTIONS, max_batch=1).locate(source, image, fixed_embeddings, seed=3)
     assert torch.equal(embeddings, fixed_embeddings)
     assert torch.equal(located.heatmaps, fixed_located.heatmaps)

@@ -198,7 +198,7 @@ class PeakAttentionMatcher(PromptMatcher):
     """The prompt matcher's own locate and match, with crop maps that peak at the working pixel of each
     source keypoint (no model): what it predicts for a perfect match."""
 
-    def fit(self, source, image, keypoints, seed=0, keys=None, *, counter=None):
+    def fit(self, source, image, keypoints, seed=0, keys=None, group=None, *, counter=None):
         self.pixels = keypoints.floor().long()  # the working pixel under each keypoint
         return torch.zeros(len(keypoints), self.restarts, 1, 1)
 

@@ -108,3 +108,27 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
     )
     assert "passes in pair" in shown and "Testing" in shown
     assert "estimated time for the run" in shown
+
+
+def test_the_estimate_weighs_the_passes_the_first_pair_made(monkeypatch):
+    """With fits batched by source image the first pair may fit keypoints of later pairs too: the estimate
+    divides its time by the passes the matcher reported (a fitting pass counts 3: forward and backward)."""
+    from types import SimpleNamespace
+
+    import callbacks.progress as progress
+
+    said, clock = [], iter([100.0, 110.0])
+    monkeypatch.setattr(progress, "rank_zero_info", said.append)
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    callback = progress.RunProgress()
+    callback._total_work = 1000
+    trainer = SimpleNamespace(is_global_zero=True, world_size=1)
+    module = SimpleNamespace(device="cpu")  # no matcher: the plan is not asked
+    callback.on_test_batch_start(trainer, module, [], 0)  # at 100 s
+    for done, total, phase in [(0, 50, "start"), (20, 50, "fit"), (30, 50, "fit"), (50, 50, "locate")]:
+        callback.on_match_progress(trainer, module, done, total, phase)
+    callback.on_test_batch_end(trainer, module, None, [], 0)  # at 110 s: 10 s for 30 x 3 + 20 = 110 work
+    assert said == [
+        "estimated time for the run: 1 min 31 s on 1 process(es) "
+        "(91 ms per forward model pass on cpu, from the first pair)"
+    ]

@@ -101,6 +101,8 @@ def test_bad_mode_and_pool_are_refused():
         PromptMatcher(crop_pool=-1)
     with pytest.raises(ValueError, match="crop_cache"):
         PromptMatcher(crop_cache=-1)
+    with pytest.raises(ValueError, match="fit_batching.*'source_image' or 'keypoint'; got 'pair'"):
+        PromptMatcher(fit_batching="pair")
 
 
 def test_non_finite_loss_stops_with_a_clear_error(source, problem, monkeypatch):

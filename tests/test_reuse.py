@@ -88,8 +88,9 @@ def test_remembered_crop_latents_are_exactly_fresh_ones(source, images):
 
 
 def test_a_fit_and_a_latent_are_computed_the_same_way_whatever_else_is_pending(source, images, monkeypatch):
-    """Why a remembered result is bit-identical to a recomputed one on any device: under reuse a keypoint's
-    restarts are never batched with another keypoint's, and every crop is encoded alone."""
+    """Why a remembered result is bit-identical to a recomputed one on any device: under reuse, without the
+    image's keypoints (``group_keypoints``), a keypoint's restarts are never batched with another keypoint's
+    (with them, see below), and every crop is encoded alone."""
     a, b, _, _ = images
     matcher = PromptMatcher(**dict(OPTIONS, max_batch=10))  # room for all 3 keypoints x 2 restarts in one call
     chunks, batches = [], []
@@ -99,3 +100,96 @@ def test_a_fit_and_a_latent_are_computed_the_same_way_whatever_else_is_pending(s
     matcher.match(source, a, b, POINTS, fit_seed=0)
     assert sorted({k for k, _ in chunk} for chunk in chunks) == [{0}, {1}, {2}]
     assert batches and set(batches) == {1}
+
+
+# ---------------------------------------------------------------- fits batched by source image
+
+#: image a's keypoints over a run's pairs (the group), and three pairs of a that need some of them
+GROUP_POINTS = torch.tensor([[80.0, 70.0], [120.0, 90.0], [160.0, 150.0], [100.0, 140.0], [150.0, 80.0]])
+GROUP_PAIRS = [[1, 3], [0, 1, 4], [2, 3]]
+BATCHED = dict(OPTIONS, steps=2, locate_crops=1, max_batch=4)  # 2 restarts: chunks of 2 whole keypoints
+
+
+def spy_chunks(matcher, monkeypatch) -> list[list[tuple[float, float]]]:
+    """Record each fitting call's keypoints (working pixels), one per item."""
+    calls, fit_chunk = [], matcher._fit_chunk
+    monkeypatch.setattr(
+        matcher,
+        "_fit_chunk",
+        lambda source, encoder, points, items, *rest: (
+            calls.append([tuple(points[u].tolist()) for u, _ in items])
+            or fit_chunk(source, encoder, points, items, *rest)
+        ),
+    )
+    return calls
+
+
+def run_pairs(matcher, source, images, order, **kwargs):
+    a, b, c, _ = images
+    return {
+        i: matcher.match(source, a, (b, c)[i % 2], GROUP_POINTS[GROUP_PAIRS[i]], seed=(0, i), fit_seed=0, **kwargs)
+        for i in order
+    }
+
+
+def test_batching_by_source_image_agrees_with_batching_by_keypoint(source, images, monkeypatch):
+    by_image = PromptMatcher(**BATCHED)  # fit_batching="source_image", the default
+    by_keypoint = PromptMatcher(**BATCHED, fit_batching="keypoint")
+    calls = [spy_chunks(m, monkeypatch) for m in (by_image, by_keypoint)]
+    image_results = run_pairs(by_image, source, images, range(3), group_keypoints=GROUP_POINTS)
+    keypoint_results = run_pairs(by_keypoint, source, images, range(3), group_keypoints=GROUP_POINTS)
+    # the same fits up to float rounding (items are independent), so the same predictions here
+    for i in range(3):
+        torch.testing.assert_close(image_results[i].embeddings, keypoint_results[i].embeddings, rtol=0, atol=1e-3)
+        assert torch.equal(image_results[i].keypoints, keypoint_results[i].keypoints)
+    # each of the 5 distinct keypoints fitted once either way, in 3 calls of whole keypoints instead of 5;
+    # by image, the first pair's chunks hold 2 keypoints that later pairs find remembered
+    assert by_image.counts == {"fits": 5, "reused_fits": 4} and by_keypoint.counts == {"fits": 5, "reused_fits": 2}
+    scale = 48 / 200  # working pixels of the tiny model
+    sorted_points = sorted(tuple((p * scale).tolist()) for p in GROUP_POINTS)
+    expected = [[p, p, q, q] for p, q in zip(sorted_points[::2], sorted_points[1::2])] + [[sorted_points[4]] * 2]
+    assert sorted(calls[0]) == sorted(expected)  # sorted by fit key (x, y), 2 keypoints x 2 restarts a call
+    assert sorted(calls[1]) == sorted([[p, p] for p in sorted_points])
+
+
+def test_chunks_of_a_source_image_do_not_depend_on_the_pairs_asked(source, images, monkeypatch):
+    """A run of some of an image's pairs (a resumed run, a shard, other order) forms the same chunks and
+    so the same fits bit for bit; without group_keypoints each keypoint goes alone."""
+    whole = PromptMatcher(**BATCHED)
+    whole_calls = spy_chunks(whole, monkeypatch)
+    reference = run_pairs(whole, source, images, range(3), group_keypoints=GROUP_POINTS)
+    order = [2, 0]  # pair 1 left out (done before a resume, or on another process), the others reversed
+    part = PromptMatcher(**BATCHED, fit_cache=0)  # nothing remembered: each pair computes its chunks again
+    part_calls = spy_chunks(part, monkeypatch)
+    results = run_pairs(part, source, images, order, group_keypoints=GROUP_POINTS[[4, 3, 2, 1, 0]])
+    assert part_calls and all(call in whole_calls for call in part_calls)
+    for i in order:
+        assert torch.equal(results[i].embeddings, reference[i].embeddings)
+    alone = PromptMatcher(**BATCHED)
+    alone_calls = spy_chunks(alone, monkeypatch)
+    run_pairs(alone, source, images, [2])
+    assert len(alone_calls) == 2 and all(len(set(call)) == 1 for call in alone_calls)
+
+
+def test_progress_counts_the_passes_of_the_plan_with_fits_batched_by_image(source, images):
+    """A pair's pass count includes the fits of its chunks that later pairs of the image will reuse; over
+    the image's pairs they add up to the plan's passes, exactly as with fits batched by keypoint."""
+    from sdcorr.runs.plan import make_plan
+
+    matcher = PromptMatcher(**BATCHED)
+    totals, done = [], []
+
+    def progress(passes, total, phase):
+        if phase == "start":
+            totals.append(total)
+            done.append(0)
+        done[-1] = passes
+
+    run_pairs(matcher, source, images, range(3), group_keypoints=GROUP_POINTS, progress=progress)
+    records = [
+        {"pair_id": str(i), "source_group": "a", "source_keypoints": GROUP_POINTS[p]} for i, p in enumerate(GROUP_PAIRS)
+    ]
+    plan = make_plan(records, matcher)
+    r, steps, crops = BATCHED["restarts"], BATCHED["steps"], BATCHED["locate_crops"]
+    assert done == totals and sum(totals) == plan.passes == r * (5 * steps + 7 * crops)
+    assert totals[0] == r * (4 * steps + 2 * crops)  # pair 0 needs 2 keypoints: their 2 chunks hold 4

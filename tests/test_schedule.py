@@ -6,13 +6,14 @@ import random
 import shutil
 
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from datamodules import schedule
 from datamodules.base import PairListDataset, UnpaddedDistributedSampler, collate_pairs
 from datamodules.pairs import PairsDataModule
-from datamodules.schedule import GROUP, split
-from tests.conftest import DEMO, QUICK, sdcorr
+from datamodules.schedule import GROUP, GROUP_KEYPOINTS, split
+from tests.conftest import DEMO, QUICK, REPO, sdcorr
 from tests.fixtures_spair import write_spair
 
 
@@ -170,3 +171,62 @@ def test_three_shards_merge_to_the_same_results(shared, tmp_path):
         )  # fmt: skip
     sdcorr("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
     assert (tmp_path / "merged/results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_samples_carry_their_source_images_keypoints_over_the_whole_selection(tmp_path):
+    """Four shards of three source images split pair by pair: a shard holding one pair of an image still
+    gets the image's keypoints over all the selected pairs (what fits are batched by)."""
+    folder = write_shared_pairs(tmp_path)
+    points = [[114.41, 74.67], [211.53, 90.0], [174.28, 161.33]]
+    expected = {"cat": [0, 1, 2], "astro1": [0, 1], "astro2": [0, 2]}  # the unions of write_shared_pairs
+    seen = set()
+    for index in range(4):
+        data = PairsDataModule(str(folder), num_shards=4, shard_index=index)
+        data.setup("test")
+        for i, pair in enumerate(data.selected):
+            sample = data.dataset[i]
+            group = torch.tensor([points[k] for k in expected[pair["pair_id"].split("-")[0]]], dtype=torch.float32)
+            got = sample[GROUP_KEYPOINTS]
+            assert sorted(got.tolist()) == sorted(group.tolist()) and got.dtype == torch.float32
+            seen.add(pair["pair_id"])
+    assert len(seen) == 6
+
+
+def test_a_run_resumed_inside_a_source_image_fits_the_same_embeddings(tmp_path, monkeypatch):
+    """Fits batched by source image, end to end: cut after cat-b, the resumed run's cat-copy (keypoints 0
+    and 1 of the cat image) computes chunks the whole run computed (2 keypoints a call: the image's 3,
+    sorted, as {0, 2} and {1}), not chunks of what is left ({0, 1}), and every saved embedding is the same
+    bit for bit."""
+    from sdcorr.cli.main import main
+    from sdcorr.matchers.prompt import PromptMatcher
+
+    calls, fit_chunk = [], PromptMatcher._fit_chunk
+
+    def spy(self, source, encoder, points, items, *rest):
+        calls[-1].append(sorted({tuple(points[u].tolist()) for u, _ in items}))
+        return fit_chunk(self, source, encoder, points, items, *rest)
+
+    monkeypatch.setattr(PromptMatcher, "_fit_chunk", spy)
+    monkeypatch.chdir(REPO)
+    (tmp_path / "pairs").mkdir()
+    folder = write_shared_pairs(tmp_path / "pairs")
+    args = ["test", *QUICK, "--data.init_args.root", str(folder), "--output.save_embeddings", "true",
+            "--pictures.num_pairs", "0", "--model.matcher.init_args.max_batch", "4"]  # fmt: skip
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    calls.append([])
+    main([*args, "--trainer.default_root_dir", str(whole)])
+    shutil.copytree(whole, cut)
+    done = (whole / "predictions.jsonl").read_text().splitlines(True)
+    assert [json.loads(line)["pair_id"] for line in done[:3]] == ["cat-a", "cat-b", "cat-copy"]
+    (cut / "predictions.jsonl").write_text("".join(done[:2]))
+    (cut / "results.json").unlink()
+    shutil.rmtree(cut / "embeddings")
+    calls.append([])
+    main([*args, "--trainer.default_root_dir", str(cut)])
+    assert calls[1] and all(chunk in calls[0] for chunk in calls[1])
+    assert max(len(chunk) for chunk in calls[1]) == 2  # the cat image's {0, 2}
+    redone = sorted((cut / "embeddings").iterdir())
+    assert len(redone) == 4  # cat-copy and the 3 astronaut pairs
+    for path in redone:
+        assert torch.equal(torch.load(path), torch.load(whole / "embeddings" / path.name)), path.name
+    assert (cut / "results.json").read_text() == (whole / "results.json").read_text()

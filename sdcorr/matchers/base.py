@@ -95,7 +95,9 @@ class Matcher(ABC):
     speed_options: tuple[str, ...] = ()
     #: whether the work on a source keypoint is shared by every pair with the same source image and
     #: keypoint (see :attr:`sdcorr.matchers.prompt.PromptMatcher.reuse_fits`); then a plan counts distinct
-    #: source keypoints
+    #: source keypoints; such a matcher's ``match`` also takes ``group_keypoints`` ``[M, 2]``, every distinct
+    #: source keypoint of the run's pairs with the source image (the module passes the sample's
+    #: ``source_group_keypoints``), to batch that work by source image
     reuse_fits: bool = False
 
     def cost(self, num_keypoints: int, source: Optional[Source] = None, fits: Optional[int] = None) -> int:

@@ -34,19 +34,41 @@ AUTO_BATCH_CAP = 64
 PHASES = {"fit": "fitting", "locate": "locating"}
 
 
-def chunks(items: list[Item], size: int, per_keypoint: bool = False) -> list[list[Item]]:
+#: how :func:`chunks` may mix keypoints in one chunk
+Chunking = Literal["items", "keypoint", "keypoints"]
+
+
+def chunks(items: list[Item], size: int, how: Chunking = "items") -> list[list[Item]]:
     """``items`` in order, in chunks of at most ``size``.
 
-    ``per_keypoint``: never put two keypoints in one chunk, so a keypoint's computation (and its
-    float rounding) is the same whichever other keypoints need work in this call.
+    ``how``: ``"items"``: consecutive slices, whatever keypoints they hold. ``"keypoint"``: never two
+    keypoints in one chunk, so a keypoint's computation (and its float rounding) is the same whichever
+    other keypoints need work in this call. ``"keypoints"``: whole keypoints (a keypoint's consecutive
+    items), as many as fit in ``size``, packed in order: with ``R`` items per keypoint and ``R <= size``,
+    ``size // R`` keypoints per chunk, so chunk boundaries fall on keypoints and a list made of whole
+    chunks of another is chunked into those same chunks; a keypoint of more than ``size`` items is
+    sliced alone, as with ``"keypoint"``.
 
-    >>> chunks([(0, 0), (0, 1), (0, 2), (1, 0)], 2, per_keypoint=True)
+    >>> items = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    >>> chunks(items[:4], 2, "keypoint")
     [[(0, 0), (0, 1)], [(0, 2)], [(1, 0)]]
+    >>> [len(c) for c in chunks(items, 7, "keypoints")], [len(c) for c in chunks(items, 7)]
+    ([6, 3], [7, 2])
     """
-    groups = [items]
-    if per_keypoint:
-        groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
-    return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
+    if how not in ("items", "keypoint", "keypoints"):
+        raise ValueError(f"Expected how 'items', 'keypoint' or 'keypoints' but got {how!r}")
+    if how == "items":
+        return [items[i : i + size] for i in range(0, len(items), size)]
+    groups = [[item for item in items if item[0] == k] for k in dict.fromkeys(k for k, _ in items)]
+    out: list[list[Item]] = []
+    whole = False  # whether the last chunk holds whole keypoints only (one may join it)
+    for group in groups:
+        if how == "keypoints" and whole and len(out[-1]) + len(group) <= size:
+            out[-1] = out[-1] + group
+        else:
+            out += [group[i : i + size] for i in range(0, len(group), size)]
+            whole = len(group) <= size
+    return out
 
 
 def initial_batch(device: torch.device, image_size: int) -> int:
@@ -104,7 +126,7 @@ class BatchSize:
         counter: WorkCounter,
         device: torch.device,
         image_size: int,
-        per_keypoint: bool = False,
+        how: Chunking = "items",
     ) -> Iterator[tuple[list[Item], T]]:
         """``(chunk, run(chunk))`` for ``items`` in :func:`chunks` of the current size, in order.
 
@@ -118,7 +140,7 @@ class BatchSize:
         remaining = list(items)
         while remaining:
             failed = None
-            for chunk in chunks(remaining, self.current(phase, device, image_size), per_keypoint):
+            for chunk in chunks(remaining, self.current(phase, device, image_size), how):
                 done = counter.done
                 try:
                     result = run(chunk)

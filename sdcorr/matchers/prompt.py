@@ -23,7 +23,7 @@ from torch import Tensor
 from sdcorr import geometry
 from sdcorr.errors import InferenceModeError, NumericalError, OptionError
 from sdcorr.matchers.base import Matcher, MatchResult, PairContext, Progress, WorkCounter
-from sdcorr.matchers.batching import BatchSize, Item, T
+from sdcorr.matchers.batching import BatchSize, Chunking, Item, T, chunks
 from sdcorr.matchers.crops import CropEncoder, autocast_state
 from sdcorr.matchers.lru import LRU
 from sdcorr.rng import content_key, generator
@@ -42,6 +42,25 @@ class PromptMatcher(Matcher):
     pair fits its own embeddings with draws keyed by the pair, as the paper's code does. Draws of the
     locate step are keyed by the pair either way.
 
+    Fit batching (``fit_batching``, with reuse): a fit is exactly reusable only if it is computed the
+    same way wherever it is needed, so the items (keypoint x restart) that share a model call must not
+    depend on which pair asks. ``"keypoint"``: a call holds one keypoint's restarts only (at most
+    ``restarts`` items, 5 in the paper preset). ``"source_image"`` (default): the distinct keypoints of
+    every selected pair with this source image (``group_keypoints`` of :meth:`match`, which the
+    datamodules give each sample as ``source_group_keypoints``) are sorted by fit key and cut into
+    fixed chunks of whole keypoints, ``max_batch // restarts`` keypoints each (:func:`~sdcorr.matchers.
+    batching.chunks` ``"keypoints"``; one keypoint's restarts sliced alone when ``restarts >
+    max_batch``). A pair computes, whole, every chunk holding one of its keypoints not remembered yet,
+    and remembers all the fits of those chunks. A chunk depends only on the source image and the run's
+    selection, never on the pair, their order, a resume, the DDP process or the shard, so each fit is
+    the same bit for bit everywhere; in a run where every pair of an image is matched by one process
+    each chunk is computed once, so the fits (and model passes) are exactly those of ``"keypoint"``.
+    Only a process that matches part of an image's pairs (a resumed run cut inside an image, or fewer
+    source images than processes) computes, with its keypoints, the others of their chunks. The two
+    batchings give the same fits up to float rounding (items are independent, see above). Keypoints
+    of a pair missing from ``group_keypoints`` (or all, when it is not given, e.g. :func:`sdcorr.match`)
+    are batched by keypoint.
+
     Args:
         restarts: independent random initialisations per keypoint; paper 5.
         steps: Adam steps per initialisation; paper 129.
@@ -55,6 +74,10 @@ class PromptMatcher(Matcher):
         locate_crops: crops per embedding on the target, the first 4 anchored at the corners; paper 20.
         reuse_fits: fit each distinct (source image, keypoint) once and share it across pairs (see
             above); off: per-pair fits seeded by the pair, like the paper's code.
+        fit_batching: with ``reuse_fits``, which fits share a model call (see above): ``source_image``
+            (default): the keypoints of a source image together, up to ``max_batch`` items a call;
+            ``keypoint``: one keypoint's restarts a call (the earlier behaviour). Only speed and float
+            rounding differ.
         max_batch: most items (keypoint x restart) sent through the model at once; only affects speed
             and memory. ``auto`` (default): on CUDA, start from an estimate (80% of the free GPU memory
             at the first call over about 2 GiB per item at 512 px, scaled by the working area, at most
@@ -82,7 +105,7 @@ class PromptMatcher(Matcher):
             most of the VAE work; its effect on accuracy is not measured on real data.
     """
 
-    speed_options = ("max_batch", "mode", "crop_cache", "fit_cache")
+    speed_options = ("max_batch", "fit_batching", "mode", "crop_cache", "fit_cache")
 
     def __init__(
         self,
@@ -96,6 +119,7 @@ class PromptMatcher(Matcher):
         locate_timestep_index: int = -3,
         locate_crops: int = 20,
         reuse_fits: bool = True,
+        fit_batching: Literal["source_image", "keypoint"] = "source_image",
         max_batch: Union[int, Literal["auto"]] = "auto",
         mode: Literal["fast", "reference"] = "fast",
         crop_cache: int = 8192,
@@ -110,6 +134,8 @@ class PromptMatcher(Matcher):
             if value < 1:
                 raise OptionError(self, name, f"expected an integer >= 1; got {value}")
         batch = BatchSize(max_batch)  # checks max_batch
+        if fit_batching not in ("source_image", "keypoint"):
+            raise OptionError(self, "fit_batching", f"expected 'source_image' or 'keypoint'; got {fit_batching!r}")
         if mode not in ("fast", "reference"):
             raise OptionError(self, "mode", f"expected 'fast' or 'reference'; got {mode!r}")
         for name, value in [("crop_pool", crop_pool), ("crop_cache", crop_cache), ("fit_cache", fit_cache)]:
@@ -132,6 +158,7 @@ class PromptMatcher(Matcher):
         self.locate_timestep_index = locate_timestep_index
         self.locate_crops = locate_crops
         self.reuse_fits = reuse_fits
+        self.fit_batching = fit_batching
         self.max_batch = max_batch
         self.mode = mode
         self.crop_cache = crop_cache
@@ -154,6 +181,7 @@ class PromptMatcher(Matcher):
         fit_seed: object = None,
         embeddings: Optional[Tensor] = None,
         *,
+        group_keypoints: Optional[Tensor] = None,
         progress: Optional[Progress] = None,
         context: Optional[PairContext] = None,
     ) -> MatchResult:
@@ -163,6 +191,9 @@ class PromptMatcher(Matcher):
         (default ``seed``), else by ``seed`` and the keypoint's index; the locate step by ``seed``.
         ``embeddings`` ``[N, R, T, D]`` fitted earlier (saved with ``--output.save_embeddings``) skip the
         fit: only the target side runs, e.g. with other locate settings (the reference code's "retest").
+        ``group_keypoints`` ``[M, 2] (x, y)`` in source-image pixels: every distinct source keypoint of
+        the run's selected pairs with this source image; with :attr:`reuse_fits` and ``fit_batching
+        "source_image"`` the fits are batched by them (see the class docstring). None: by keypoint.
         ``progress`` hears of every UNet pass (see :data:`~sdcorr.matchers.base.Progress`). ``context`` is
         not used (the fits are keyed by the source image's pixels, see :meth:`fit_keys`).
         """
@@ -178,13 +209,20 @@ class PromptMatcher(Matcher):
         keypoints = geometry.scale_keypoints(source_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
         if embeddings is not None and embeddings.shape[0] != len(keypoints):
             raise ValueError(f"Expected embeddings for {len(keypoints)} keypoints but got {embeddings.shape[0]}")
-        keys = None
+        keys = group = None
         if embeddings is None and self.reuse_fits:
-            keys = self.fit_keys(source_image, source_keypoints, seed if fit_seed is None else fit_seed)
-        fits = 0 if embeddings is not None else len(keypoints) if keys is None else self.pending_fits(source, keys)
+            fit_seed = seed if fit_seed is None else fit_seed
+            keys = self.fit_keys(source_image, source_keypoints, fit_seed)
+            if group_keypoints is not None and self.fit_batching == "source_image":
+                points = geometry.scale_keypoints(group_keypoints.float(), (src_hw[1], src_hw[0]), (size, size))
+                group = (points, self.fit_keys(source_image, group_keypoints, fit_seed))
+        if embeddings is not None:
+            fits = 0
+        else:
+            fits = len(keypoints) if keys is None else self.pending_fits(source, keys, group and group[1])
         counter = WorkCounter(self.cost(len(keypoints), fits=fits), progress)
         if embeddings is None:
-            embeddings = self.fit(source, source_work, keypoints, seed, keys, counter=counter)
+            embeddings = self.fit(source, source_work, keypoints, seed, keys, group, counter=counter)
         embeddings = embeddings.to(target_work.device)
         located = self.locate(source, target_work, embeddings, seed, counter=counter)
 
@@ -206,6 +244,7 @@ class PromptMatcher(Matcher):
         keypoints: Tensor,
         seed: object = 0,
         keys: Optional[Sequence[tuple]] = None,
+        group: Optional[tuple[Tensor, Sequence[tuple]]] = None,
         *,
         counter: Optional[WorkCounter] = None,
     ) -> Tensor:
@@ -218,6 +257,10 @@ class PromptMatcher(Matcher):
             keys: one key per keypoint that names everything its fit depends on besides the matcher
                 and the source (see :meth:`fit_keys`); restart ``r`` draws from ``(*key, r)``. Fits
                 with equal keys are computed once and remembered (up to ``fit_cache``).
+            group: with ``keys``: ``(points [M, 2] (x, y) in working pixels, their M keys)``, every
+                distinct keypoint of the run's pairs with this source image; the fits are computed in
+                its fixed chunks (see the class docstring), those missing from it by keypoint.
+                None: every fit by keypoint.
             counter: counts the UNet passes (one per item and step); None: not counted.
 
         Returns:
@@ -234,26 +277,87 @@ class PromptMatcher(Matcher):
         slots = self._slots(source, keys) if reuse else keys
         fits = self._remembered(slots) if reuse else {}
         todo = [k for k, slot in enumerate(slots) if slot not in fits and slots.index(slot) == k]
-        self._counts["fits"] += len(todo)
         self._counts["reused_fits"] += len(keys) - len(todo)
         if todo:
             encoder = self.crop_encoder(source, image)
-            items = [(k, r) for k in todo for r in range(self.restarts)]
-            out = {}
-
-            def fit_chunk(chunk: list[Item]) -> Tensor:  # fresh generators: a retried chunk draws the same
-                gens = [generator(*keys[k], r) for k, r in chunk]
-                return self._fit_chunk(source, encoder, keypoints, chunk, gens, counter)
-
-            with torch.enable_grad(), self._mode_context(source, image.device):
+            if reuse:
                 # with reuse, a keypoint's fit must not depend on which others this pair needs
-                for chunk, fitted in self._batched("fit", items, fit_chunk, source, counter, reuse):
-                    out.update(zip(chunk, fitted))
-            for k in todo:
-                fits[slots[k]] = torch.stack([out[(k, r)] for r in range(self.restarts)])
-                if reuse:
-                    self._fits.put(slots[k], fits[slots[k]].cpu())
+                jobs = self._fit_jobs(source, keypoints[todo], [keys[k] for k in todo], group)
+            else:
+                jobs = [(keypoints[todo], [keys[k] for k in todo], "items")]
+            with torch.enable_grad(), self._mode_context(source, image.device):
+                for points, unit_keys, how in jobs:
+                    self._counts["fits"] += len(unit_keys)
+                    out = self._fit_units(source, encoder, points, unit_keys, how, counter)
+                    for slot, fitted in zip(self._slots(source, unit_keys) if reuse else unit_keys, out):
+                        fits[slot] = fitted
+                        if reuse:
+                            self._fits.put(slot, fitted.cpu())
         return torch.stack([fits[slot].to(image.device) for slot in slots])
+
+    def _fit_units(
+        self,
+        source: AttentionSource,
+        encoder: CropEncoder,
+        points: Tensor,
+        keys: list[tuple],
+        how: Chunking,
+        counter: WorkCounter,
+    ) -> list[Tensor]:
+        """Fit the keypoints ``points`` ``[U, 2]`` (restart ``r`` of ``keys[u]`` draws from ``(*keys[u], r)``),
+        in chunks of the items ``(u, r)`` made ``how`` (see :func:`~sdcorr.matchers.batching.chunks`).
+        Returns one ``[R, T, D]`` per keypoint."""
+        items = [(u, r) for u in range(len(keys)) for r in range(self.restarts)]
+        out = {}
+
+        def fit_chunk(chunk: list[Item]) -> Tensor:  # fresh generators: a retried chunk draws the same
+            gens = [generator(*keys[u], r) for u, r in chunk]
+            return self._fit_chunk(source, encoder, points, chunk, gens, counter)
+
+        for chunk, fitted in self._batched("fit", items, fit_chunk, source, counter, how):
+            out.update(zip(chunk, fitted))
+        return [torch.stack([out[(u, r)] for r in range(self.restarts)]) for u in range(len(keys))]
+
+    def _fit_jobs(
+        self,
+        source: AttentionSource,
+        keypoints: Tensor,
+        keys: list[tuple],
+        group: Optional[tuple[Tensor, Sequence[tuple]]],
+    ) -> list[tuple[Tensor, list[tuple], Chunking]]:
+        """What :meth:`fit` computes for ``keypoints`` ``[N, 2]`` with ``keys`` (distinct, not remembered), as
+        ``(points [U, 2], keys [U], chunking)``: the keypoints of the group's chunks that hold one of
+        ``keys`` (:meth:`_group_units`), in chunks of whole keypoints, then those of ``keys`` missing from
+        the group, each keypoint alone."""
+        jobs: list[tuple[Tensor, list[tuple], Chunking]] = []
+        alone = list(range(len(keys)))
+        if group is not None:
+            points, group_keys = group
+            chosen = self._group_units(source, keys, group_keys)
+            if chosen:
+                jobs.append((points[chosen], [group_keys[i] for i in chosen], "keypoints"))
+            in_group = set(group_keys)
+            alone = [k for k in alone if keys[k] not in in_group]
+        if alone:
+            jobs.append((keypoints[alone], [keys[k] for k in alone], "keypoint"))
+        return jobs
+
+    def _group_units(self, source: AttentionSource, keys: Sequence[tuple], group_keys: Sequence[tuple]) -> list[int]:
+        """Indices into ``group_keys`` of the keypoints to fit for ``keys``, in order: the group's distinct
+        keys sorted, their items ``(keypoint, restart)`` cut by :func:`~sdcorr.matchers.batching.chunks`
+        ``"keypoints"`` at the fitting size now, and every chunk holding one of ``keys`` taken whole."""
+        first: dict[tuple, int] = {}
+        for i, key in enumerate(group_keys):
+            first.setdefault(key, i)
+        canonical = [first[key] for key in sorted(first)]
+        items = [(u, r) for u in range(len(canonical)) for r in range(self.restarts)]
+        wanted = set(keys)
+        chosen: dict[int, None] = {}
+        for chunk in chunks(items, self._batch.current("fit", source.device, source.image_size), "keypoints"):
+            units = [canonical[u] for u in dict.fromkeys(u for u, _ in chunk)]
+            if any(group_keys[i] in wanted for i in units):
+                chosen.update(dict.fromkeys(units))
+        return list(chosen)
 
     def _fit_chunk(
         self,
@@ -405,12 +509,12 @@ class PromptMatcher(Matcher):
         run: Callable[[list[Item]], T],
         source: AttentionSource,
         counter: WorkCounter,
-        per_keypoint: bool = False,
+        how: Chunking = "items",
     ) -> Iterator[tuple[list[Item], T]]:
         """``(chunk, run(chunk))`` in order, in chunks of the phase's size (halved on GPU out-of-memory
-        with ``max_batch="auto"``, see :meth:`~sdcorr.matchers.batching.BatchSize.batched`). ``per_keypoint``:
-        never two keypoints in one chunk (see :func:`~sdcorr.matchers.batching.chunks`)."""
-        return self._batch.batched(phase, items, run, counter, source.device, source.image_size, per_keypoint)
+        with ``max_batch="auto"``, see :meth:`~sdcorr.matchers.batching.BatchSize.batched`), made ``how``
+        (see :func:`~sdcorr.matchers.batching.chunks`)."""
+        return self._batch.batched(phase, items, run, counter, source.device, source.image_size, how)
 
     def _mode_context(self, source: AttentionSource, device: torch.device) -> ExitStack:
         """Reference mode: the whole model, float32 even under a mixed-precision autocast."""
@@ -453,9 +557,18 @@ class PromptMatcher(Matcher):
                 found[slot] = hit
         return found
 
-    def pending_fits(self, source: AttentionSource, keys: Sequence[tuple]) -> int:
-        """How many distinct fits of ``keys`` (see :meth:`fit`) are not remembered yet."""
-        return sum(slot not in self._fits for slot in self._slots(source, list(dict.fromkeys(keys))))
+    def pending_fits(
+        self, source: AttentionSource, keys: Sequence[tuple], group_keys: Optional[Sequence[tuple]] = None
+    ) -> int:
+        """How many fits :meth:`fit` will compute for ``keys``: the distinct ones not remembered yet, or with
+        ``group_keys`` (the keys of its ``group``) the keypoints of the group's chunks that hold one of
+        those, plus those missing from the group."""
+        distinct = list(dict.fromkeys(keys))
+        todo = [key for key, slot in zip(distinct, self._slots(source, distinct)) if slot not in self._fits]
+        if group_keys is None or not todo:
+            return len(todo)
+        in_group = set(group_keys)
+        return len(self._group_units(source, todo, group_keys)) + sum(key not in in_group for key in todo)
 
 
 class CropCorners:
