@@ -139,25 +139,6 @@ def test_predict_needs_no_ground_truth(tmp_path):
     assert line["target_keypoints"] is None and len(line["predicted_keypoints"]) == 5
 
 
-@pytest.mark.slow
-def test_two_process_ddp_scores_every_pair_once(smoke_run, tmp_path):
-    """3 demo pairs on 2 CPU processes (gloo): no pair padded in twice, the same table as 1 process."""
-    single, _, _ = smoke_run
-    sdcorr(
-        "test", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
-    )  # fmt: skip
-    ranks = sorted(tmp_path.glob("predictions.rank*.jsonl"))
-    assert [p.name for p in ranks] == ["predictions.rank0.jsonl", "predictions.rank1.jsonl"]
-    lines = [json.loads(line) for p in ranks for line in p.read_text().splitlines()]
-    expected = [json.loads(line) for line in (single / "predictions.jsonl").read_text().splitlines()]
-    assert sorted(line["pair_id"] for line in lines) == sorted(line["pair_id"] for line in expected)
-    by_id = {line["pair_id"]: line for line in expected}
-    assert all(line["predicted_keypoints"] == by_id[line["pair_id"]]["predicted_keypoints"] for line in lines)
-    # scored from the same records in pair_id order: not approximately, but byte for byte the same
-    assert (tmp_path / "results.json").read_text() == (single / "results.json").read_text()
-
-
 @pytest.mark.parametrize("name", ["spair", "pfwillow", "cub", "pfpascal", "ap10k", "demo"])
 def test_benchmark_configs_share_the_base(name, capsys, monkeypatch):
     """Each benchmark config is the shared base (one device, float32, seed 0, the SD 1.4 paper preset)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEMO, QUICK, REPO, sdcorr
+from tests.conftest import DEMO, QUICK, REPO, sdcorr, sdcorr_here
 
 pytestmark = pytest.mark.slow  # `sdcorr match` and `sdcorr test` in subprocesses
 
@@ -68,8 +68,8 @@ def test_bad_points_are_refused(tmp_path):
         ("114;75", "cannot read '114'"),
         ("", "no point given"),
     ]:
-        result = sdcorr("match", SOURCE, TARGET, "--points", points, *QUICK, "--output_dir", str(tmp_path),
-                        check=False)  # fmt: skip
+        result = sdcorr_here("match", SOURCE, TARGET, "--points", points, *QUICK, "--output_dir", str(tmp_path),
+                             check=False)  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, result.stderr  # a bad option
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "match.json").exists() and not (tmp_path / "config.yaml").exists()  # nothing partial

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 # QUICK: the smoke run, shortened: these tests are about bookkeeping, not accuracy
-from tests.conftest import QUICK, REPO, sdcorr
+from tests.conftest import QUICK, REPO, sdcorr, sdcorr_here
 from tests.fakes import viewer_json
 
 pytestmark = pytest.mark.slow  # every test runs `sdcorr test` end to end, some twice
@@ -77,7 +77,7 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_at_once(whole, tmp_path
             f"{out}: another sdcorr run (pid {first.pid} on host " in second.stderr
             and "is writing this folder; wait for it or use another --trainer.default_root_dir" in second.stderr
         )
-        merged = sdcorr("merge", str(out), str(whole), check=False)  # nor may a merge write into it
+        merged = sdcorr_here("merge", str(out), str(whole), check=False)  # nor may a merge write into it
         assert merged.returncode == 1 and "is writing this folder" in merged.stderr
     finally:
         first.send_signal(signal.SIGCONT)
@@ -162,7 +162,7 @@ def test_merged_shards_equal_the_unsharded_run(whole, shards, tmp_path):
 
 
 def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
-    result = sdcorr("merge", str(tmp_path / "a"), str(shards / "0"), str(shards / "0"), check=False)
+    result = sdcorr_here("merge", str(tmp_path / "a"), str(shards / "0"), str(shards / "0"), check=False)
     assert result.returncode == 1 and "shard 0/3 is also" in result.stderr
     # a folder claiming to be shard 1 but holding shard 0's pair: the overlap is found by pair
     fake = tmp_path / "fake1"
@@ -170,13 +170,13 @@ def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
     manifest = json.loads((fake / "run.json").read_text())
     manifest["fingerprint"]["data"]["shard"] = [1, 3]
     (fake / "run.json").write_text(json.dumps(manifest))
-    result = sdcorr("merge", str(tmp_path / "b"), str(shards / "0"), str(fake), check=False)
+    result = sdcorr_here("merge", str(tmp_path / "b"), str(shards / "0"), str(fake), check=False)
     (pair,) = lines(shards / "0" / "predictions.jsonl")
     assert result.returncode == 1 and f"{pair['pair_id']!r} is also predicted in" in result.stderr
-    result = sdcorr("merge", str(tmp_path / "c"), str(shards / "0"), str(shards / "1"), check=False)
+    result = sdcorr_here("merge", str(tmp_path / "c"), str(shards / "0"), str(shards / "1"), check=False)
     assert result.returncode == 1 and "shards [2] of 3 were not given" in result.stderr
     assert not (tmp_path / "c").exists()
-    sdcorr("merge", str(tmp_path / "d"), str(shards / "0"), str(shards / "1"), "--allow_missing", "true")
+    sdcorr_here("merge", str(tmp_path / "d"), str(shards / "0"), str(shards / "1"), "--allow_missing", "true")
     partial = json.loads((tmp_path / "d/results.json").read_text())
     assert partial["incomplete"] is True and partial["missing_shards"] == [2]
     assert "shards [2] of 3 were not given" in partial["missing"] and "not listed" in partial["missing"]
@@ -185,7 +185,7 @@ def test_merge_refuses_overlaps_and_lists_what_is_missing(shards, tmp_path):
 
 def test_evaluate_recomputes_with_other_alphas(whole, tmp_path):
     output = tmp_path / "evaluation.json"
-    sdcorr("evaluate", str(whole), "--alphas", "[0.1, 1.0]", "--output", str(output))
+    sdcorr_here("evaluate", str(whole), "--alphas", "[0.1, 1.0]", "--output", str(output))
     again, original = json.loads(output.read_text()), json.loads((whole / "results.json").read_text())
     assert again["overall"]["pck@0.1"] == original["overall"]["pck@0.1"]
     # PCK@1 from the prediction lines by hand (distance within the whole threshold); 3 pairs: no interval
@@ -196,7 +196,7 @@ def test_evaluate_recomputes_with_other_alphas(whole, tmp_path):
         per_pair.append((error <= line["threshold"]).double().mean().item())
     assert again["overall"]["pck@1"]["per_image"] == pytest.approx(sum(per_pair) / len(per_pair))
     assert "pck@0.05" not in again["overall"]
-    result = sdcorr("evaluate", str(whole), "--threshold", "bbox-trg", check=False)
+    result = sdcorr_here("evaluate", str(whole), "--threshold", "bbox-trg", check=False)
     assert result.returncode == 1 and "no threshold 'bbox-trg' recorded" in result.stderr
 
 
@@ -221,7 +221,7 @@ def test_report_is_written_for_any_finished_folder(whole, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(whole, folder)
     (folder / "index.html").unlink(missing_ok=True)
-    result = sdcorr("report", str(folder))
+    result = sdcorr_here("report", str(folder))
     assert result.stdout.strip().endswith("index.html")
     page = (folder / "index.html").read_text()
     assert "0_chelsea" in page and "<h2>PCK</h2>" in page and "overall" in page
