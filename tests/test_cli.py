@@ -13,7 +13,7 @@ import yaml
 from sdcorr.cli.main import main
 from sdcorr.cli.quiet import NoTips
 from sdcorr.stats.pck import pck
-from tests.conftest import REPO, sdcorr
+from tests.conftest import QUICK, REPO, sdcorr
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,7 @@ def test_outputs_name_the_tiny_model_truthfully_and_in_full(smoke_run):
 
 @pytest.mark.slow
 def test_mixed_precision_run(tmp_path):
-    result = sdcorr("test", "--config", "configs/smoke.yaml", "--trainer.precision", "bf16-mixed",
-                    "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    result = sdcorr("test", *QUICK, "--trainer.precision", "bf16-mixed", "--trainer.default_root_dir", str(tmp_path))
     assert json.loads((tmp_path / "results.json").read_text())["overall"]["num_pairs"] == 3
     assert "was called before the ``update``" not in result.stderr
 

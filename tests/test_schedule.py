@@ -13,7 +13,7 @@ from datamodules import schedule
 from datamodules.base import PairListDataset, UnpaddedDistributedSampler, collate_pairs
 from datamodules.pairs import PairsDataModule
 from datamodules.schedule import GROUP, GROUP_KEYPOINTS, split
-from tests.conftest import DEMO, QUICK, REPO, sdcorr
+from tests.conftest import DEMO, QUICK, REPO, sdcorr, sdcorr_here
 from tests.fixtures_spair import write_spair
 
 
@@ -110,10 +110,10 @@ def test_plan_counts_distinct_fits_without_loading_the_model(tmp_path):
     # 13 keypoints, of which 5 distinct (A's 3, B's 2); two categories
     root = write_spair(tmp_path / "SPair-71k", pairs_per_category=5, splits=("test",))
     args = ["plan", "--config", "configs/spair.yaml", "--data.init_args.root", str(root)]
-    out = sdcorr(*args).stdout  # configs/spair.yaml names SD 1.4, which is not loaded
+    out = sdcorr_here(*args).stdout  # configs/spair.yaml names SD 1.4, which is not loaded
     # paper preset, 5 restarts x (129 steps + 20 locate crops): 5 x (10 x 129 + 26 x 20) = 9,050
     assert out.strip() == "to do: 10 pairs, 26 keypoints, 10 distinct fits, 9,050 model passes (19,370 without reuse)"
-    off = sdcorr(*args, "--model.matcher.init_args.reuse_fits", "false").stdout  # 5 x 26 x 149
+    off = sdcorr_here(*args, "--model.matcher.init_args.reuse_fits", "false").stdout  # 5 x 26 x 149
     assert off.strip() == "to do: 10 pairs, 26 keypoints, 19,370 model passes"
 
 
@@ -169,7 +169,7 @@ def test_three_shards_merge_to_the_same_results(shared, tmp_path):
             "--trainer.default_root_dir", str(tmp_path / str(index)),
             "--data.init_args.shard_index", str(index), "--data.init_args.num_shards", "3",
         )  # fmt: skip
-    sdcorr("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
+    sdcorr_here("merge", str(tmp_path / "merged"), *(str(tmp_path / str(i)) for i in range(3)))
     assert (tmp_path / "merged/results.json").read_text() == (whole / "results.json").read_text()
 
 
