@@ -68,9 +68,9 @@ TIMES = [
     Promise("plan, smoke", [*SDCORR, "plan", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", "{out}"],
             "README.md", "10 to 20 s per command on our 2-core CPU", 20),
     Promise("tests, quick loop", [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"],
-            "README.md", "(about a minute", 60, suite=True),
+            "README.md", "(about 2.5 minutes", 150, suite=True),
     Promise("tests, all", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            "README.md", "about 14 minutes on our 2-core machine", 14 * 60, suite=True),
+            "README.md", "about 13 minutes on our 2-core machine", 13 * 60, suite=True),
 ]  # fmt: skip
 
 
