@@ -44,6 +44,7 @@ Batches are lists of samples (images differ in size), see :func:`collate_pairs`.
 
 from __future__ import annotations
 
+import csv
 import math
 import random
 from collections.abc import Callable
@@ -119,6 +120,27 @@ def sample_from_record(
 #: and :func:`collate_pairs` leaves that out, so the process runs one empty batch (see
 #: :class:`UnpaddedDistributedSampler`)
 IDLE = -1
+
+
+def csv_pair_rows(file: Path, num_columns: int) -> list[tuple[int, int, list[str]]]:
+    """The data rows of a pair-list CSV file with a header row (PF-Willow's, PF-Pascal's), as
+    ``(index, line, cells)``: the 0-based data row, the 1-based line of the file (the header is line 1) and
+    its cells.
+
+    Raises:
+        DataError: naming the file (and the line): fewer than a header and one row, or a row without
+            ``num_columns`` cells.
+    """
+    with open(file, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise DataError(f"{file}: expected a header row and at least one pair row, got {len(rows)} rows")
+    out = []
+    for index, row in enumerate(rows[1:]):
+        if len(row) != num_columns:
+            raise DataError(f"{file}: row {index + 2}: expected {num_columns} columns, got {len(row)}")
+        out.append((index, index + 2, row))
+    return out
 
 
 def collate_pairs(batch: list[Optional[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -51,7 +51,6 @@ PCK thresholds (``threshold``), both in original target pixels, ``pck_scale = (1
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -59,7 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from datamodules.base import DataError, PairDataModule
+from datamodules.base import DataError, PairDataModule, csv_pair_rows
 from datamodules.download import Archive, fetch
 from sdcorr.errors import OptionError
 from sdcorr.images import first_outside, image_dimensions
@@ -131,15 +130,8 @@ def read_pfpascal_csv(root: Path, split: str = "test") -> list[dict[str, Any]]:
     file = pairs_file(root, split)
     if not file.is_file():
         raise DataError(f"{file}: pairs file not found; {_hint(root, split)}")
-    with open(file, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise DataError(f"{file}: expected a header row and at least one pair row, got {len(rows)} rows")
     records = []
-    for index, row in enumerate(rows[1:]):
-        line = index + 2
-        if len(row) != NUM_COLUMNS:
-            raise DataError(f"{file}: row {line}: expected {NUM_COLUMNS} columns, got {len(row)}")
+    for index, line, row in csv_pair_rows(file, NUM_COLUMNS):
         try:
             label = int(float(row[2]))
         except ValueError:

@@ -27,7 +27,6 @@ PCK thresholds (``threshold``):
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule
+from datamodules.base import DataError, PairDataModule, csv_pair_rows
 from datamodules.download import Archive, fetch
 from sdcorr.errors import OptionError
 from sdcorr.geometry import PAPER_SIZE
@@ -125,15 +124,8 @@ def read_pfwillow_csv(root: Path) -> list[dict[str, Any]]:
         ``source_keypoints`` and ``target_keypoints`` ``[10, 2] (x, y)`` in pixels.
     """
     file, images = find_layout(root)
-    with open(file, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise DataError(f"{file}: expected a header row and at least one pair row, got {len(rows)} rows")
     records = []
-    for index, row in enumerate(rows[1:]):
-        line = index + 2
-        if len(row) != NUM_COLUMNS:
-            raise DataError(f"{file}: row {line}: expected {NUM_COLUMNS} columns, got {len(row)}")
+    for index, line, row in csv_pair_rows(file, NUM_COLUMNS):
         source = _relative_path(row[0], f"{file}: row {line}, column 0")
         target = _relative_path(row[1], f"{file}: row {line}, column 1")
         if source.parent != target.parent:
