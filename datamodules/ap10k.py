@@ -60,9 +60,9 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import DataError, PairDataModule, sample_from_record
+from datamodules.base import DataError, PairDataModule, load_declared_images, sample_from_record
 from sdcorr.errors import OptionError
-from sdcorr.images import first_outside, load_image
+from sdcorr.images import first_outside
 
 __all__ = ["AP10KDataModule", "KEYPOINT_NAMES", "SUBSETS", "pair_folder"]
 
@@ -238,16 +238,9 @@ class AP10KDataModule(PairDataModule):
 
     def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
         """The sample dict of one record; the decoded image sizes must match the annotations' width and height."""
-        images = {}
-        for side in ("source", "target"):
-            image = load_image(pair[f"{side}_path"])
-            w, h = pair[f"{side}_size"]
-            if (image.shape[2], image.shape[1]) != (w, h):
-                raise DataError(
-                    f"{pair[f'{side}_path']}: decoded image is {image.shape[2]}x{image.shape[1]} (W x H) but its "
-                    f"annotation declares width {w}, height {h} (pair {pair['annotation']})"
-                )
-            images[side] = image
+        images = load_declared_images(
+            pair, lambda side, w, h: f"its annotation declares width {w}, height {h} (pair {pair['annotation']})"
+        )
         return sample_from_record(pair, images["source"], images["target"])
 
     def describe(self) -> dict[str, Any]:

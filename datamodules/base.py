@@ -122,6 +122,30 @@ def sample_from_record(
 IDLE = -1
 
 
+def load_declared_images(pair: dict[str, Any], declared: Callable[[str, int, int], str]) -> dict[str, Tensor]:
+    """Both images of a record (``{side}_path``), each checked against the ``(W, H)`` its annotation declares
+    (``{side}_size``): ``{"source": ..., "target": ...}``, ``[3, H, W]`` in [0, 1].
+
+    Args:
+        pair: the record.
+        declared: ``declared(side, w, h)`` says where the size is declared, for the message.
+
+    Raises:
+        DataError: ``<image>: decoded image is WxH (W x H) but <declared(...)>``.
+    """
+    images = {}
+    for side in ("source", "target"):
+        image = load_image(pair[f"{side}_path"])
+        w, h = pair[f"{side}_size"]
+        if (image.shape[2], image.shape[1]) != (w, h):
+            raise DataError(
+                f"{pair[f'{side}_path']}: decoded image is {image.shape[2]}x{image.shape[1]} (W x H) but "
+                f"{declared(side, w, h)}"
+            )
+        images[side] = image
+    return images
+
+
 def csv_pair_rows(file: Path, num_columns: int) -> list[tuple[int, int, list[str]]]:
     """The data rows of a pair-list CSV file with a header row (PF-Willow's, PF-Pascal's), as
     ``(index, line, cells)``: the 0-based data row, the 1-based line of the file (the header is line 1) and

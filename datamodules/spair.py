@@ -32,11 +32,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from datamodules.base import DataError, PairDataModule, sample_from_record
+from datamodules.base import DataError, PairDataModule, load_declared_images, sample_from_record
 from datamodules.download import Archive, fetch
 from sdcorr.errors import OptionError
 from sdcorr.geometry import PAPER_SIZE
-from sdcorr.images import first_outside, load_image
+from sdcorr.images import first_outside
 
 __all__ = ["GROUP_FIELDS", "SPAIR_ARCHIVE", "SPairDataModule"]
 
@@ -264,16 +264,8 @@ class SPairDataModule(PairDataModule):
 
     def load_sample(self, pair: dict[str, Any]) -> dict[str, Any]:
         """The sample dict of one record; the decoded image sizes must match the JSON's imsize."""
-        images = {}
-        for side, key in (("source", "src_imsize"), ("target", "trg_imsize")):
-            image = load_image(pair[f"{side}_path"])
-            w, h = pair[f"{side}_size"]
-            if (image.shape[2], image.shape[1]) != (w, h):
-                raise DataError(
-                    f"{pair[f'{side}_path']}: decoded image is {image.shape[2]}x{image.shape[1]} (W x H) but "
-                    f"{pair['annotation']} declares '{key}' {w}x{h}"
-                )
-            images[side] = image
+        keys = {"source": "src_imsize", "target": "trg_imsize"}
+        images = load_declared_images(pair, lambda side, w, h: f"{pair['annotation']} declares '{keys[side]}' {w}x{h}")
         return sample_from_record(pair, images["source"], images["target"])
 
     def describe(self) -> dict[str, Any]:

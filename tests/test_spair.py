@@ -212,3 +212,11 @@ def test_image_size_mismatch_names_the_image_and_both_sizes(spair):
         data.dataset[0]
     with pytest.raises(DataError, match=r"2008_000002\.jpg: decoded image is 64x48 .* 'src_imsize' 100x140"):
         data.dataset[1]
+
+
+def test_decoded_size_must_match_the_pair_json(spair):
+    file = edit_pair(spair, 0, trg_imsize=[999, 998, 3])
+    with pytest.raises(
+        DataError, match=rf"decoded image is \d+x\d+ \(W x H\) but .*{file.name} declares 'trg_imsize' 999x998"
+    ):
+        module(spair).dataset[0]  # the first test pair
