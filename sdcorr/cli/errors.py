@@ -284,7 +284,8 @@ def check_trainer(trainer: Namespace) -> None:
         settings["strategy"] = trainer.get("strategy")
     settings = {key: value for key, value in settings.items() if value is not None}
     said = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # "GPU available: ..." once, by the real one
-    level, said.level = said.level, logging.WARNING
+    level = said.level
+    said.setLevel(logging.WARNING)  # setLevel, not the attribute: the logging module caches levels
     try:
         with trainer_options(settings.get("accelerator")):
             Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
